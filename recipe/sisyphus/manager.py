@@ -1,0 +1,180 @@
+"""The manager: finds runnable tasks in the graph, submits them, follows their state until the graph is done."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
+
+import sisyphus.global_settings as gs
+from sisyphus.graph import SISGraph
+
+
+def task_state(engine: Any, task: Any, task_id: int) -> str:
+    """State of one task id from the job directory's markers and the engine's queue."""
+    if task.finished(task_id):
+        return gs.STATE_FINISHED
+    if task.error(task_id):
+        return gs.STATE_RETRY_ERROR if task.submissions(task_id) < task.tries else gs.STATE_ERROR
+    state = engine.task_state(task, task_id)
+    if state in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_QUEUE_ERROR):
+        return state
+    age = task.heartbeat_age(task_id)
+    if age is not None and age < gs.HEARTBEAT_TIMEOUT:
+        return gs.STATE_RUNNING  # a worker from an earlier manager (or another host) is still alive
+    if task.started(task_id) or task.submissions(task_id) > 0:
+        return gs.STATE_INTERRUPTED_RESUMABLE if task.resume() else gs.STATE_INTERRUPTED_NOT_RESUMABLE
+    return gs.STATE_RUNNABLE
+
+
+def job_state(engine: Any, job: Any) -> Tuple[str, Optional[Any], List[int]]:
+    """(state, current task, its task ids in that state): the first unfinished task decides."""
+    if job._sis_finished():
+        return gs.STATE_FINISHED, None, []
+    if not job._sis_runnable():
+        return gs.STATE_WAITING, None, []
+    if job._sis_hold_job:
+        return gs.STATE_HOLD, None, []
+    if not job._sis_setup():
+        return gs.STATE_RUNNABLE, job._sis_tasks()[0], job._sis_tasks()[0].task_ids()
+    for task in job._sis_tasks():
+        if task.finished():
+            continue
+        states: Dict[str, List[int]] = {}
+        for i in task.task_ids():
+            states.setdefault(task_state(engine, task, i), []).append(i)
+        for s in (gs.STATE_ERROR, gs.STATE_QUEUE_ERROR, gs.STATE_RETRY_ERROR, gs.STATE_INTERRUPTED_NOT_RESUMABLE,
+                  gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_RUNNABLE, gs.STATE_RUNNING, gs.STATE_QUEUE):
+            if s in states:
+                return s, task, states[s]
+    job._sis_mark_finished_if_done()
+    return gs.STATE_FINISHED, None, []
+
+
+class Manager:
+    """Loops over the graph: set up runnable jobs, submit, resubmit interrupted/retry tasks, mark finished jobs.
+
+    :param graph: the graph with the registered outputs
+    :param engine: the engine from settings.py
+    :param interactive: ask before starting (``sis m`` without ``-r``)
+    """
+
+    def __init__(self, graph: SISGraph, engine: Any, interactive: bool = False, poll: Optional[float] = None,
+                 config_done: Any = None, out=sys.stdout):
+        self.graph = graph
+        self.engine = engine
+        self.interactive = interactive
+        self.poll = gs.WAIT_PERIOD_BETWEEN_CHECKS if poll is None else poll
+        self.config_done = config_done or (lambda: True)
+        self.out = out
+        self._last_summary = None
+
+    def _print(self, msg: str) -> None:
+        print(msg, file=self.out, flush=True)
+
+    def _submit(self, job: Any, task: Any, ids: List[int]) -> None:
+        if not job._sis_setup():
+            job._sis_setup_directory()
+        self.engine.submit(task, ids)
+
+    def step(self) -> Dict[str, List[Tuple[Any, Any, List[int]]]]:
+        """One loop: returns jobs grouped by state (after acting on them)."""
+        self.engine.reset_cache()
+        by_state: Dict[str, List[Tuple[Any, Any, List[int]]]] = {}
+        for job in self.graph.jobs():
+            state, task, ids = job_state(self.engine, job)
+            if state == gs.STATE_RUNNABLE:
+                self._submit(job, task, ids)
+                state = gs.STATE_QUEUE
+            elif state == gs.STATE_RETRY_ERROR:
+                for i in ids:
+                    task.reset(i)
+                self._print(f"retry {job._sis_id()} task {task.name()} {ids} (log: {task.log_path(ids[0])})")
+                self._submit(job, task, ids)
+                state = gs.STATE_QUEUE
+            elif state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
+                retry_ids = [i for i in ids if task.submissions(i) <= gs.MAX_SUBMIT_RETRIES]
+                if retry_ids:
+                    how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
+                    self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}")
+                    self._submit(job, task, retry_ids)
+                    state = gs.STATE_QUEUE
+                else:
+                    state = gs.STATE_ERROR
+            by_state.setdefault(state, []).append((job, task, ids))
+        self.graph.update_outputs()
+        return by_state
+
+    def summary(self, by_state: Dict[str, list]) -> str:
+        counts = Counter({s: len(v) for s, v in by_state.items()})
+        return " ".join(f"{s}: {counts[s]}" for s in sorted(counts))
+
+    def print_errors(self, by_state: Dict[str, list]) -> None:
+        for job, task, ids in by_state.get(gs.STATE_ERROR, []):
+            if task is None:
+                continue
+            for i in ids:
+                log = task.log_path(i)
+                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}")
+                if os.path.isfile(log):
+                    with open(log, encoding="utf-8", errors="replace") as f:
+                        tail = f.readlines()[-gs.PRINT_ERROR_LINES:]
+                    self._print("".join("    " + line for line in tail).rstrip())
+
+    def run(self, max_time: Optional[float] = None) -> int:
+        """Runs until all targets are finished (0) or nothing can progress because of errors (1)."""
+        if self.interactive:
+            by_state = {}
+            for job in self.graph.jobs():
+                by_state.setdefault(job_state(self.engine, job)[0], []).append(job)
+            self._print(self.summary(by_state))
+            answer = input("start manager? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                return 0
+        self.engine.start_engine()
+        start = time.time()
+        try:
+            while True:
+                by_state = self.step()
+                summary = self.summary(by_state)
+                if summary != self._last_summary:
+                    self._print(f"[{time.strftime('%H:%M:%S')}] {summary}")
+                    self._last_summary = summary
+                active = any(by_state.get(s) for s in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_RUNNABLE))
+                done = all(t.is_done() for t in self.graph.targets)
+                if done and self.config_done() and not active:
+                    self.graph.update_outputs()
+                    self._print("all outputs finished")
+                    return 0
+                if not active and self.config_done():
+                    if by_state.get(gs.STATE_ERROR) or by_state.get(gs.STATE_QUEUE_ERROR):
+                        self.print_errors(by_state)
+                        self._print("stopping: the remaining jobs depend on failed jobs")
+                        return 1
+                    if by_state.get(gs.STATE_HOLD):
+                        self._print("stopping: the remaining jobs are on hold")
+                        return 1
+                    if not by_state.get(gs.STATE_WAITING):
+                        # targets not done, nothing to do: e.g. an input file of the setup is missing
+                        missing = [str(p) for t in self.graph.targets for p in t.required
+                                   if p.creator is None and not p.available()]
+                        self._print(f"stopping: missing inputs {missing}")
+                        return 1
+                    waiting = by_state[gs.STATE_WAITING]
+                    missing = sorted({str(p) for j, _, _ in waiting for p in j._sis_inputs
+                                      if p.creator is None and not p.available()})
+                    if missing:
+                        for j, _, _ in waiting:
+                            for p in j._sis_inputs:
+                                if p.creator is None and not p.available():
+                                    self._print(f"ERROR: {j._sis_id()} needs input {p} which does not exist")
+                        self._print("stopping: missing input files")
+                        return 1
+                if max_time is not None and time.time() - start > max_time:
+                    self._print("stopping: time limit of the manager reached")
+                    return 2
+                time.sleep(self.poll)
+        finally:
+            self.engine.stop_engine()

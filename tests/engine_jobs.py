@@ -1,0 +1,149 @@
+"""Small jobs used by the engine tests (importable by workers as tests.engine_jobs)."""
+import json
+import os
+import time
+
+from sisyphus import Job, Task, tk
+
+
+class WriteTextJob(Job):
+    """Writes a text to a file."""
+
+    def __init__(self, text, *, repeat=1):
+        self.text = text
+        self.repeat = repeat
+        self.out_file = self.output_path("out.txt")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        with open(self.out_file.get_path(), "w") as f:
+            f.write(self.text * self.repeat)
+
+
+class ConcatJob(Job):
+    """Concatenates text files; the log of each run is counted in a file outside the job (run_counter)."""
+
+    def __init__(self, inputs, run_counter=None):
+        self.inputs = inputs
+        self.run_counter = run_counter
+        self.out_file = self.output_path("concat.txt")
+        self.out_length = self.output_var("length")
+
+    def tasks(self):
+        yield Task("run", rqmt={"cpu": 1, "mem": 0.5})
+
+    def run(self):
+        if self.run_counter:
+            with open(self.run_counter, "a") as f:
+                f.write(self.job_id() + "\n")
+        text = ""
+        for p in self.inputs:
+            if not os.path.isfile(p.get_path()):
+                raise FileNotFoundError(f"{type(self).__name__}: input file {p.get_path()} does not exist")
+            with open(p.get_path()) as f:
+                text += f.read()
+        with open(self.out_file.get_path(), "w") as f:
+            f.write(text)
+        self.out_length.set(len(text))
+
+
+class SleepJob(Job):
+    """Sleeps and records its start and end time in a shared folder (to check the engine's parallelism)."""
+
+    def __init__(self, name, seconds, record_dir, *, cpu=1):
+        self.name = name
+        self.seconds = seconds
+        self.record_dir = record_dir
+        self.cpu = cpu
+        self.out_done = self.output_path("done")
+
+    def tasks(self):
+        yield Task("run", rqmt={"cpu": self.cpu, "mem": 0.1})
+
+    def run(self):
+        start = time.time()
+        time.sleep(self.seconds)
+        with open(os.path.join(self.record_dir, self.name + ".json"), "w") as f:
+            json.dump({"start": start, "end": time.time(), "cpu": self.cpu}, f)
+        open(self.out_done.get_path(), "w").close()
+
+
+class CountJob(Job):
+    """Counts to n slowly, keeping its progress in work/, so it can resume after being killed."""
+
+    def __init__(self, n, *, step_seconds=0.2, resumable=True):
+        self.n = n
+        self.step_seconds = step_seconds
+        self.resumable = resumable
+        self.out_numbers = self.output_path("numbers.txt")
+
+    def tasks(self):
+        yield Task("run", resume="run" if self.resumable else None, rqmt={"cpu": 1, "mem": 0.2})
+        yield Task("finalize", mini_task=True)
+
+    def run(self):
+        progress = "progress.txt"
+        if not self.resumable and os.path.exists(progress):
+            os.remove(progress)
+        done = 0
+        if os.path.exists(progress):
+            with open(progress) as f:
+                done = len(f.read().split())
+        with open(progress, "a") as f:
+            for i in range(done, self.n):
+                f.write(f"{i * i}\n")
+                f.flush()
+                time.sleep(self.step_seconds)
+
+    def finalize(self):
+        with open("progress.txt") as f:
+            numbers = f.read().split()
+        assert len(numbers) == self.n, f"expected {self.n} numbers, got {len(numbers)}"
+        tmp = self.out_numbers.get_path() + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(numbers) + "\n")
+        os.replace(tmp, self.out_numbers.get_path())
+
+
+class ArrayJob(Job):
+    """A task with several ids, each writing one part."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.out_dir = self.output_path("parts", directory=True)
+
+    def tasks(self):
+        yield Task("run", args=list(range(len(self.parts))), rqmt={"cpu": 1, "mem": 0.1})
+
+    def run(self, index):
+        with open(os.path.join(self.out_dir.get_path(), f"{index}.txt"), "w") as f:
+            f.write(self.parts[index])
+
+
+class FailJob(Job):
+    """Raises: stands for a job that meets bad input."""
+
+    def __init__(self, message, *, tries=1):
+        self.message = message
+        self.tries = tries
+        self.out_file = self.output_path("never.txt")
+
+    def tasks(self):
+        yield Task("run", tries=self.tries, mini_task=True)
+
+    def run(self):
+        with open(self.out_file.get_path() + ".partial", "w") as f:
+            f.write("partial")
+        raise ValueError(self.message)
+
+
+def build_graph(prefix="a"):
+    """A small diamond graph: two texts, their concatenation, a count job."""
+    x = WriteTextJob("hello ")
+    y = WriteTextJob("world", repeat=2)
+    c = ConcatJob([x.out_file, y.out_file])
+    c.add_alias(f"{prefix}/concat")
+    tk.register_output(f"{prefix}/concat.txt", c.out_file)
+    return c

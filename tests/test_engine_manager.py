@@ -1,0 +1,273 @@
+"""The manager with the local engine: sharing, resuming after SIGKILL, failures, cpu limits, console, cleaner."""
+import glob
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sisyphus.global_settings as gs
+from sisyphus import tk
+from sisyphus.console import Console
+from sisyphus.graph import graph
+from sisyphus.job import created_jobs
+from sisyphus.localengine import LocalEngine
+from sisyphus.manager import Manager
+from tests.engine_jobs import ArrayJob, ConcatJob, CountJob, FailJob, SleepJob, WriteTextJob
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_manager(engine=None, max_time=120):
+    out = io.StringIO()
+    m = Manager(graph, engine or LocalEngine(cpus=2, mem=4), poll=0.1, out=out)
+    rc = m.run(max_time=max_time)
+    return rc, out.getvalue()
+
+
+def reset_graph():
+    graph.clear()
+    created_jobs.clear()
+
+
+def test_graph_runs_and_outputs_are_linked(sis_setup_dir):
+    a = WriteTextJob("hello ")
+    b = WriteTextJob("world")
+    c = ConcatJob([a.out_file, b.out_file])
+    c.add_alias("demo/concat")
+    tk.register_output("demo/concat.txt", c.out_file)
+    rc, log = run_manager()
+    assert rc == 0, log
+    with open(sis_setup_dir / "output" / "demo" / "concat.txt") as f:
+        assert f.read() == "hello world"
+    assert c.out_length.get() == 11
+    job_dir = c._sis_path(abspath=True)
+    for name in ("finished", "info", "job.save", "log.run.1", "finished.run.1", "usage.run.1"):
+        assert os.path.exists(os.path.join(job_dir, name)), name
+    assert os.path.islink(sis_setup_dir / "alias" / "demo" / "concat")
+    assert os.path.isdir(os.path.join(job_dir, "input"))
+    assert len(os.listdir(os.path.join(job_dir, "input"))) == 2
+
+
+def test_two_configs_share_a_job_and_the_second_run_computes_nothing(sis_setup_dir):
+    counter = str(sis_setup_dir / "runs.txt")
+
+    def config_one():
+        a = WriteTextJob("shared ")
+        c = ConcatJob([a.out_file], run_counter=counter)
+        tk.register_output("one/out.txt", c.out_file)
+        return c
+
+    def config_two():
+        # built differently (keyword argument, other outputs) but the same job
+        c = ConcatJob(inputs=[WriteTextJob(text="shared ", repeat=1).out_file], run_counter=counter)
+        tk.register_output("two/out.txt", c.out_file)
+        tk.register_output("two/extra.txt", WriteTextJob("extra").out_file)
+        return c
+
+    c1 = config_one()
+    assert run_manager()[0] == 0
+    id1 = c1.job_id()
+    reset_graph()
+    c2 = config_two()
+    assert c2.job_id() == id1
+    rc, log = run_manager()
+    assert rc == 0, log
+    with open(counter) as f:
+        assert f.read().split() == [id1]  # ConcatJob ran exactly once
+    assert os.path.realpath(sis_setup_dir / "output" / "two" / "out.txt") == c2.out_file.get_path()
+
+
+def test_array_task(sis_setup_dir):
+    j = ArrayJob(["a", "b", "c"])
+    tk.register_output("parts", j.out_dir)
+    assert run_manager()[0] == 0
+    assert sorted(os.listdir(j.out_dir.get_path())) == ["0.txt", "1.txt", "2.txt"]
+
+
+def test_failing_task_is_an_error_with_log_and_nothing_finished(sis_setup_dir):
+    f = FailJob("bad input: /data/missing.flac does not exist")
+    after = ConcatJob([f.out_file])
+    tk.register_output("fail/out.txt", after.out_file)
+    rc, log = run_manager()
+    assert rc == 1
+    job_dir = f._sis_path(abspath=True)
+    log_path = os.path.join(job_dir, "log.run.1")
+    assert f"log: {log_path}" in log
+    assert "bad input: /data/missing.flac does not exist" in log
+    assert os.path.exists(os.path.join(job_dir, "error.run.1"))
+    assert not os.path.exists(os.path.join(job_dir, "finished"))
+    assert not os.path.exists(os.path.join(job_dir, "finished.run.1"))
+    assert not after._sis_setup()  # the job after it never started
+
+
+def test_retry_is_bounded_by_tries(sis_setup_dir):
+    f = FailJob("always fails", tries=2)
+    tk.register_output("retry/out.txt", f.out_file)
+    rc, log = run_manager()
+    assert rc == 1
+    task = f._sis_tasks()[0]
+    assert task.submissions(1) == 2
+    assert "retry" in log
+
+
+def test_missing_input_file_is_reported(sis_setup_dir):
+    c = ConcatJob([tk.Path(str(sis_setup_dir / "no_such_input.txt"))])
+    tk.register_output("missing/out.txt", c.out_file)
+    rc, log = run_manager()
+    assert rc == 1
+    assert "no_such_input.txt" in log and "does not exist" in log
+    assert c.job_id() in log
+
+
+def test_local_engine_never_exceeds_cpus(sis_setup_dir):
+    record = sis_setup_dir / "record"
+    record.mkdir()
+    jobs = [SleepJob(f"s{i}", 0.8, str(record), cpu=1 + (i % 2)) for i in range(5)]
+    for j in jobs:
+        tk.register_output(f"sleep/{j.name}", j.out_done)
+    engine = LocalEngine(cpus=2, mem=4)
+    rc, log = run_manager(engine)
+    assert rc == 0, log
+    spans = [json.load(open(p)) for p in glob.glob(str(record / "*.json"))]
+    assert len(spans) == 5
+    # at every start instant, the cpus of the tasks running then must fit into 2
+    for s in spans:
+        t = s["start"] + 1e-3
+        used = sum(o["cpu"] for o in spans if o["start"] <= t < o["end"])
+        assert used <= 2, spans
+    assert engine.max_used["cpu"] <= 2
+    assert any(o is not s and o["start"] < s["end"] and s["start"] < o["end"] for s in spans for o in spans)
+
+
+def _write_config(setup, body):
+    (setup / "config").mkdir(exist_ok=True)
+    (setup / "config" / "__init__.py").write_text("")
+    (setup / "config" / "exp.py").write_text(body)
+    (setup / "settings.py").write_text(
+        "def engine():\n    from sisyphus.localengine import LocalEngine\n    return LocalEngine(cpus=2, mem=4)\n"
+        "WAIT_PERIOD_BETWEEN_CHECKS = 0.2\nHEARTBEAT_PERIOD = 0.5\nHEARTBEAT_TIMEOUT = 3\n"
+    )
+
+
+COUNT_CONFIG = """
+from sisyphus import tk
+from tests.engine_jobs import CountJob
+
+def py():
+    j = CountJob(12, step_seconds=0.25, resumable={resumable})
+    tk.register_output("count/numbers.txt", j.out_numbers)
+"""
+
+
+def _sis(setup, *args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "sisyphus", *args], cwd=setup, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_sigkill_mid_run_then_next_manager_finishes_with_equal_output(sis_setup_dir, resumable):
+    setup = sis_setup_dir
+    _write_config(setup, COUNT_CONFIG.format(resumable=resumable))
+    proc = _sis(setup, "manager", "-r", "config/exp.py")
+    progress = glob.glob(str(setup / "work" / "tests" / "engine_jobs" / "CountJob.*"))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        progress = glob.glob(str(setup / "work" / "tests" / "engine_jobs" / "CountJob.*" / "work" / "progress.txt"))
+        if progress and len(open(progress[0]).read().split()) >= 3:
+            break
+        time.sleep(0.05)
+    assert progress, proc.communicate()[0]
+    # kill the manager and its worker (the worker runs in its own session: find it by its usage file)
+    os.killpg(proc.pid, signal.SIGKILL)
+    job_dir = os.path.dirname(os.path.dirname(progress[0]))
+    usage = json.load(open(os.path.join(job_dir, "usage.run.1")))
+    try:
+        os.kill(usage["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    assert not os.path.exists(os.path.join(job_dir, "finished"))
+    time.sleep(3.5)  # heartbeat timeout of the config's settings
+    rerun = _sis(setup, "manager", "-r", "config/exp.py")
+    out = rerun.communicate(timeout=120)[0].decode()
+    assert rerun.returncode == 0, out
+    assert ("resume interrupted" if resumable else "rerun interrupted") in out
+    with open(setup / "output" / "count" / "numbers.txt") as f:
+        assert f.read().split() == [str(i * i) for i in range(12)]
+    assert os.path.exists(os.path.join(job_dir, "log.run.1.old.1"))
+
+
+def test_cli_reports_a_bad_config_and_job_failure(sis_setup_dir):
+    _write_config(sis_setup_dir, """
+from sisyphus import tk
+from tests.engine_jobs import ConcatJob
+
+def main():
+    tk.register_output("bad/out.txt", ConcatJob([tk.Path("{missing}")]).out_file)
+""".format(missing=str(sis_setup_dir / "absent.txt")))
+    p = _sis(sis_setup_dir, "m", "-r", "config/exp.py")
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 1
+    assert "absent.txt" in out and "ConcatJob" in out
+    p = _sis(sis_setup_dir, "m", "-r", "config/nonexistent.py")
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode != 0 and "config/nonexistent.py does not exist" in out
+
+
+def test_console_and_cleaner(sis_setup_dir):
+    a = WriteTextJob("keep")
+    tk.register_output("keep.txt", a.out_file)
+    old = WriteTextJob("old")
+    tk.register_output("old.txt", old.out_file)
+    assert run_manager()[0] == 0
+    # the config changes: the old output is no longer registered
+    reset_graph()
+    a = WriteTextJob("keep")
+    tk.register_output("keep.txt", a.out_file)
+    console = Console(graph, LocalEngine(cpus=1, mem=1))
+    assert console.states() == {"finished": [a.job_id()]}
+    assert "task run.1" in console.log(a)
+    unused = console.unused()
+    assert unused == [old._sis_path(abspath=True)]
+    assert console.clean(dry_run=True) == unused and os.path.isdir(unused[0])
+    console.clean(dry_run=False)
+    assert not os.path.exists(unused[0]) and a._sis_setup()
+    moved = console.rerun(a)
+    assert moved.endswith(".cleared.0001") and not a._sis_setup()
+    assert run_manager()[0] == 0 and a._sis_finished()
+
+    _write_config(sis_setup_dir, """
+from sisyphus import tk
+from tests.engine_jobs import WriteTextJob
+def main():
+    tk.register_output("keep.txt", WriteTextJob("keep").out_file)
+""")
+    p = subprocess.run([sys.executable, "-m", "sisyphus", "console", "config/exp.py", "-c", "print_states()"],
+                       cwd=sis_setup_dir, capture_output=True, text=True, timeout=60)
+    assert "finished: 1" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-m", "sisyphus", "cleaner", "config/exp.py"], cwd=sis_setup_dir,
+                       capture_output=True, text=True, timeout=60)
+    assert "1 job directories not needed" in p.stdout, p.stdout + p.stderr  # the .cleared copy is a leftover
+
+
+def test_async_config_waits_for_results(sis_setup_dir):
+    _write_config(sis_setup_dir, """
+from sisyphus import tk
+from tests.engine_jobs import WriteTextJob, ConcatJob
+
+async def py():
+    a = WriteTextJob("3")
+    await tk.async_run(a.out_file)
+    n = int(open(a.out_file.get_path()).read())   # the graph's shape depends on a result
+    c = ConcatJob([WriteTextJob(str(i)).out_file for i in range(n)])
+    tk.register_output("async/out.txt", c.out_file)
+""")
+    p = _sis(sis_setup_dir, "m", "-r", "config/exp.py")
+    out = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 0, out
+    assert open(sis_setup_dir / "output" / "async" / "out.txt").read() == "012"
