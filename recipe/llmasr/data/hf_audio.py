@@ -1,0 +1,108 @@
+"""Reading Hugging Face audio datasets (hub name or a local folder of parquet files) into the corpus format.
+
+Shared by the Loquacious and Open ASR Leaderboard jobs: rows are streamed (never the whole dataset in
+memory), audio is taken undecoded (the HF ``Audio`` storage ``{"bytes", "path"}`` or plain bytes),
+checked and re-encoded to 16 kHz FLAC/OGG by a process pool, one file per utterance.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import itertools
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from llmasr.data.audio import AudioFormat, SampleRatePolicy, load_audio, write_audio
+
+
+def parquet_files(local_dir: str, folder: Optional[str], prefix: Optional[str]) -> List[str]:
+    """Parquet files of one split in a local copy of a hub dataset (``<dir>/<folder>/<prefix>-*.parquet``)."""
+    base = os.path.join(local_dir, folder) if folder else local_dir
+    pattern = "*.parquet" if prefix is None else f"{prefix}[-.]*parquet"
+    files = sorted(glob.glob(os.path.join(base, pattern)))
+    if not files and prefix is not None:
+        files = sorted(glob.glob(os.path.join(base, "*.parquet"))) if os.path.isdir(base) else []
+    if not files:
+        raise FileNotFoundError(f"no parquet files {os.path.join(base, pattern)}")
+    return files
+
+
+def iter_local_rows(files: List[str], columns: List[str]) -> Iterator[Dict[str, Any]]:
+    """Rows (dicts with ``columns`` and ``_file``) of local parquet files, read in record batches."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for broken files
+            raise ValueError(f"parquet file {path} is unreadable: {exc}") from exc
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise ValueError(f"parquet file {path} lacks columns {missing} (has {pf.schema_arrow.names})")
+        for batch in pf.iter_batches(batch_size=64, columns=columns):
+            for row in batch.to_pylist():
+                row["_file"] = path
+                yield row
+
+
+def iter_hub_rows(name: str, config: Optional[str], split: str, audio_column: str) -> Iterator[Dict[str, Any]]:
+    """Rows of a hub dataset, streamed, with the audio column left undecoded."""
+    import datasets
+
+    ds = datasets.load_dataset(name, config, split=split, streaming=True)
+    ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
+    for row in ds:
+        row["_file"] = f"{name}/{config}/{split}"
+        yield row
+
+
+def audio_source(value: Any, *, row_file: str, utt_id: str) -> Union[bytes, str]:
+    """Encoded bytes or a file path from an audio cell (HF ``{"bytes", "path"}`` dict or bytes)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        path = value.get("path")
+        if path:
+            if not os.path.isabs(path):
+                path = os.path.join(os.path.dirname(row_file), path)
+            return path
+    raise ValueError(f"{row_file}: utterance {utt_id!r} has no audio (got {type(value).__name__})")
+
+
+def audio_file_name(utt_id: str, fmt: AudioFormat) -> str:
+    """``<2 hex digits>/<id>.<ext>``: spreads millions of files over 256 folders; '/' in ids becomes '_'."""
+    shard = hashlib.md5(utt_id.encode("utf-8")).hexdigest()[:2]
+    return os.path.join(shard, utt_id.replace("/", "_").replace(os.sep, "_") + fmt.extension)
+
+
+def encode_one(args: Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]) -> float:
+    """Decodes, checks and re-encodes one utterance; returns its duration. Errors name the utterance."""
+    utt_id, source, where, out_path, fmt, policy = args
+    samples = load_audio(source, name=f"{where} utterance {utt_id!r}", policy=policy)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    return write_audio(samples, out_path, fmt=fmt)
+
+
+def encode_all(
+    items: Iterable[Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]],
+    *,
+    workers: int,
+    batch: int = 256,
+) -> Iterator[float]:
+    """Runs :func:`encode_one` over items in order, ``batch`` items in flight at a time (bounded memory)."""
+    items = iter(items)
+    if workers <= 1:
+        for it in items:
+            yield encode_one(it)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        while True:
+            chunk = list(itertools.islice(items, batch))
+            if not chunk:
+                return
+            yield from pool.map(encode_one, chunk, chunksize=max(1, len(chunk) // (4 * workers)))
+            logging.info("encoded %d utterances", len(chunk))

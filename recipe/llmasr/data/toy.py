@@ -1,0 +1,343 @@
+"""The embedded toy corpus: short King James Bible clauses spoken by espeak-ng, in LibriSpeech layout.
+
+A toy analogue of LibriSpeech: train/dev/test utterances with disjoint sentences (and disjoint source
+verses), several synthetic speakers (espeak-ng voice + variant + pitch + speed), a test set spoken
+only with voice settings never seen in training, and a much larger text-only corpus (the clauses of
+all verses not used for dev/test) playing the role of LibriSpeech's LM text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from sisyphus import Job, Task, tk
+
+from llmasr.data.audio import check_audio_file
+from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.text.normalize import normalize_for_training
+
+SPLITS = ("train", "dev", "test")
+BIBLE_RANGE = "gen1:1-rev22:21"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySpeaker:
+    """A synthetic speaker: espeak-ng voice and variant, base speed (words/min) and pitch (0-99)."""
+
+    id: int
+    voice: str
+    variant: str
+    speed: int
+    pitch: int
+
+    @property
+    def espeak_voice(self) -> str:
+        return f"{self.voice}+{self.variant}" if self.variant else self.voice
+
+
+# Voice settings heard in train and dev.
+TRAIN_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-029")
+TRAIN_VARIANTS = ("", "m1", "m3", "f2", "f3")
+TRAIN_SPEED = (140, 180)
+TRAIN_PITCH = (35, 65)
+# Voice settings heard only in test: other accents, other variants, speeds and pitches outside the train range.
+TEST_VOICES = ("en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc")
+TEST_VARIANTS = ("m7", "f4", "f5")
+TEST_SPEEDS = ((120, 135), (185, 200))
+TEST_PITCHES = ((20, 32), (68, 80))
+
+
+def make_speakers(seed: int) -> Dict[str, List[ToySpeaker]]:
+    """Speakers per split: train/dev share the train voice settings; test uses only unseen ones."""
+    rng = random.Random(seed)
+    train = []
+    for voice in TRAIN_VOICES:
+        for variant in TRAIN_VARIANTS:
+            train.append((voice, variant, rng.randint(*TRAIN_SPEED), rng.randint(*TRAIN_PITCH)))
+    test = []
+    for voice in TEST_VOICES:
+        for variant in TEST_VARIANTS:
+            test.append((voice, variant, rng.randint(*rng.choice(TEST_SPEEDS)), rng.randint(*rng.choice(TEST_PITCHES))))
+    speakers = {"train": [], "dev": [], "test": []}
+    next_id = 100
+    for split, settings in (("train", train), ("dev", train), ("test", test)):
+        for voice, variant, speed, pitch in settings:
+            speakers[split].append(ToySpeaker(next_id, voice, variant, speed, pitch))
+            next_id += 1
+    return speakers
+
+
+def read_verses(text_file: Optional[str] = None) -> List[Tuple[int, str]]:
+    """(book index, verse text) pairs from ``bible -f`` (or a file in that format: ``Ge1:1 In the beginning ...``)."""
+    if text_file is None:
+        bible = shutil.which("bible")
+        if bible is None:
+            raise FileNotFoundError("program 'bible' not found: install the Debian packages bible-kjv and bible-kjv-text")
+        out = subprocess.run([bible, "-f", BIBLE_RANGE], capture_output=True, check=True)
+        lines = out.stdout.decode("utf-8", errors="strict").splitlines()
+        source = f"bible -f {BIBLE_RANGE}"
+    else:
+        from llmasr.data.audio import read_text_file
+
+        lines = read_text_file(text_file).splitlines()
+        source = text_file
+    verses = []
+    books: Dict[str, int] = {}
+    ref = re.compile(r"^(\S*?)(\d+):(\d+)\s+(.*)$")
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        m = ref.match(line)
+        if m:
+            book, text = m.group(1) or "?", m.group(4)
+        else:  # plain text: one verse per line, all in one book
+            book, text = "", line
+        books.setdefault(book, len(books) + 1)
+        verses.append((books[book], text.strip()))
+    if not verses:
+        raise ValueError(f"{source}: no verses found")
+    return verses
+
+
+def split_clauses(text: str, *, min_words: int = 3, max_words: int = 15) -> List[str]:
+    """Splits a verse at punctuation into normalised clauses of ``min_words``..``max_words`` words.
+
+    Short pieces are merged with the next one; longer ones are cut into even chunks.
+    """
+    pieces = [normalize_for_training(p) for p in re.split(r"[,.;:?!()]+", text)]
+    pieces = [p.split() for p in pieces if p]
+    merged: List[List[str]] = []
+    cur: List[str] = []
+    for words in pieces:
+        cur = cur + words
+        if len(cur) >= min_words:
+            merged.append(cur)
+            cur = []
+    if cur:
+        if merged and len(merged[-1]) + len(cur) <= max_words:
+            merged[-1] = merged[-1] + cur
+        else:
+            merged.append(cur)
+    clauses = []
+    for words in merged:
+        n_chunks = -(-len(words) // max_words)
+        size = -(-len(words) // n_chunks)
+        for i in range(0, len(words), size):
+            chunk = words[i : i + size]
+            if min_words <= len(chunk) <= max_words:
+                clauses.append(" ".join(chunk))
+    return clauses
+
+
+@dataclasses.dataclass
+class ToyUtterance:
+    """One utterance to synthesise."""
+
+    split: str
+    speaker: ToySpeaker
+    chapter: int
+    index: int
+    text: str
+    speed: int
+    pitch: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.speaker.id}-{self.chapter}-{self.index:04d}"
+
+
+def plan_corpus(
+    verses: Sequence[Tuple[int, str]],
+    *,
+    num_train: int,
+    num_dev: int,
+    num_test: int,
+    min_words: int,
+    max_words: int,
+    seed: int,
+) -> Tuple[Dict[str, List[ToyUtterance]], List[str]]:
+    """Chooses sentences and speakers per split and the LM text; dev/test verses never reach train or LM text."""
+    rng = random.Random(seed)
+    speakers = make_speakers(seed)
+    order = list(range(len(verses)))
+    rng.shuffle(order)
+    used: set = set()
+    chosen: Dict[str, List[Tuple[int, str]]] = {s: [] for s in SPLITS}
+    held_out_verses: set = set()
+    wanted = {"dev": num_dev, "test": num_test, "train": num_train}
+    pos = 0
+    for split in ("dev", "test", "train"):  # dev/test first: their verses are then excluded from train and LM
+        while len(chosen[split]) < wanted[split]:
+            if pos >= len(order):
+                raise ValueError(f"toy corpus: not enough text for {wanted[split]} {split} sentences")
+            v = order[pos]
+            pos += 1
+            book, text = verses[v]
+            if split != "train":
+                held_out_verses.add(v)
+            for c in split_clauses(text, min_words=min_words, max_words=max_words):
+                if c not in used and len(chosen[split]) < wanted[split]:
+                    chosen[split].append((book, c))
+                used.add(c)  # remaining clauses of a dev/test verse are dropped, not reused
+    held_out_text = {c for s in ("dev", "test") for _, c in chosen[s]}
+    lm_text = []
+    for v, (_, text) in enumerate(verses):
+        if v in held_out_verses:
+            continue
+        for c in split_clauses(text, min_words=min_words, max_words=max_words):
+            if c not in held_out_text:
+                lm_text.append(c)
+    plan: Dict[str, List[ToyUtterance]] = {}
+    for split in SPLITS:
+        counters: Dict[Tuple[int, int], int] = {}
+        utts = []
+        for i, (book, text) in enumerate(chosen[split]):
+            spk = speakers[split][i % len(speakers[split])] if split != "train" else rng.choice(speakers[split])
+            key = (spk.id, book)
+            idx = counters.get(key, 0)
+            counters[key] = idx + 1
+            speed = max(80, spk.speed + rng.randint(-8, 8))
+            pitch = min(99, max(0, spk.pitch + rng.randint(-4, 4)))
+            utts.append(ToyUtterance(split, spk, book, idx, text, speed, pitch))
+        plan[split] = utts
+    return plan, lm_text
+
+
+def synthesize(text: str, out_path: str, *, voice: str, speed: int, pitch: int) -> None:
+    """Speaks ``text`` with espeak-ng and writes 16 kHz 16-bit mono audio (format from the extension) via sox."""
+    tmp = out_path + ".tmp" + os.path.splitext(out_path)[1]
+    espeak = subprocess.Popen(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    sox = subprocess.run(
+        ["sox", "-G", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", tmp],
+        stdin=espeak.stdout, capture_output=True, check=False,
+    )
+    espeak.stdout.close()
+    espeak_err = espeak.stderr.read()
+    espeak.stderr.close()
+    if espeak.wait() != 0 or sox.returncode != 0:
+        raise RuntimeError(
+            f"synthesis of {out_path} failed (voice {voice}, speed {speed}, pitch {pitch}): "
+            f"espeak-ng: {espeak_err.decode(errors='replace')} sox: {sox.stderr.decode(errors='replace')}"
+        )
+    os.replace(tmp, out_path)
+
+
+def synthesize_corpus(utts: Sequence[ToyUtterance], audio_root: str, *, workers: int = 1) -> List[CorpusEntry]:
+    """Synthesises utterances into ``audio_root/<spk>/<chapter>/<id>.flac`` with ``*.trans.txt`` files.
+
+    espeak-ng and sox run as subprocesses, ``workers`` at a time (threads only wait on them).
+    """
+    for u in utts:
+        os.makedirs(os.path.join(audio_root, str(u.speaker.id), str(u.chapter)), exist_ok=True)
+
+    def work(u: ToyUtterance) -> CorpusEntry:
+        path = os.path.join(audio_root, str(u.speaker.id), str(u.chapter), u.id + ".flac")
+        synthesize(u.text, path, voice=u.speaker.espeak_voice, speed=u.speed, pitch=u.pitch)
+        duration = check_audio_file(path)
+        return CorpusEntry(id=u.id, audio=os.path.abspath(path), duration=round(duration, 4),
+                           speaker=str(u.speaker.id), text=u.text)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        entries = list(pool.map(work, utts))
+    chapters: Dict[Tuple[str, int], List[ToyUtterance]] = {}
+    for u in utts:
+        chapters.setdefault((str(u.speaker.id), u.chapter), []).append(u)
+    for (spk, chapter), us in chapters.items():
+        trans = os.path.join(audio_root, spk, str(chapter), f"{spk}-{chapter}.trans.txt")
+        with open(trans + ".tmp", "w", encoding="utf-8") as f:
+            for u in sorted(us, key=lambda x: x.index):
+                f.write(f"{u.id} {u.text}\n")
+        os.replace(trans + ".tmp", trans)
+    return entries
+
+
+def write_lm_text(sentences: Iterable[str], path: str) -> int:
+    """Writes one sentence per line to a gzipped text file atomically; returns the line count."""
+    tmp = path + ".tmp.gz"
+    n = 0
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        for s in sentences:
+            f.write(s + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+class MakeToyCorpusJob(Job):
+    """Synthesises the toy corpus (train/dev/test manifests + audio in LibriSpeech layout) and its LM text."""
+
+    def __init__(
+        self,
+        *,
+        num_train: int = 3000,
+        num_dev: int = 200,
+        num_test: int = 200,
+        min_words: int = 3,
+        max_words: int = 15,
+        seed: int = 1,
+        verses_file: Optional[tk.Path] = None,
+        cpu: int = 2,
+    ):
+        """
+        :param num_train: number of training utterances (one distinct sentence each)
+        :param num_dev: number of dev utterances (voice settings seen in training)
+        :param num_test: number of test utterances (voice settings never seen in training)
+        :param min_words: shortest sentence in words
+        :param max_words: longest sentence in words
+        :param seed: seed of sentence, speaker, speed and pitch choices
+        :param verses_file: text in ``bible -f`` format (``Ge1:1 text``) or one verse per line;
+            None runs ``bible -f gen1:1-rev22:21`` (Debian bible-kjv)
+        :param cpu: parallel synthesis processes (also the task's cpu requirement)
+        """
+        self.num_train = num_train
+        self.num_dev = num_dev
+        self.num_test = num_test
+        self.min_words = min_words
+        self.max_words = max_words
+        self.seed = seed
+        self.verses_file = verses_file
+        self.cpu = cpu
+
+        self.out_audio_dir = self.output_path("LibriSpeech", directory=True)
+        self.out_corpora = {s: self.output_path(f"{s}.corpus.jsonl.gz") for s in SPLITS}
+        self.out_lm_text = self.output_path("lm_text.txt.gz")
+        self.out_speakers = self.output_path("speakers.txt")
+        self.out_num_lm_sentences = self.output_var("num_lm_sentences")
+        self.rqmt = {"cpu": cpu, "mem": 2, "time": 2}
+
+    def tasks(self):
+        yield Task("run", rqmt=self.rqmt)
+
+    def run(self):
+        start = time.time()
+        verses = read_verses(self.verses_file.get_path() if self.verses_file is not None else None)
+        plan, lm_text = plan_corpus(
+            verses, num_train=self.num_train, num_dev=self.num_dev, num_test=self.num_test,
+            min_words=self.min_words, max_words=self.max_words, seed=self.seed,
+        )
+        root = self.out_audio_dir.get_path()
+        os.makedirs(root, exist_ok=True)
+        workers = max(1, min(self.cpu, os.cpu_count() or 1))
+        for split in SPLITS:
+            entries = synthesize_corpus(plan[split], os.path.join(root, split), workers=workers)
+            n = write_corpus(entries, self.out_corpora[split].get_path())
+            logging.info("toy corpus %s: %d utterances, %.1f s audio", split, n, sum(e.duration for e in entries))
+        with open(self.out_speakers.get_path(), "w") as f:
+            for split in SPLITS:
+                for spk in sorted({u.speaker for u in plan[split]}, key=lambda s: s.id):
+                    f.write(f"{split} {spk.id} {spk.espeak_voice} speed={spk.speed} pitch={spk.pitch}\n")
+        n_lm = write_lm_text(lm_text, self.out_lm_text.get_path())
+        self.out_num_lm_sentences.set(n_lm)
+        logging.info("toy corpus done in %.1f s; %d LM sentences", time.time() - start, n_lm)

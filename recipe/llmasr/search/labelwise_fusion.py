@@ -1,0 +1,91 @@
+"""Label-wise shallow fusion: AM and LLM share units, each new label adds lm_scale*log p_LM - prior_scale*log prior.
+
+CTC: a time-synchronous prefix search in which the LLM state advances only for hypotheses that emitted
+a new label (one KV-cached call per frame, batched over hypotheses), with recombination of equal label
+sequences. AED: the label-synchronous beam search over weighted scorers, with the LLM and the prior
+as two more scorers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from llmasr.search.delayed_fusion import SearchStats, _batched
+from llmasr.search.llm_scorer import LLMScorer
+from llmasr.search.scorer import LabelScorer
+
+
+def ctc_labelwise_fusion_search(
+    ctc_logprobs: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    *,
+    llm_scorer: Optional[LLMScorer],
+    blank: int,
+    beam_size: int = 8,
+    label_topk: Optional[int] = None,
+    lm_scale: float = 0.5,
+    log_prior: Optional[torch.Tensor] = None,
+    prior_scale: float = 0.0,
+    length_reward: float = 0.0,
+    labels_to_text: Optional[Callable[[Sequence[int]], str]] = None,
+    nbest: int = 1,
+    stats: Optional[SearchStats] = None,
+) -> List[List[dict]]:
+    """Time-synchronous CTC prefix beam search with label-wise LLM fusion, per utterance.
+
+    :param ctc_logprobs: [B, T, V] (or [T, V]) CTC log-probs over the AM labels (incl. ``blank``).
+    :param llm_scorer: LLM over the same units (its ``label_to_token`` maps AM labels to LLM ids).
+    :param label_topk: labels tried per hypothesis and frame, ranked by the fused score (default beam).
+    Returns per utterance the N-best list (shared N-best entry format) with EOS scored at the end.
+    """
+    return _batched(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
+                    label_topk=label_topk, lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
+                    length_reward=length_reward, labelwise=True, delay=None, converter=None,
+                    labels_to_text=labels_to_text, nbest=nbest)
+
+
+class LabelPriorScorer(LabelScorer):
+    """A context-independent label prior as a scorer: weight it with ``-prior_scale``."""
+
+    def __init__(self, log_prior: torch.Tensor):
+        self.log_prior = log_prior.float()
+
+    def initial_state(self, batch_indices: torch.Tensor):
+        return int(batch_indices.shape[0])
+
+    def score(self, state, labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        n = int(labels.shape[0])
+        return self.log_prior.to(labels.device)[None, :].expand(n, -1), n
+
+    def select(self, state, indices: torch.Tensor):
+        return int(indices.shape[0])
+
+    def final_score(self, state) -> torch.Tensor:
+        return torch.zeros(state)
+
+
+def labelwise_scorers(
+    decoder: LabelScorer, llm_scorer: LLMScorer, *, lm_scale: float, log_prior: Optional[torch.Tensor] = None,
+    prior_scale: float = 0.0, extra: Optional[Dict[str, Tuple[LabelScorer, float]]] = None,
+) -> Dict[str, Tuple[LabelScorer, float]]:
+    """The weighted scorers of AED + LLM label-wise fusion for the label-synchronous beam search."""
+    scorers: Dict[str, Tuple[LabelScorer, float]] = {"decoder": (decoder, 1.0), "lm": (llm_scorer, lm_scale)}
+    if log_prior is not None and prior_scale:
+        scorers["prior"] = (LabelPriorScorer(log_prior), -prior_scale)
+    scorers.update(extra or {})
+    return scorers
+
+
+def aed_labelwise_fusion_search(decoder: LabelScorer, llm_scorer: LLMScorer, *, lm_scale: float,
+                                log_prior: Optional[torch.Tensor] = None, prior_scale: float = 0.0,
+                                **beam_search_kwargs):
+    """AED + LLM label-wise fusion: :func:`llmasr.search.beam_search.beam_search` over the fused scorers.
+
+    ``beam_search_kwargs`` go to the beam search (batch size, beam size, BOS/EOS, max length, ...).
+    """
+    from llmasr.search.beam_search import beam_search
+
+    scorers = labelwise_scorers(decoder, llm_scorer, lm_scale=lm_scale, log_prior=log_prior,
+                                prior_scale=prior_scale)
+    return beam_search(scorers=scorers, **beam_search_kwargs)

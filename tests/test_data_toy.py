@@ -1,0 +1,101 @@
+"""The espeak-ng toy corpus: layout, counts, durations, disjoint splits, unseen test voices, LM text."""
+import gzip
+import os
+import shutil
+
+import pytest
+import soundfile as sf
+
+from llmasr.data.corpus import read_corpus
+from llmasr.data.toy import MakeToyCorpusJob, make_speakers, plan_corpus, read_verses, split_clauses
+from llmasr.text.normalize import normalize_for_training
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+                                reason="needs espeak-ng and sox")
+
+
+def test_split_clauses_lengths_and_normalisation():
+    verse = ("And God said, Let there be light: and there was light. And God saw the light, that it was good: "
+             "and God divided the light from the darkness; and he called it 'Night,' 10 times over.")
+    clauses = split_clauses(verse, min_words=3, max_words=6)
+    assert clauses[:3] == ["AND GOD SAID", "LET THERE BE LIGHT", "AND THERE WAS LIGHT"]
+    assert "AND HE CALLED IT NIGHT" in clauses  # quotes dropped, short pieces merged
+    for c in clauses:
+        assert 3 <= len(c.split()) <= 6
+        assert c == normalize_for_training(c)
+        assert all(ch.isupper() or ch in " '" for ch in c)
+    assert "TEN TIMES OVER" in " ".join(clauses)
+
+
+def test_plan_keeps_dev_test_out_of_train_and_lm_text():
+    verses = read_verses()
+    assert len(verses) == 31102
+    plan, lm = plan_corpus(verses, num_train=300, num_dev=50, num_test=50, min_words=3, max_words=15, seed=3)
+    texts = {s: [u.text for u in plan[s]] for s in plan}
+    assert [len(texts[s]) for s in ("train", "dev", "test")] == [300, 50, 50]
+    for s in texts:
+        assert len(set(texts[s])) == len(texts[s])
+    held_out = set(texts["dev"]) | set(texts["test"])
+    assert not held_out & set(texts["train"])
+    assert not set(texts["dev"]) & set(texts["test"])
+    assert not held_out & set(lm)
+    assert set(texts["train"]) <= set(lm)
+    assert len(lm) > 50000
+    # test voices never appear in training
+    train_settings = {(u.speaker.voice, u.speaker.variant) for u in plan["train"]}
+    test_settings = {(u.speaker.voice, u.speaker.variant) for u in plan["test"]}
+    assert not train_settings & test_settings
+    assert {u.speaker.voice for u in plan["test"]}.isdisjoint({u.speaker.voice for u in plan["train"]})
+    assert all(not 140 - 8 <= u.speaker.speed <= 180 + 8 for u in plan["test"])
+    # ids are unique over the whole corpus
+    ids = [u.id for s in plan for u in plan[s]]
+    assert len(ids) == len(set(ids))
+
+
+def test_speakers_are_deterministic():
+    assert make_speakers(5) == make_speakers(5)
+    assert make_speakers(5) != make_speakers(6)
+
+
+def test_make_toy_corpus_job(run_job):
+    job = run_job(MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7))
+    corpora = {s: read_corpus(p.get_path()) for s, p in job.out_corpora.items()}
+    assert {s: len(c) for s, c in corpora.items()} == {"train": 12, "dev": 4, "test": 4}
+    root = job.out_audio_dir.get_path()
+    for split, entries in corpora.items():
+        for e in entries:
+            assert os.path.isabs(e.audio) and e.audio.startswith(os.path.join(root, split))
+            spk, chapter, _ = e.id.split("-")
+            assert e.audio.endswith(f"/{spk}/{chapter}/{e.id}.flac") and e.speaker == spk
+            info = sf.info(e.audio)
+            assert info.samplerate == 16000 and info.channels == 1 and info.format == "FLAC"
+            assert abs(info.duration - e.duration) < 1e-3
+            # roughly 2..4 words per second of synthetic speech
+            assert 0.15 < e.duration / len(e.text.split()) < 1.2, (e.text, e.duration)
+            trans = os.path.join(os.path.dirname(e.audio), f"{spk}-{chapter}.trans.txt")
+            with open(trans) as f:
+                assert f"{e.id} {e.text}\n" in f.read()
+    texts = {s: {e.text for e in c} for s, c in corpora.items()}
+    assert not texts["train"] & (texts["dev"] | texts["test"])
+    with gzip.open(job.out_lm_text.get_path(), "rt") as f:
+        lm = f.read().splitlines()
+    assert len(lm) == job.out_num_lm_sentences.get() > 50000
+    assert not (texts["dev"] | texts["test"]) & set(lm)
+    # a second job with the same arguments is the same job (hash), another seed a different one
+    assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7) is job
+    assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=8) is not job
+
+
+def test_verses_file_errors(tmp_path, run_job):
+    bad = tmp_path / "verses.txt"
+    bad.write_bytes(b"Ge1:1 In the beginning \xff\xfe\n")
+    with pytest.raises(ValueError, match="verses.txt: not valid UTF-8"):
+        read_verses(str(bad))
+    small = tmp_path / "small.txt"
+    small.write_text("Ge1:1 In the beginning God created the heaven and the earth.\n")
+    from sisyphus import tk
+
+    job = MakeToyCorpusJob(num_train=5, num_dev=1, num_test=1, verses_file=tk.Path(str(small)))
+    with pytest.raises(ValueError, match="not enough text"):
+        run_job(job)
+    assert not job._sis_finished()

@@ -1,0 +1,109 @@
+"""Label-wise vs delayed fusion vs rescoring on a tiny random LLM and random CTC posteriors."""
+import pytest
+import torch
+
+from llmasr.models.llm import tiny_random_qwen2
+from llmasr.search.delayed_fusion import SameUnitsConverter, SearchStats, WordConverter, delayed_fusion_search
+from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
+from llmasr.search.llm_scorer import LLMScorer, score_sequences
+from llmasr.search.rescoring import rescore_nbest
+
+BOS, EOS = 1, 2
+LABEL_TO_TOKEN = [-1, 3, 4, 5]  # AM labels (0 = blank) -> LLM tokens
+LM_SCALE, PRIOR_SCALE, LENGTH_REWARD = 0.7, 0.3, 0.2
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return tiny_random_qwen2(8, bos_id=BOS, eos_id=EOS, seed=5).eval()
+
+
+def _ctc(frames, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (2.0 * torch.randn(frames, vocab, generator=g)).log_softmax(-1)
+
+
+def _prior(vocab):
+    return torch.linspace(1.0, 2.0, vocab).log_softmax(-1)
+
+
+def _by_labels(nbest):
+    return {tuple(h["labels"]): h for h in nbest}
+
+
+def test_delayed_k1_same_units_equals_labelwise(model):
+    ctc = _ctc(4, 4, seed=1)
+    kw = dict(blank=0, beam_size=1000, label_topk=3, lm_scale=LM_SCALE, log_prior=_prior(4),
+              prior_scale=PRIOR_SCALE, length_reward=LENGTH_REWARD, nbest=1000)
+    lw = ctc_labelwise_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS,
+                                                               label_to_token=torch.tensor(LABEL_TO_TOKEN)), **kw)[0]
+    dl = delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS),
+                               converter=SameUnitsConverter(LABEL_TO_TOKEN), delay=1, **kw)[0]
+    a, b = _by_labels(lw), _by_labels(dl)
+    assert len(a) > 30 and set(a) == set(b)  # no pruning: every prefix reachable in 4 frames
+    for key in a:
+        for field in ("ctc", "lm", "prior"):
+            assert a[key]["scores"][field] == pytest.approx(b[key]["scores"][field], abs=1e-4)
+        assert a[key]["score"] == pytest.approx(b[key]["score"], abs=1e-4)
+    # the LM score of every hypothesis is the full-forward score of its tokens + EOS
+    keys = list(a)
+    ref = score_sequences(model, [[LABEL_TO_TOKEN[x] for x in k] for k in keys], BOS, EOS)
+    for key, r in zip(keys, ref):
+        assert a[key]["scores"]["lm"] == pytest.approx(r, abs=1e-4)
+    assert [h["labels"] for h in lw[:3]] == [h["labels"] for h in dl[:3]]
+
+
+@pytest.mark.parametrize("delay", [1, 3])
+def test_pruned_searches_keep_consistent_scores(model, delay):
+    ctc = _ctc(12, 4, seed=2)
+    kw = dict(blank=0, beam_size=3, lm_scale=LM_SCALE, log_prior=_prior(4), prior_scale=PRIOR_SCALE, nbest=3)
+    stats = SearchStats()
+    out = delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS),
+                                converter=SameUnitsConverter(LABEL_TO_TOKEN), delay=delay, stats=stats, **kw)[0]
+    ref = score_sequences(model, [[LABEL_TO_TOKEN[x] for x in h["labels"]] for h in out], BOS, EOS)
+    prior = _prior(4)
+    for h, r in zip(out, ref):
+        assert h["scores"]["lm"] == pytest.approx(r, abs=1e-4)
+        assert h["scores"]["prior"] == pytest.approx(float(prior[h["labels"]].sum()), abs=1e-5)
+    assert stats.llm_forward_calls <= 12 // delay + 1
+
+
+def test_delayed_only_at_end_equals_rescoring(model):
+    ctc = _ctc(10, 4, seed=3)
+    kw = dict(blank=0, beam_size=5, log_prior=_prior(4), length_reward=LENGTH_REWARD, nbest=5)
+    conv = SameUnitsConverter(LABEL_TO_TOKEN)
+    fused = delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS), converter=conv,
+                                  delay=None, lm_scale=LM_SCALE, prior_scale=PRIOR_SCALE, **kw)[0]
+    plain = delayed_fusion_search(ctc, llm_scorer=None, converter=conv, lm_scale=0.0, prior_scale=0.0, **kw)[0]
+    assert {tuple(h["labels"]) for h in fused} == {tuple(h["labels"]) for h in plain}
+    rescored = rescore_nbest({"utt": plain}, model, lambda h: conv(tuple(h["labels"]), True)[0], bos=BOS, eos=EOS,
+                             lm_scale=LM_SCALE, prior_scale=PRIOR_SCALE, length_reward=LENGTH_REWARD)["utt"]
+    assert [h["labels"] for h in rescored] == [h["labels"] for h in fused]
+    for r, f in zip(rescored, fused):
+        assert r["score"] == pytest.approx(f["score"], abs=1e-4)
+        assert r["scores"]["lm"] == pytest.approx(f["scores"]["lm"], abs=1e-4)
+
+
+@pytest.mark.parametrize("delay", [1, 2, 5, None])
+def test_word_converter_with_different_tokenizer(model, delay):
+    # AM pieces; the "LLM tokenizer" spells words with one token per character a..c -> 3..5 (+ boundary 6)
+    vocab = ["<blank>", "\u2581a", "b", "\u2581c", "a"]
+    char_ids = {"a": 3, "b": 4, "c": 5}
+
+    def encode_word(w, first):
+        return ([] if first else [6]) + [char_ids[ch] for ch in w]
+
+    conv = WordConverter(vocab, encode_word)
+    assert conv((1, 2, 3, 4), False) == ([3, 4], 2)  # "ab" completed, "ca" pending
+    assert conv((1, 2, 3, 4), True) == ([3, 4, 6, 5, 3], 4)
+    assert conv.text((1, 2, 3, 4)) == "ab ca"
+    ctc = _ctc(9, 5, seed=4)
+    out = delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS), converter=conv,
+                                blank=0, beam_size=4, lm_scale=LM_SCALE, log_prior=_prior(5), prior_scale=PRIOR_SCALE,
+                                delay=delay, nbest=4, labels_to_text=conv.text)[0]
+    ref = score_sequences(model, [conv(tuple(h["labels"]), True)[0] for h in out], BOS, EOS)
+    for h, r in zip(out, ref):
+        assert h["scores"]["lm"] == pytest.approx(r, abs=1e-4)
+        assert h["scores"]["prior"] == pytest.approx(float(_prior(5)[h["labels"]].sum()), abs=1e-5)
+    assert out[0]["score"] >= out[-1]["score"]
