@@ -155,3 +155,26 @@ def test_open_asr_names():
                                        "librispeech_test_other", "spgispeech", "tedlium", "voxpopuli"}
     with pytest.raises(ValueError, match="unknown Open ASR test set 'chime'"):
         OpenAsrTestSetJob("chime")
+
+
+def test_hub_code_path_with_datasets_streaming(tmp_path, run_job, monkeypatch):
+    """The hub branch (datasets streaming, audio left undecoded), fed from local parquet instead of the hub."""
+    import datasets
+
+    root = str(tmp_path / "loq")
+    make_loquacious(root)
+    real_load = datasets.load_dataset
+    calls = []
+
+    def fake_load(name, config=None, split=None, streaming=False, **kwargs):
+        calls.append((name, config, split, streaming))
+        files = sorted(os.path.join(root, split, f) for f in os.listdir(os.path.join(root, split)))
+        ds = real_load("parquet", data_files={split: files}, split=split, streaming=True)
+        return ds.cast_column("wav", datasets.Audio())  # as on the hub: an Audio feature
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    job = run_job(LoquaciousCorpusJob(LoquaciousSubset.DEV, max_utterances=3, cpu=1))
+    assert calls == [("speechbrain/LoquaciousSet", "small", "dev", True)]
+    entries = read_corpus(job.out_corpus.get_path())
+    assert [e.id for e in entries] == [r[0] for r in LOQ_DEV[:3]]
+    assert [e.duration for e in entries] == [pytest.approx(r[1]) for r in LOQ_DEV[:3]]

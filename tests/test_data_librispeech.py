@@ -165,3 +165,20 @@ def test_lm_text_job(tmp_path, run_job):
     job = LibriSpeechLmTextJob(tk.Path(str(bad)))
     with pytest.raises(ValueError, match=r"bad.txt.gz:2: not valid UTF-8"):
         run_job(job)
+
+
+def test_graph_helpers_build_without_running():
+    from llmasr.data.librispeech import librispeech_corpora, librispeech_lm_text
+    from llmasr.data.loquacious import LoquaciousSubset, loquacious_corpora
+
+    corpora = librispeech_corpora(["train-clean-100", "dev-other"])
+    assert set(corpora) == {"train-clean-100", "dev-other"}
+    job = corpora["dev-other"].creator
+    assert isinstance(job, LibriSpeechCorpusJob) and job.subset == "dev-other"
+    download = job.librispeech_dir.creator.tarballs[0].creator
+    assert download.url == "https://www.openslr.org/resources/12/dev-other.tar.gz"
+    assert librispeech_lm_text().creator.lm_text.creator.url.endswith("/11/librispeech-lm-norm.txt.gz")
+    loq = loquacious_corpora(LoquaciousSubset.MEDIUM, eval_sources=["commonvoice", "voxpopuli"])
+    assert set(loq) == {"train", "dev", "test", "dev/commonvoice", "dev/voxpopuli", "test/commonvoice",
+                        "test/voxpopuli"}
+    assert loq["train"].creator.subset is LoquaciousSubset.MEDIUM

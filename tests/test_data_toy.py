@@ -83,6 +83,7 @@ def test_make_toy_corpus_job(run_job):
     assert not (texts["dev"] | texts["test"]) & set(lm)
     # a second job with the same arguments is the same job (hash), another seed a different one
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7) is job
+    assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7, cpu=1) is job  # cpu is not hashed
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=8) is not job
 
 
@@ -99,3 +100,39 @@ def test_verses_file_errors(tmp_path, run_job):
     with pytest.raises(ValueError, match="not enough text"):
         run_job(job)
     assert not job._sis_finished()
+
+
+def test_toy_corpus_to_returnn_zip_and_units(run_job):
+    """The embedded pipeline's data stage: toy corpus -> OggZipDataset, transcriptions -> SentencePiece."""
+    from returnn.datasets.audio import OggZipDataset
+
+    from llmasr.data.returnn_data import PackOggZipJob
+    from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
+    from llmasr.text.sentencepiece import TrainSentencePieceJob
+    from llmasr.text.units import AmUnits
+
+    toy = MakeToyCorpusJob(num_train=14, num_dev=3, num_test=3, seed=2)
+    pack = PackOggZipJob(toy.out_corpora["dev"], name="dev")
+    lm = ConcatenateTextJob([toy.out_lm_text], max_lines=2000)
+    spm = TrainSentencePieceJob(lm.out_text, vocab_size=300)
+    train_text = CorpusToTextJob([toy.out_corpora["train"]])
+    run_job(pack)
+    run_job(spm)
+    run_job(train_text)
+    dev = read_corpus(toy.out_corpora["dev"].get_path())
+    ds = OggZipDataset(path=pack.out_ogg_zip.get_path(), audio={"features": "raw", "sample_rate": 16000},
+                       targets=None)
+    ds.initialize()
+    ds.init_seq_order(epoch=1)
+    ds.load_seqs(0, 3)
+    by_id = {e.id: e for e in dev}
+    for i in range(3):
+        e = by_id[ds.get_tag(i)]
+        assert ds.get_data(i, "data").shape[0] == round(e.duration * 16000)
+        assert bytes(ds.get_data(i, "orth").astype("uint8")).decode() == e.text
+    units = AmUnits.from_sentencepiece_model(spm.out_model.get_path())
+    with gzip.open(train_text.out_text.get_path(), "rt") as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 14
+    for line in lines:
+        assert units.ids_to_text(units.words_to_ids(line.split())) == line

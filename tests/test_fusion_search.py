@@ -88,14 +88,19 @@ def test_delayed_only_at_end_equals_rescoring(model):
 @pytest.mark.parametrize("delay", [1, 2, 5, None])
 def test_word_converter_with_different_tokenizer(model, delay):
     # AM pieces; the "LLM tokenizer" spells words with one token per character a..c -> 3..5 (+ boundary 6)
+    from llmasr.text.units import AmUnits
+
     vocab = ["<blank>", "\u2581a", "b", "\u2581c", "a"]
     char_ids = {"a": 3, "b": 4, "c": 5}
 
-    def encode_word(w, first):
-        return ([] if first else [6]) + [char_ids[ch] for ch in w]
+    class Encoder:
+        def encode_words(self, words, first_index=0):
+            return [t for k, w in enumerate(words)
+                    for t in ([] if first_index + k == 0 else [6]) + [char_ids[ch] for ch in w]]
 
-    conv = WordConverter(vocab, encode_word)
+    conv = WordConverter(AmUnits(vocab), Encoder())
     assert conv((1, 2, 3, 4), False) == ([3, 4], 2)  # "ab" completed, "ca" pending
+    assert conv((1, 2, 3, 0, 4), False) == ([3, 4], 2)
     assert conv((1, 2, 3, 4), True) == ([3, 4, 6, 5, 3], 4)
     assert conv.text((1, 2, 3, 4)) == "ab ca"
     ctc = _ctc(9, 5, seed=4)

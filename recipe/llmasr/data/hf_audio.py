@@ -79,7 +79,10 @@ def audio_file_name(utt_id: str, fmt: AudioFormat) -> str:
     return os.path.join(shard, utt_id.replace("/", "_").replace(os.sep, "_") + fmt.extension)
 
 
-def encode_one(args: Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]) -> float:
+EncodeArgs = Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]  # id, audio, where, out, fmt, policy
+
+
+def encode_one(args: EncodeArgs) -> float:
     """Decodes, checks and re-encodes one utterance; returns its duration. Errors name the utterance."""
     utt_id, source, where, out_path, fmt, policy = args
     samples = load_audio(source, name=f"{where} utterance {utt_id!r}", policy=policy)
@@ -87,22 +90,21 @@ def encode_one(args: Tuple[str, Union[bytes, str], str, str, AudioFormat, Sample
     return write_audio(samples, out_path, fmt=fmt)
 
 
-def encode_all(
-    items: Iterable[Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]],
-    *,
-    workers: int,
-    batch: int = 256,
-) -> Iterator[float]:
-    """Runs :func:`encode_one` over items in order, ``batch`` items in flight at a time (bounded memory)."""
+def encode_all(items: Iterable[Tuple[Any, EncodeArgs]], *, workers: int, batch: int = 256) -> Iterator[Tuple[Any, float]]:
+    """Runs :func:`encode_one` over ``(payload, args)`` items in order, yielding ``(payload, duration)``.
+
+    At most ``batch`` items are in flight, so memory stays bounded on corpora of millions of utterances.
+    """
     items = iter(items)
     if workers <= 1:
-        for it in items:
-            yield encode_one(it)
+        for payload, args in items:
+            yield payload, encode_one(args)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
         while True:
             chunk = list(itertools.islice(items, batch))
             if not chunk:
                 return
-            yield from pool.map(encode_one, chunk, chunksize=max(1, len(chunk) // (4 * workers)))
+            durations = pool.map(encode_one, [a for _, a in chunk], chunksize=max(1, len(chunk) // (4 * workers)))
+            yield from zip([p for p, _ in chunk], durations)
             logging.info("encoded %d utterances", len(chunk))

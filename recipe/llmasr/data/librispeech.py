@@ -12,7 +12,7 @@ import os
 import shutil
 import tarfile
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from sisyphus import Job, Task, tk
 
@@ -177,6 +177,11 @@ class LibriSpeechCorpusJob(Job):
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 2, "time": 4}
 
+    @classmethod
+    def hash(cls, parsed_args):
+        """The number of processes does not change the output: left out of the hash."""
+        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
+
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
 
@@ -189,7 +194,7 @@ class LibriSpeechCorpusJob(Job):
         results = map_parallel(prepare_audio_file, jobs, workers=task_workers(self.cpu))
         for e, (path, duration) in zip(entries, results):
             e.audio = os.path.abspath(path)
-            e.duration = round(duration, 4)
+            e.duration = round(duration, 6)
             e.corpus = self.corpus_name or self.subset
         n = write_corpus(entries, self.out_corpus.get_path())
         self.out_num_utterances.set(n)
@@ -235,3 +240,17 @@ class LibriSpeechLmTextJob(Job):
             raise ValueError(f"{src}: no sentences")
         os.replace(out + ".tmp.gz", out)
         self.out_num_sentences.set(n)
+
+
+def librispeech_corpora(subsets: Sequence[str] = LIBRISPEECH_SUBSETS, *, cpu: int = 4) -> Dict[str, tk.Path]:
+    """Graph helper: download, extract and convert each subset; returns ``{subset: out_corpus}``."""
+    out = {}
+    for subset in subsets:
+        extract = ExtractLibriSpeechJob([download_librispeech(subset)])
+        out[subset] = LibriSpeechCorpusJob(extract.out_librispeech_dir, subset, cpu=cpu).out_corpus
+    return out
+
+
+def librispeech_lm_text(*, max_sentences: Optional[int] = None) -> tk.Path:
+    """Graph helper: the normalised LibriSpeech LM text (OpenSLR 11) as a gzipped file."""
+    return LibriSpeechLmTextJob(DownloadJob(LIBRISPEECH_LM_TEXT_URL).out_file, max_sentences=max_sentences).out_text

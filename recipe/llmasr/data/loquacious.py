@@ -86,6 +86,11 @@ class LoquaciousCorpusJob(Job):
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 4, "time": 24}
 
+    @classmethod
+    def hash(cls, parsed_args):
+        """The number of processes does not change the output: left out of the hash."""
+        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
+
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
 
@@ -102,11 +107,10 @@ class LoquaciousCorpusJob(Job):
         audio_dir = self.out_audio_dir.get_path()
         os.makedirs(audio_dir, exist_ok=True)
         pattern = re.compile(self.source_pattern)
-        entries = []
 
         def items():
-            for row in self._rows():
-                if self.max_utterances is not None and len(entries) >= self.max_utterances:
+            for i, row in enumerate(self._rows()):
+                if self.max_utterances is not None and i >= self.max_utterances:
                     return
                 where = row["_file"]
                 utt_id = row["ID"]
@@ -119,20 +123,25 @@ class LoquaciousCorpusJob(Job):
                 if not m:
                     raise ValueError(f"{where}: utterance id {utt_id!r} does not match source_pattern {self.source_pattern!r}")
                 out = os.path.join(audio_dir, audio_file_name(utt_id, self.audio_format))
-                entries.append(CorpusEntry(id=utt_id, audio=os.path.abspath(out), duration=0.0,
-                                           speaker=str(row["spk_id"]), text=text, corpus=m.group(1)))
-                yield utt_id, audio_source(row["wav"], row_file=where, utt_id=utt_id), where, out, \
-                    self.audio_format, self.sample_rate_policy
+                entry = CorpusEntry(id=utt_id, audio=os.path.abspath(out), duration=0.0, speaker=str(row["spk_id"]),
+                                    text=text, corpus=m.group(1))
+                yield entry, (utt_id, audio_source(row["wav"], row_file=where, utt_id=utt_id), where, out,
+                              self.audio_format, self.sample_rate_policy)
 
-        durations = list(encode_all(items(), workers=task_workers(self.cpu)))
-        for e, d in zip(entries, durations):
-            e.duration = round(d, 4)
-        n = write_corpus(entries, self.out_corpus.get_path())
+        seconds = [0.0]
+
+        def entries():  # streamed into the manifest: nothing per utterance is kept in memory but its id
+            for entry, duration in encode_all(items(), workers=task_workers(self.cpu)):
+                entry.duration = round(duration, 6)
+                seconds[0] += duration
+                yield entry
+
+        n = write_corpus(entries(), self.out_corpus.get_path())
         if n == 0:
             raise ValueError(f"Loquacious {self.subset.value}: no utterances read")
         self.out_num_utterances.set(n)
-        self.out_hours.set(round(sum(durations) / 3600, 4))
-        logging.info("Loquacious %s: %d utterances, %.2f h", self.subset.value, n, sum(durations) / 3600)
+        self.out_hours.set(round(seconds[0] / 3600, 4))
+        logging.info("Loquacious %s: %d utterances, %.2f h", self.subset.value, n, seconds[0] / 3600)
 
 
 class SplitCorpusBySourceJob(Job):
@@ -162,3 +171,23 @@ class SplitCorpusBySourceJob(Job):
             if not entries:
                 raise ValueError(f"{self.corpus.get_path()}: no utterances of source {s!r}")
             write_corpus(entries, self.out_corpora[s].get_path())
+
+
+def loquacious_corpora(
+    train_subset: LoquaciousSubset = LoquaciousSubset.SMALL,
+    *,
+    eval_sources: Optional[Sequence[str]] = None,
+    **kwargs,
+) -> Dict[str, tk.Path]:
+    """Graph helper: ``{"train": ..., "dev": ..., "test": ...}`` manifests, plus ``"dev/<source>"`` and
+    ``"test/<source>"`` ones when ``eval_sources`` names the sources of the dev/test utterance ids.
+    ``kwargs`` go to every :class:`LoquaciousCorpusJob` (e.g. ``local_dir``, ``audio_format``).
+    """
+    out = {"train": LoquaciousCorpusJob(train_subset, **kwargs).out_corpus}
+    for subset in (LoquaciousSubset.DEV, LoquaciousSubset.TEST):
+        corpus = LoquaciousCorpusJob(subset, **kwargs).out_corpus
+        out[subset.value] = corpus
+        if eval_sources:
+            for source, path in SplitCorpusBySourceJob(corpus, eval_sources).out_corpora.items():
+                out[f"{subset.value}/{source}"] = path
+    return out

@@ -74,6 +74,11 @@ class OpenAsrTestSetJob(Job):
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 4, "time": 8}
 
+    @classmethod
+    def hash(cls, parsed_args):
+        """The number of processes does not change the output: left out of the hash."""
+        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
+
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
 
@@ -114,14 +119,16 @@ class OpenAsrTestSetJob(Job):
                     dropped[0] += 1
                     continue
                 out = os.path.join(audio_dir, audio_file_name(utt_id, self.audio_format))
-                entries.append(CorpusEntry(id=utt_id, audio=os.path.abspath(out), duration=0.0, speaker=config,
-                                           text=text, corpus=self.test_set))
-                yield utt_id, audio_source(row["audio"], row_file=where, utt_id=utt_id), where, out, \
-                    self.audio_format, self.sample_rate_policy
+                entry = CorpusEntry(id=utt_id, audio=os.path.abspath(out), duration=0.0, speaker=config, text=text,
+                                    corpus=self.test_set)
+                yield entry, (utt_id, audio_source(row["audio"], row_file=where, utt_id=utt_id), where, out,
+                              self.audio_format, self.sample_rate_policy)
 
-        durations = list(encode_all(items(), workers=task_workers(self.cpu)))
-        for e, d in zip(entries, durations):
-            e.duration = round(d, 4)
+        durations = []
+        for entry, d in encode_all(items(), workers=task_workers(self.cpu)):
+            entry.duration = round(d, 6)
+            entries.append(entry)
+            durations.append(d)
         entries.sort(key=lambda e: (-e.duration, e.id))
         n = write_corpus(entries, self.out_corpus.get_path())
         if n == 0:

@@ -246,7 +246,7 @@ def synthesize_corpus(utts: Sequence[ToyUtterance], audio_root: str, *, workers:
         path = os.path.join(audio_root, str(u.speaker.id), str(u.chapter), u.id + ".flac")
         synthesize(u.text, path, voice=u.speaker.espeak_voice, speed=u.speed, pitch=u.pitch)
         duration = check_audio_file(path)
-        return CorpusEntry(id=u.id, audio=os.path.abspath(path), duration=round(duration, 4),
+        return CorpusEntry(id=u.id, audio=os.path.abspath(path), duration=round(duration, 6),
                            speaker=str(u.speaker.id), text=u.text)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -316,6 +316,11 @@ class MakeToyCorpusJob(Job):
         self.out_speakers = self.output_path("speakers.txt")
         self.out_num_lm_sentences = self.output_var("num_lm_sentences")
         self.rqmt = {"cpu": cpu, "mem": 2, "time": 2}
+
+    @classmethod
+    def hash(cls, parsed_args):
+        """The number of processes does not change the output: left out of the hash."""
+        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
 
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)

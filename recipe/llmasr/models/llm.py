@@ -17,7 +17,7 @@ TOKENIZER_INFO = "llmasr_tokenizer.json"  # written next to a model when its tok
 SPM_FILE = "spm.model"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TinyLLMConfig:
     """Size of a Qwen2-architecture model trained from scratch (the toy LLM); vocab comes from the tokenizer."""
 
@@ -88,11 +88,11 @@ class LLMTokenizer:
             return list(self.sp.encode(word))
         return list(self.hf.encode(word if first else " " + word, add_special_tokens=False))
 
-    def encode_words(self, words: Sequence[str]) -> List[int]:
-        """Token ids of a word sequence, word by word (see :meth:`encode_word`)."""
+    def encode_words(self, words: Sequence[str], *, first_index: int = 0) -> List[int]:
+        """Token ids of words starting at word position ``first_index``, word by word (see :meth:`encode_word`)."""
         out: List[int] = []
         for i, w in enumerate(words):
-            out.extend(self.encode_word(w, i == 0))
+            out.extend(self.encode_word(w, first_index + i == 0))
         return out
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -19,7 +19,6 @@ import torch
 
 from llmasr.search.llm_scorer import LLMScorer
 
-WORD_BOUNDARY = "\u2581"  # SentencePiece's word-start marker
 NEG_INF = float("-inf")
 
 
@@ -47,56 +46,43 @@ class SameUnitsConverter:
 
 
 class WordConverter:
-    """AM SentencePiece labels -> completed words -> LLM tokens (word by word, so prefixes are stable).
+    """AM labels -> completed words -> LLM tokens, through :class:`llmasr.text.units.AmUnits`.
 
-    A word is completed once a later label starts a new word (piece beginning with the boundary
-    marker), or at the end of the utterance (``final``).
+    A word is completed once a later label starts a new word (or at the end, ``final``). ``encoder``
+    encodes words one at a time (``encode_words(words, first_index=...)``, e.g.
+    :class:`llmasr.text.units.LlmWordEncoder` or :class:`llmasr.models.llm.LLMTokenizer`), so the tokens
+    of a hypothesis only grow as its labels grow.
     """
 
-    def __init__(self, am_vocab: Sequence[str], encode_word: Callable[[str, bool], List[int]]):
-        self.am_vocab = list(am_vocab)
-        self.encode_word = encode_word
-        self._word_cache: Dict[Tuple[str, bool], List[int]] = {}
-
-    def words(self, labels: Sequence[int]) -> List[Tuple[int, str]]:
-        """(start label index, word) for each word of a label sequence."""
-        out: List[Tuple[int, str]] = []
-        for i, lab in enumerate(labels):
-            piece = self.am_vocab[lab]
-            if piece.startswith(WORD_BOUNDARY) or not out:
-                text = piece.lstrip(WORD_BOUNDARY)
-                out.append((i, text))
-            else:
-                out[-1] = (out[-1][0], out[-1][1] + piece)
-        return [(i, w) for i, w in out if w]
+    def __init__(self, am_units, encoder):
+        self.am_units = am_units
+        self.encoder = encoder
+        self._cache: Dict[Tuple[int, ...], Tuple[List[int], int]] = {}
 
     def __call__(self, labels: Tuple[int, ...], final: bool) -> Tuple[List[int], int]:
-        words = self.words(labels)
-        if final:
-            n_labels = len(labels)
-        else:
-            # the last word may still grow: consume everything before it
-            n_labels = words[-1][0] if words else 0
-            words = words[:-1]
-        tokens: List[int] = []
-        for k, (_, w) in enumerate(words):
-            key = (w, k == 0)
-            if key not in self._word_cache:
-                self._word_cache[key] = list(self.encode_word(w, k == 0))
-            tokens.extend(self._word_cache[key])
-        return tokens, n_labels
+        """(LLM tokens of the completed words, number of labels belonging to them)."""
+        key = (int(final),) + tuple(labels)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        words, tail = self.am_units.split_completed(labels, final=final)
+        n_labels = len(labels)
+        if tail:  # the unfinished word starts at its first non-special label
+            seen = 0
+            for pos in range(len(labels) - 1, -1, -1):
+                if int(labels[pos]) not in self.am_units.special_ids:
+                    seen += 1
+                    if seen == len(tail):
+                        n_labels = pos
+                        break
+        out = (list(self.encoder.encode_words(words, first_index=0)), n_labels)
+        if len(self._cache) > 200000:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
 
     def text(self, labels: Sequence[int]) -> str:
-        return " ".join(w for _, w in self.words(labels))
-
-
-def pieces_to_text(am_vocab: Sequence[str]) -> Callable[[Sequence[int]], str]:
-    """labels -> words for SentencePiece units (pieces joined, boundary marker -> space)."""
-
-    def f(labels: Sequence[int]) -> str:
-        return "".join(am_vocab[x] for x in labels).replace(WORD_BOUNDARY, " ").strip()
-
-    return f
+        return self.am_units.ids_to_text(labels)
 
 
 @dataclasses.dataclass

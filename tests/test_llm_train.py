@@ -1,0 +1,127 @@
+"""Tiny LLM jobs: create + pre-train on toy text, fine-tune on AM units with LoRA, perplexity, resume."""
+import json
+import os
+import random
+
+import pytest
+import torch
+
+from sisyphus import tk
+
+from llmasr.llm import ComputePerplexityJob, CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits
+from llmasr.llm import PretrainLLMJob
+from llmasr.llm.train import TrainConfig, train_causal_lm
+from llmasr.models.llm import LLMTokenizer, TinyLLMConfig, load_llm, load_llm_tokenizer, tiny_random_qwen2
+
+WORDS = "the a cat dog sat ran on under mat house big small red quickly".split()
+TINY = TinyLLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=1, max_position_embeddings=64)
+
+
+def _sentences(n, seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        out.append(" ".join([rng.choice(["the", "a"]), rng.choice(["big", "small", "red"]), rng.choice(["cat", "dog"]),
+                             rng.choice(["sat", "ran"]), rng.choice(["on", "under"]), "the",
+                             rng.choice(["mat", "house"])]))
+    return out
+
+
+def _spm(path, text_file, vocab_size, model_type):
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(input=text_file, model_prefix=path, vocab_size=vocab_size, model_type=model_type,
+                                   hard_vocab_limit=False, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0,
+                                   minloglevel=2)
+    return path + ".model"
+
+
+@pytest.fixture
+def toy(tmp_path):
+    torch.set_num_threads(1)
+    lm_text = tmp_path / "lm.txt"
+    lm_text.write_text("\n".join(_sentences(300, 1)) + "\n")
+    dev_text = tmp_path / "dev.txt"
+    dev_text.write_text("\n".join(_sentences(40, 2)) + "\n")
+    llm_spm = _spm(str(tmp_path / "llm_bpe"), str(lm_text), 60, "bpe")
+    am_spm = _spm(str(tmp_path / "am_unigram"), str(lm_text), 40, "unigram")
+    return {"lm": tk.Path(str(lm_text)), "dev": tk.Path(str(dev_text)), "llm_spm": tk.Path(llm_spm),
+            "am_spm": tk.Path(am_spm)}
+
+
+def _ppl(run_job, model, text):
+    job = run_job(ComputePerplexityJob(model, text))
+    with open(job.out_ppl.get_path()) as f:
+        return json.load(f)
+
+
+def test_pretrain_and_finetune_am_units_lora(run_job, toy):
+    create = run_job(CreateTinyLLMJob(toy["llm_spm"], config=TINY))
+    pre = PretrainLLMJob(create.out_model, toy["lm"], dev_text=toy["dev"], cpu=1,
+                         train_config=TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, warmup_steps=5))
+    run_job(pre)
+    with open(pre.out_history.get_path()) as f:
+        hist = json.load(f)
+    assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert hist[-1]["dev_loss"] < hist[0]["dev_loss"]
+    ppl0 = _ppl(run_job, create.out_model, toy["dev"])
+    ppl1 = _ppl(run_job, pre.out_model, toy["dev"])
+    assert ppl1["subword_ppl"] < 0.5 * ppl0["subword_ppl"]
+    assert ppl1["word_ppl"] >= ppl1["subword_ppl"]  # never fewer subwords than words
+    assert os.path.isfile(os.path.join(pre._sis_path("work"), "checkpoint.pt"))
+
+    ft = FineTuneLLMJob(pre.out_model, toy["dev"], units=FineTuneUnits.AM, am_spm_model=toy["am_spm"],
+                        method=FineTuneMethod.LORA, lora_rank=4, cpu=1,
+                        train_config=TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_steps=2))
+    run_job(ft)
+    with open(ft.out_history.get_path()) as f:
+        hist = json.load(f)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    model = load_llm(ft.out_model.get_path())
+    tok = load_llm_tokenizer(ft.out_model.get_path())
+    am = LLMTokenizer(spm_model=toy["am_spm"].get_path())
+    assert tok.vocab_size == am.vocab_size == model.config.vocab_size
+    assert model.get_output_embeddings().weight.shape[0] == am.vocab_size
+    assert not any("lora" in n for n, _ in model.named_parameters())  # adapters merged
+    assert tok.encode("the big cat") == am.encode("the big cat")
+    ppl_ft = _ppl(run_job, ft.out_model, toy["dev"])
+    # the swapped but untrained model is worse: fine-tuning lowered the loss on the AM units
+    from llmasr.llm.perplexity import compute_perplexity
+    from llmasr.llm.train import read_texts
+    from llmasr.models.llm import swap_vocabulary
+
+    base = load_llm(pre.out_model.get_path())
+    swap_vocabulary(base, load_llm_tokenizer(pre.out_model.get_path()), am)
+    ppl_swapped = compute_perplexity(base, am, read_texts(toy["dev"].get_path()))
+    assert ppl_ft["subword_ppl"] < 0.8 * ppl_swapped["subword_ppl"]
+
+
+def test_finetune_own_tokenizer_lowercase_full(run_job, toy, tmp_path):
+    create = run_job(CreateTinyLLMJob(toy["llm_spm"], config=TINY))
+    upper = tmp_path / "upper.txt"
+    upper.write_text("\n".join(s.upper() for s in _sentences(30, 3)) + "\n")
+    ft = FineTuneLLMJob(create.out_model, tk.Path(str(upper)), lowercase=True, cpu=1,
+                        train_config=TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3, warmup_steps=2))
+    run_job(ft)
+    tok = load_llm_tokenizer(ft.out_model.get_path())
+    assert tok.lowercase and tok.encode("THE CAT") == tok.encode("the cat")
+
+
+def test_checkpoint_resume(tmp_path):
+    torch.set_num_threads(1)
+    model = tiny_random_qwen2(12, bos_id=1, eos_id=2, seed=0)
+    seqs = [[1] + [random.Random(i).randrange(3, 12) for _ in range(6)] + [2] for i in range(20)]
+    h1 = train_causal_lm(model, seqs, TrainConfig(epochs=1, batch_size=4, warmup_steps=1), pad_id=2,
+                         checkpoint_dir=str(tmp_path))
+    w1 = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    fresh = tiny_random_qwen2(12, bos_id=1, eos_id=2, seed=0)
+    h2 = train_causal_lm(fresh, seqs, TrainConfig(epochs=2, batch_size=4, warmup_steps=1), pad_id=2,
+                         checkpoint_dir=str(tmp_path))
+    assert len(h2) == 2 and h2[0] == h1[0]  # epoch 1 came from the checkpoint
+    assert not torch.equal(fresh.model.layers[0].mlp.up_proj.weight, w1)  # trained on from the restored weights
+    done = tiny_random_qwen2(12, bos_id=1, eos_id=2, seed=0)
+    h3 = train_causal_lm(done, seqs, TrainConfig(epochs=2, batch_size=4, warmup_steps=1), pad_id=2,
+                         checkpoint_dir=str(tmp_path))
+    assert h3 == h2
+    assert torch.allclose(done.model.layers[0].mlp.up_proj.weight, fresh.model.layers[0].mlp.up_proj.weight)
