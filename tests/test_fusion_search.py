@@ -112,3 +112,30 @@ def test_word_converter_with_different_tokenizer(model, delay):
         assert h["scores"]["lm"] == pytest.approx(r, abs=1e-4)
         assert h["scores"]["prior"] == pytest.approx(float(_prior(5)[h["labels"]].sum()), abs=1e-5)
     assert out[0]["score"] >= out[-1]["score"]
+
+
+@pytest.mark.parametrize("labelwise,delay", [(True, None), (False, 1), (False, 4), (False, None)])
+def test_batch_of_utterances_equals_one_by_one(model, labelwise, delay):
+    lengths = [7, 3, 10]
+    utts = [_ctc(n, 4, seed=10 + i) for i, n in enumerate(lengths)]
+    padded = torch.full((3, 10, 4), -5.0)
+    for i, u in enumerate(utts):
+        padded[i, : len(u)] = u
+    kw = dict(blank=0, beam_size=3, lm_scale=LM_SCALE, log_prior=_prior(4), prior_scale=PRIOR_SCALE, nbest=3,
+              length_reward=LENGTH_REWARD)
+
+    def search(x, lens, stats):
+        scorer = LLMScorer(model, bos_id=BOS, eos_id=EOS, label_to_token=torch.tensor(LABEL_TO_TOKEN))
+        if labelwise:
+            return ctc_labelwise_fusion_search(x, lens, llm_scorer=scorer, stats=stats, **kw)
+        return delayed_fusion_search(x, lens, llm_scorer=scorer, converter=SameUnitsConverter(LABEL_TO_TOKEN),
+                                     delay=delay, stats=stats, **kw)
+
+    batch_stats, single_stats = SearchStats(), SearchStats()
+    batched = search(padded, torch.tensor(lengths), batch_stats)
+    singles = [search(u, None, single_stats)[0] for u in utts]
+    for bo, so in zip(batched, singles):
+        assert [h["labels"] for h in bo] == [h["labels"] for h in so]
+        for x, y in zip(bo, so):
+            assert x["score"] == pytest.approx(y["score"], abs=1e-4)
+    assert batch_stats.llm_forward_calls < single_stats.llm_forward_calls  # one call serves all utterances

@@ -78,3 +78,22 @@ def test_label_map(model):
     assert lp.shape == (1, 5) and lp[0, 0] == float("-inf")
     assert float(lp[0, 2]) == pytest.approx(score_sequences(model, [[6]], BOS, None)[0], abs=1e-4)
     assert state.tokens[0] == [BOS, 6]
+
+
+def test_long_padded_cache_compaction(model):
+    # the rows take turns: every call pads one row, the cache (> 127 positions) gets compacted
+    rng = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(3, V, (150,), generator=rng).tolist() for _ in range(2)]
+    scorer = LLMScorer(model, bos_id=BOS, eos_id=EOS, compact_ratio=1.5)
+    state = scorer.start(torch.zeros(2, dtype=torch.long))
+    totals = torch.zeros(2)
+    widths = []
+    for i in range(300):
+        row, pos = i % 2, i // 2
+        sums, state = scorer.advance(state, [[seqs[0][pos]] if row == 0 else [], [seqs[1][pos]] if row == 1 else []])
+        totals += sums
+        widths.append(state.mask.shape[1])
+    assert max(widths) <= 1.5 * 151 + 5 and widths[-1] < 300  # compacted at least once
+    assert any(b < a for a, b in zip(widths, widths[1:]))
+    ref = score_sequences(model, seqs, BOS, None)
+    assert torch.allclose(totals, torch.tensor(ref), atol=2e-3)

@@ -11,11 +11,16 @@ fusion (AM and LLM share units); :mod:`llmasr.search.labelwise_fusion` exposes i
 from __future__ import annotations
 
 import dataclasses
-import logging
+import enum
+import json
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import os
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from sisyphus import Job, Task, tk
 
 from llmasr.search.llm_scorer import LLMScorer
 
@@ -110,115 +115,167 @@ class SearchStats:
     frames: int = 0
 
 
-def _ctc_fusion_search_single(
-    ctc_logprobs: torch.Tensor, *, blank: int, beam_size: int, label_topk: Optional[int],
+def _expand_and_prune(hyps: List[_Hyp], lp: torch.Tensor, lm_lp: Optional[torch.Tensor], prior: torch.Tensor,
+                      prior_list: List[float], *, blank: int, beam_size: int, k: int, lm_scale: float,
+                      prior_scale: float, length_reward: float) -> List[_Hyp]:
+    """One frame of the CTC prefix search for one utterance: extend by blank/repeat/new labels, recombine
+    equal label sequences, keep the ``beam_size`` best. ``lp`` [V] CTC log-probs; ``lm_lp`` [B, V] LLM
+    log-probs of the next label (label-wise fusion) or None. Kept hypotheses' ``row`` is their parent's row."""
+    lpl = lp.tolist()
+    ctc_tot = torch.tensor([h.ctc() for h in hyps])  # [B]
+    ext = ctc_tot[:, None] + lp[None, :]  # [B, V] CTC log-prob of prefix + c
+    for i, h in enumerate(hyps):  # a repeated label needs a blank in between
+        if h.labels:
+            ext[i, h.labels[-1]] = h.b + lpl[h.labels[-1]]
+    ext[:, blank] = NEG_INF
+    fused = ext.clone()
+    if lm_lp is not None:
+        fused += lm_scale * lm_lp - prior_scale * prior[None, :]
+    base = torch.tensor([lm_scale * h.lm - prior_scale * h.prior + length_reward * (len(h.labels) + 1)
+                         for h in hyps])
+    top_v, top_i = (fused + base[:, None]).topk(k, dim=1)  # [B, K] label pruning per hypothesis
+
+    cands: Dict[Tuple[int, ...], _Hyp] = {}
+    for h in hyps:  # the prefix stays: blank, or the last label repeated
+        nb = h.nb + lpl[h.labels[-1]] if h.labels else NEG_INF
+        cands[h.labels] = dataclasses.replace(h, b=h.ctc() + lpl[blank], nb=nb, new_label=None)
+    top_i_l, top_v_l = top_i.tolist(), top_v.tolist()
+    for i, h in enumerate(hyps):
+        for j in range(k):
+            if top_v_l[i][j] == NEG_INF:
+                continue
+            c = top_i_l[i][j]
+            key = h.labels + (c,)
+            nb = float(ext[i, c])
+            if lm_lp is not None:
+                new = _Hyp(labels=key, b=NEG_INF, nb=nb, lm=h.lm + float(lm_lp[i, c]), prior=h.prior + prior_list[c],
+                           n_lab=h.n_lab + 1, n_tok=h.n_tok, row=h.row, new_label=c)
+            else:
+                new = dataclasses.replace(h, labels=key, b=NEG_INF, nb=nb, new_label=c)
+            old = cands.get(key)
+            if old is None:
+                cands[key] = new
+            else:  # recombination: same label sequence, keep the most consumed representative
+                rep = old if (old.n_lab, old.n_tok) >= (new.n_lab, new.n_tok) else new
+                cands[key] = dataclasses.replace(rep, b=old.b, nb=_lae(old.nb, nb))
+
+    def total(h: _Hyp) -> float:
+        return h.ctc() + lm_scale * h.lm - prior_scale * h.prior + length_reward * len(h.labels)
+
+    return sorted(cands.values(), key=total, reverse=True)[:beam_size]
+
+
+def _ctc_fusion_search(
+    ctc_logprobs: torch.Tensor, lengths: List[int], *, blank: int, beam_size: int, label_topk: Optional[int],
     llm_scorer: Optional[LLMScorer], lm_scale: float, log_prior: Optional[torch.Tensor], prior_scale: float,
     length_reward: float, labelwise: bool, delay: Optional[int], converter, labels_to_text, nbest: int,
-) -> List[dict]:
-    """One utterance. ``ctc_logprobs`` [T, V]."""
-    num_frames, vocab = ctc_logprobs.shape
+) -> List[List[dict]]:
+    """All utterances frame by frame; one LLM call per frame for the hypotheses of all utterances.
+
+    ``ctc_logprobs`` [B, T, V]; LLM state rows = the hypotheses of the active utterances, in order.
+    """
+    n_utt, _, vocab = ctc_logprobs.shape
     lp_all = ctc_logprobs.float().cpu()
     prior = log_prior.float().cpu() if log_prior is not None else torch.zeros(vocab)
+    if prior.shape[0] != vocab:
+        raise ValueError(f"log_prior has {prior.shape[0]} entries but the CTC output has {vocab}")
     prior_list = prior.tolist()
     use_lm = llm_scorer is not None and lm_scale != 0.0
     if not use_lm:
         labelwise, delay = False, None
     if delay is not None and delay < 1:
         raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
+    if blank < 0 or blank >= vocab:
+        raise ValueError(f"blank index {blank} outside the CTC output of size {vocab}")
     k = min(label_topk or beam_size, vocab - 1)
+    eos = llm_scorer.eos_id if use_lm else None
 
-    hyps = [_Hyp(labels=(), b=0.0, nb=NEG_INF)]
-    state = llm_scorer.start(torch.zeros(1, dtype=torch.long)) if use_lm else None
+    active = [b for b in range(n_utt) if lengths[b] > 0]
+    beams: Dict[int, List[_Hyp]] = {b: [_Hyp(labels=(), b=0.0, nb=NEG_INF, row=r)] for r, b in enumerate(active)}
+    finished: Dict[int, List[_Hyp]] = {b: [_Hyp(labels=(), b=0.0, nb=NEG_INF)] for b in range(n_utt)
+                                       if lengths[b] <= 0}
+    state = llm_scorer.start(torch.tensor(active, dtype=torch.long)) if use_lm and active else None
+    t = 0
+    while active:
+        lm_all = llm_scorer.to_label_space(state.next_logprobs).float().cpu() if labelwise else None  # [N, V]
+        kept: Dict[int, List[_Hyp]] = {}
+        for b in active:
+            hyps = beams[b]
+            lm_lp = lm_all[torch.tensor([h.row for h in hyps])] if labelwise else None
+            kept[b] = _expand_and_prune(hyps, lp_all[b, t], lm_lp, prior, prior_list, blank=blank,
+                                        beam_size=beam_size, k=k, lm_scale=lm_scale, prior_scale=prior_scale,
+                                        length_reward=length_reward)
+        order = [(b, h) for b in active for h in kept[b]]
+        last = {b: t == lengths[b] - 1 for b in active}
+        if use_lm:
+            state = llm_scorer.select(state, torch.tensor([h.row for _, h in order], dtype=torch.long))
+            if labelwise:
+                new_toks = [[int(llm_scorer.labels_to_tokens(torch.tensor([h.new_label]))[0])]
+                            if h.new_label is not None else [] for _, h in order]
+                _, state = llm_scorer.advance(state, new_toks)
+                if any(last.values()):
+                    eos_lp = llm_scorer.final_score(state).tolist()
+                    for (b, h), e in zip(order, eos_lp):
+                        if last[b]:
+                            h.lm += e
+            else:
+                flush = delay is not None and (t + 1) % delay == 0
+                pending, consumed = [], []
+                for b, h in order:
+                    if flush or last[b]:
+                        toks, n_lab = converter(h.labels, last[b])
+                        pending.append(toks[h.n_tok :] + ([eos] if last[b] else []))
+                        consumed.append((n_lab, len(toks)))
+                    else:
+                        pending.append([])
+                        consumed.append(None)
+                sums, state = llm_scorer.advance(state, pending)
+                for (b, h), s, c in zip(order, sums.tolist(), consumed):
+                    if c is None:
+                        continue
+                    h.lm += s
+                    h.prior += sum(prior_list[x] for x in h.labels[h.n_lab : c[0]])
+                    h.n_lab, h.n_tok = c
+        for r, (_, h) in enumerate(order):
+            h.row, h.new_label = r, None
+        still = []
+        for b in active:
+            if last[b]:
+                finished[b] = kept[b]
+            else:
+                still.append(b)
+                beams[b] = kept[b]
+        if use_lm and len(still) < len(active):  # drop the rows of finished utterances
+            state = llm_scorer.select(state, torch.tensor([h.row for b in still for h in kept[b]], dtype=torch.long))
+            r = 0
+            for b in still:
+                for h in kept[b]:
+                    h.row = r
+                    r += 1
+        active = still
+        t += 1
 
     def total(h: _Hyp) -> float:
         return h.ctc() + lm_scale * h.lm - prior_scale * h.prior + length_reward * len(h.labels)
 
-    for t in range(num_frames):
-        lp = lp_all[t]  # [V]
-        lpl = lp.tolist()
-        nh = len(hyps)
-        ctc_tot = torch.tensor([h.ctc() for h in hyps])  # [B]
-        ext = ctc_tot[:, None] + lp[None, :]  # [B, V] CTC log-prob of prefix + c
-        for i, h in enumerate(hyps):  # a repeated label needs a blank in between
-            if h.labels:
-                ext[i, h.labels[-1]] = h.b + lpl[h.labels[-1]]
-        ext[:, blank] = NEG_INF
-        fused = ext.clone()
-        lm_lp = None
-        if labelwise:
-            lm_lp = llm_scorer.to_label_space(state.next_logprobs).float().cpu()  # [B, V]
-            fused += lm_scale * lm_lp - prior_scale * prior[None, :]
-        base = torch.tensor([lm_scale * h.lm - prior_scale * h.prior + length_reward * (len(h.labels) + 1)
-                             for h in hyps])
-        top_v, top_i = (fused + base[:, None]).topk(k, dim=1)  # [B, K] label pruning per hypothesis
-
-        cands: Dict[Tuple[int, ...], _Hyp] = {}
-        for i, h in enumerate(hyps):  # the prefix stays: blank, or the last label repeated
-            nb = h.nb + lpl[h.labels[-1]] if h.labels else NEG_INF
-            cands[h.labels] = dataclasses.replace(h, b=h.ctc() + lpl[blank], nb=nb, row=i, new_label=None)
-        top_i_l, top_v_l = top_i.tolist(), top_v.tolist()
-        for i, h in enumerate(hyps):
-            for j in range(k):
-                if top_v_l[i][j] == NEG_INF:
-                    continue
-                c = top_i_l[i][j]
-                key = h.labels + (c,)
-                nb = float(ext[i, c])
-                if labelwise:
-                    new = _Hyp(labels=key, b=NEG_INF, nb=nb, lm=h.lm + float(lm_lp[i, c]),
-                               prior=h.prior + prior_list[c], n_lab=h.n_lab + 1, n_tok=h.n_tok, row=i, new_label=c)
-                else:
-                    new = dataclasses.replace(h, labels=key, b=NEG_INF, nb=nb, row=i, new_label=c)
-                old = cands.get(key)
-                if old is None:
-                    cands[key] = new
-                else:  # recombination: same label sequence, keep the most consumed representative
-                    merged_nb = _lae(old.nb, nb)
-                    rep = old if (old.n_lab, old.n_tok) >= (new.n_lab, new.n_tok) else new
-                    cands[key] = dataclasses.replace(rep, b=old.b, nb=merged_nb)
-        kept = sorted(cands.values(), key=total, reverse=True)[:beam_size]
-
-        if use_lm:
-            state = llm_scorer.select(state, torch.tensor([h.row for h in kept], dtype=torch.long))
-            last = t == num_frames - 1
-            if labelwise:
-                new_toks = [[int(llm_scorer.labels_to_tokens(torch.tensor([h.new_label]))[0])]
-                            if h.new_label is not None else [] for h in kept]
-                _, state = llm_scorer.advance(state, new_toks)
-                if last:
-                    eos = llm_scorer.final_score(state).tolist()
-                    for h, e in zip(kept, eos):
-                        h.lm += e
-            elif last or (delay is not None and (t + 1) % delay == 0):
-                pending, n_labs = [], []
-                for h in kept:
-                    toks, n_lab = converter(h.labels, last)
-                    pending.append(toks[h.n_tok :] + ([llm_scorer.eos_id] if last else []))
-                    n_labs.append((n_lab, len(toks)))
-                sums, state = llm_scorer.advance(state, pending)
-                for h, s, (n_lab, n_tok) in zip(kept, sums.tolist(), n_labs):
-                    h.lm += s
-                    h.prior += sum(prior_list[x] for x in h.labels[h.n_lab : n_lab])
-                    h.n_lab, h.n_tok = n_lab, n_tok
-        for i, h in enumerate(kept):
-            h.row, h.new_label = i, None
-        hyps = kept
-
-    if not use_lm:  # prior on all labels (pure CTC search with prior correction)
-        for h in hyps:
-            h.prior = sum(prior_list[x] for x in h.labels)
-            h.n_lab = len(h.labels)
-    hyps = sorted(hyps, key=total, reverse=True)[:nbest]
-    out = []
-    for h in hyps:
-        ctc = h.ctc()
-        out.append({
-            "text": labels_to_text(h.labels) if labels_to_text is not None else "",
-            "labels": list(h.labels),
-            "scores": {"am": ctc, "ctc": ctc, "lm": h.lm, "prior": h.prior, "length": len(h.labels)},
-            "score": total(h),
-        })
-    return out
+    results = []
+    for b in range(n_utt):
+        hyps = finished[b]
+        if not use_lm:  # prior on all labels (plain CTC search with prior correction)
+            for h in hyps:
+                h.prior = sum(prior_list[x] for x in h.labels)
+                h.n_lab = len(h.labels)
+        out = []
+        for h in sorted(hyps, key=total, reverse=True)[:nbest]:
+            ctc = h.ctc()
+            out.append({
+                "text": labels_to_text(h.labels) if labels_to_text is not None else "",
+                "labels": list(h.labels),
+                "scores": {"am": ctc, "ctc": ctc, "lm": h.lm, "prior": h.prior, "length": len(h.labels)},
+                "score": total(h),
+            })
+        results.append(out)
+    return results
 
 
 def _batched(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_scorer: Optional[LLMScorer],
@@ -230,10 +287,7 @@ def _batched(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_sc
         lengths = torch.full((n,), ctc_logprobs.shape[1], dtype=torch.long)
     calls0 = llm_scorer.num_forward_calls if llm_scorer is not None else 0
     toks0 = llm_scorer.num_forward_tokens if llm_scorer is not None else 0
-    results = []
-    for b in range(n):
-        results.append(_ctc_fusion_search_single(ctc_logprobs[b, : int(lengths[b])], llm_scorer=llm_scorer,
-                                                 **kwargs))
+    results = _ctc_fusion_search(ctc_logprobs, [int(x) for x in lengths], llm_scorer=llm_scorer, **kwargs)
     if stats is not None:
         stats.frames += int(lengths.sum())
         if llm_scorer is not None:
@@ -260,9 +314,9 @@ def delayed_fusion_search(
     nbest: int = 1,
     stats: Optional[SearchStats] = None,
 ) -> List[List[dict]]:
-    """Time-synchronous CTC prefix beam search with delayed LLM scoring, per utterance.
+    """Time-synchronous CTC prefix beam search with delayed LLM scoring, batched over utterances.
 
-    :param ctc_logprobs: [B, T, V] (or [T, V]) CTC log-probs. :param lengths: [B] frames.
+    :param ctc_logprobs: [B, T, V] (or [T, V]) CTC log-probs. :param lengths: [B] frames (None: all T).
     :param llm_scorer: the LLM (None or ``lm_scale=0``: plain CTC prefix search).
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``, e.g.
         :class:`WordConverter` or :class:`SameUnitsConverter`; tokens must extend as labels extend.
@@ -274,3 +328,222 @@ def delayed_fusion_search(
                     label_topk=label_topk, lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
                     length_reward=length_reward, labelwise=False, delay=delay, converter=converter,
                     labels_to_text=labels_to_text, nbest=nbest)
+
+
+# --- job ---------------------------------------------------------------------------------------------
+
+class FusionMode(enum.Enum):
+    """How the LLM enters the time-synchronous CTC search."""
+
+    NONE = "none"  # CTC prefix search only (N-best for rescoring)
+    LABELWISE = "labelwise"  # AM and LLM share units: every new label is scored at once
+    DELAYED = "delayed"  # completed words re-tokenised and scored every ``delay`` frames
+
+
+def read_ctc_logprobs(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(seq_id, [T, V] log-probs) from a RETURNN HDF (``inputs``, ``seqLengths``, ``seqTags``) or a torch
+    file holding ``{seq_id: [T, V] tensor}``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"CTC log-prob file not found: {path}")
+    if path.endswith((".hdf", ".h5")):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            for key in ("inputs", "seqLengths", "seqTags"):
+                if key not in f:
+                    raise ValueError(f"{path}: HDF has no {key!r} dataset (not a RETURNN HDF?)")
+            lengths = f["seqLengths"][...]
+            lengths = lengths[:, 0] if lengths.ndim == 2 else lengths
+            tags = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in f["seqTags"][...]]
+            offset = 0
+            for tag, n in zip(tags, lengths):
+                yield tag, torch.from_numpy(f["inputs"][offset : offset + int(n)])
+                offset += int(n)
+        return
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict seq_id -> [T, V] tensor, got {type(data).__name__}")
+    for tag, lp in data.items():
+        lp = torch.as_tensor(lp)
+        if lp.dim() != 2:
+            raise ValueError(f"{path}: {tag}: log-probs must be [T, V], got shape {tuple(lp.shape)}")
+        yield str(tag), lp
+
+
+class CTCFusionSearchJob(Job):
+    """Time-synchronous CTC search with an LLM: none, label-wise (shared units) or delayed fusion.
+
+    Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, LLM calls).
+    """
+
+    def __init__(
+        self,
+        ctc_logprobs: tk.Path,
+        am_spm_model: tk.Path,
+        llm: Optional[Union[tk.Path, str]] = None,
+        *,
+        mode: FusionMode = FusionMode.DELAYED,
+        delay: Optional[int] = 5,
+        lm_scale=0.3,
+        prior_scale=0.0,
+        length_reward=0.0,
+        log_prior: Optional[tk.Path] = None,
+        beam_size: int = 8,
+        label_topk: Optional[int] = None,
+        nbest: int = 8,
+        utterances_per_batch: int = 8,
+        blank: Optional[int] = None,
+        logprobs_are_logits: bool = False,
+        corpus: Optional[tk.Path] = None,
+        frame_shift: float = 0.06,
+        lowercase: Optional[bool] = None,
+        device: str = "cpu",
+    ):
+        """
+        :param ctc_logprobs: per-utterance CTC outputs (RETURNN HDF or torch dict, see :func:`read_ctc_logprobs`)
+        :param am_spm_model: the AM's SentencePiece model (labels = piece ids, blank after them by default)
+        :param llm: LLM dir or hub name (None only with ``mode=NONE``); LABELWISE needs an LLM over the AM
+            pieces (``FineTuneLLMJob(units=AM)``)
+        :param mode: NONE, LABELWISE or DELAYED
+        :param delay: frames between delayed LLM calls (None: only at the end)
+        :param lm_scale: LLM weight (float or Variable, e.g. ``TuneScalesJob.out_lm_scale``)
+        :param prior_scale: label-prior weight (float or Variable); needs ``log_prior``
+        :param length_reward: reward per label (float or Variable)
+        :param log_prior: label log-prior over the CTC outputs (.npy or text)
+        :param beam_size: hypotheses kept per frame; :param label_topk: labels tried per hypothesis and frame
+        :param nbest: hypotheses written per utterance
+        :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
+        :param blank: blank index (None: the last output)
+        :param logprobs_are_logits: apply log_softmax first
+        :param corpus: manifest for the audio duration in the stats (else frames * ``frame_shift``)
+        :param frame_shift: seconds per CTC frame
+        :param lowercase: lower-case words before LLM tokenisation (None: as saved with the LLM)
+        :param device: "cpu" or "cuda"
+        """
+        if not isinstance(mode, FusionMode):
+            raise ValueError(f"mode must be a FusionMode, got {mode!r}")
+        if mode != FusionMode.NONE and llm is None:
+            raise ValueError(f"mode {mode.name} needs an llm")
+        if delay is not None and delay < 1:
+            raise ValueError(f"delay must be >= 1 frame or None, got {delay}")
+        self.ctc_logprobs = ctc_logprobs
+        self.am_spm_model = am_spm_model
+        self.llm = llm
+        self.mode = mode
+        self.delay = delay
+        self.lm_scale = lm_scale
+        self.prior_scale = prior_scale
+        self.length_reward = length_reward
+        self.log_prior = log_prior
+        self.beam_size = beam_size
+        self.label_topk = label_topk
+        self.nbest = nbest
+        self.utterances_per_batch = utterances_per_batch
+        self.blank = blank
+        self.logprobs_are_logits = logprobs_are_logits
+        self.corpus = corpus
+        self.frame_shift = frame_shift
+        self.lowercase = lowercase
+        self.device = device
+        self.out_nbest = self.output_path("nbest.json.gz")
+        self.out_search_stats = self.output_path("search_stats.json")
+        self.rqmt = {"cpu": 1, "mem": 8, "time": 8, "gpu": 1 if device == "cuda" else 0}
+
+    def tasks(self):
+        yield Task("run", rqmt=self.rqmt)
+
+    def run(self):
+        from llmasr.models.llm import load_llm, load_llm_tokenizer
+        from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
+        from llmasr.search.nbest import write_nbest
+        from llmasr.search.rescoring import read_log_prior, resolve_scale
+        from llmasr.text.units import AmUnits
+
+        torch.set_num_threads(1)
+        lm_scale = resolve_scale(self.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0
+        prior_scale = resolve_scale(self.prior_scale, "prior_scale")
+        length_reward = resolve_scale(self.length_reward, "length_reward")
+        units = AmUnits.from_sentencepiece_model(self.am_spm_model.get_path())
+        log_prior = None
+        if self.log_prior is not None:
+            log_prior = torch.tensor(read_log_prior(self.log_prior.get_path()), dtype=torch.float32)
+        elif prior_scale:
+            raise ValueError(f"prior_scale={prior_scale} but no log_prior file given")
+        scorer = tok = model = None
+        if self.mode != FusionMode.NONE:
+            loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
+            model = load_llm(loc, device=self.device)
+            tok = load_llm_tokenizer(loc, lowercase=self.lowercase)
+        durations = {}
+        if self.corpus is not None:
+            from llmasr.data.corpus import iter_corpus
+
+            durations = {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
+        results, audio_s, llm_calls = {}, 0.0, 0
+        t0 = time.perf_counter()
+        batch: List[Tuple[str, torch.Tensor]] = []
+        vocab = None
+
+        def search(batch):
+            nonlocal llm_calls
+            lens = torch.tensor([lp.shape[0] for _, lp in batch])
+            padded = torch.zeros(len(batch), int(lens.max()), vocab)
+            for i, (_, lp) in enumerate(batch):
+                padded[i, : lp.shape[0]] = lp
+            stats = SearchStats()
+            common = dict(blank=blank, beam_size=self.beam_size, label_topk=self.label_topk, lm_scale=lm_scale,
+                          log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
+                          labels_to_text=to_text, nbest=self.nbest, stats=stats)
+            if self.mode == FusionMode.LABELWISE:
+                out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=scorer, **common)
+            else:
+                out = delayed_fusion_search(padded, lens, llm_scorer=scorer, converter=conv, delay=self.delay,
+                                            **common)
+            llm_calls += stats.llm_forward_calls
+            for (seq_id, _), hyps in zip(batch, out):
+                results[seq_id] = hyps
+
+        to_text = lambda labels: units.ids_to_text([x for x in labels if x < len(units)])  # noqa: E731
+        conv = WordConverter(units, tok) if tok is not None else None
+        for seq_id, lp in read_ctc_logprobs(self.ctc_logprobs.get_path()):
+            lp = lp.float()
+            if self.logprobs_are_logits:
+                lp = lp.log_softmax(-1)
+            if vocab is None:
+                vocab = lp.shape[1]
+                blank = vocab - 1 if self.blank is None else self.blank
+                if not 0 <= blank < vocab:
+                    raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
+                if log_prior is not None and log_prior.shape[0] != vocab:
+                    raise ValueError(f"log_prior has {log_prior.shape[0]} entries, CTC outputs have {vocab}")
+                if self.mode == FusionMode.LABELWISE:
+                    if tok.vocab_size < len(units):
+                        raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab "
+                                         f"{tok.vocab_size} < {len(units)} pieces of {self.am_spm_model.get_path()}")
+                    l2t = torch.arange(vocab)
+                    l2t[blank] = -1
+                    l2t[l2t >= tok.vocab_size] = -1
+                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id, label_to_token=l2t)
+                elif self.mode == FusionMode.DELAYED:
+                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id)
+            elif lp.shape[1] != vocab:
+                raise ValueError(f"{self.ctc_logprobs.get_path()}: {seq_id} has {lp.shape[1]} CTC outputs, "
+                                 f"earlier utterances {vocab}")
+            if seq_id in results or any(seq_id == s for s, _ in batch):
+                raise ValueError(f"{self.ctc_logprobs.get_path()}: duplicate utterance {seq_id!r}")
+            audio_s += durations.get(seq_id, lp.shape[0] * self.frame_shift)
+            batch.append((seq_id, lp))
+            if len(batch) >= self.utterances_per_batch:
+                search(batch)
+                batch = []
+        if batch:
+            search(batch)
+        decode_s = time.perf_counter() - t0
+        if not results:
+            raise ValueError(f"{self.ctc_logprobs.get_path()}: no utterances")
+        write_nbest(results, self.out_nbest.get_path())
+        tmp = self.out_search_stats.get_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "llm_forward_calls": llm_calls,
+                       "utterances": len(results)}, f, indent=1)
+        os.replace(tmp, self.out_search_stats.get_path())

@@ -133,15 +133,19 @@ class LLMScorer(LabelScorer):
         else:
             logp_chunk, new_state = self._advance_full(state, new_tokens, counts)
         # logp_chunk [N, C, V]: log p(. | prefix + new_tokens[:j+1]) for j < counts[row]
+        c = logp_chunk.shape[1]
+        ids = torch.full((n, c), self.eos_id, dtype=torch.long)
+        valid = torch.zeros((n, c), dtype=torch.bool)
         for i, toks in enumerate(new_tokens):
-            if not toks:
-                continue
-            prev = state.next_logprobs[i] if state.next_logprobs is not None else None
-            s = 0.0 if prev is None else prev[toks[0]]
-            if len(toks) > 1:
-                idx = torch.tensor(toks[1:], device=self.device)
-                s = s + logp_chunk[i, torch.arange(len(toks) - 1, device=self.device), idx].sum()
-            sums[i] = s
+            ids[i, : len(toks)] = torch.tensor(list(toks), dtype=torch.long)
+            valid[i, : len(toks)] = True
+        ids, valid = ids.to(self.device), valid.to(self.device)
+        if c > 1:  # tokens 2.. of each row, predicted inside the chunk
+            rest = logp_chunk[:, :-1].gather(2, ids[:, 1:, None])[..., 0]  # [N, C-1]
+            sums = sums + torch.where(valid[:, 1:], rest, torch.zeros_like(rest)).sum(1)
+        if state.next_logprobs is not None:  # the first token, predicted by the previous call
+            first = state.next_logprobs.gather(1, ids[:, :1])[:, 0]
+            sums = sums + torch.where(valid[:, 0], first, torch.zeros_like(first))
         return sums, new_state
 
     def _forward(self, **kwargs):
@@ -189,7 +193,7 @@ class LLMScorer(LabelScorer):
         n, t = mask.shape
         width = int(state.length.max())
         # stable order of real positions first, padding after
-        order = torch.argsort((~mask).to(torch.int8) * t + torch.arange(t)[None, :], dim=1)[:, :width]
+        order = torch.argsort((~mask).long() * t + torch.arange(t)[None, :], dim=1)[:, :width]
         new_mask = (torch.arange(width)[None, :] < state.length[:, None]).long()
         gidx = order.to(self.device)
         layers = []

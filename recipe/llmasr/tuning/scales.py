@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from sisyphus import Job, Task, tk
 

@@ -1,0 +1,126 @@
+"""The fusion jobs end to end on tiny data: CTC N-best -> LLM rescoring -> tuning -> first-pass fusion."""
+import json
+import random
+
+import pytest
+import torch
+
+from sisyphus import tk
+
+from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode, read_ctc_logprobs
+
+WORDS = ["the cat sat", "a dog ran", "the red mat", "a big house"]
+
+def _ensure_nbest_module():
+    """Uses llmasr.search.nbest when present, else a minimal stand-in with the documented format."""
+    import gzip
+    import sys
+    import types
+
+    try:
+        import llmasr.search.nbest  # noqa: F401
+    except ImportError:
+        mod = types.ModuleType("llmasr.search.nbest")
+
+        def write_nbest(nbest, path):
+            with gzip.open(path, "wt", encoding="utf-8") as f:
+                json.dump(nbest, f)
+
+        def read_nbest(path):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return json.load(f)
+
+        mod.write_nbest, mod.read_nbest = write_nbest, read_nbest
+        sys.modules["llmasr.search.nbest"] = mod
+
+
+
+@pytest.fixture
+def setup(tmp_path):
+    import sentencepiece as spm
+
+    torch.set_num_threads(1)
+    text = tmp_path / "text.txt"
+    rng = random.Random(0)
+    text.write_text("\n".join(rng.choice(WORDS) + " " + rng.choice(WORDS) for _ in range(200)) + "\n")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "am"), vocab_size=30,
+                                   model_type="unigram", hard_vocab_limit=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "am.model"))
+    vocab = sp.get_piece_size() + 1  # blank last
+    refs, logprobs = {}, {}
+    for i in range(3):
+        ref = WORDS[i] + " " + WORDS[(i + 1) % 4]
+        ids = sp.encode(ref)
+        frames = []
+        for x in ids:  # label frame, then a blank frame
+            for lab in (x, vocab - 1):
+                row = torch.full((vocab,), -6.0)
+                row[lab] = 0.0
+                row[rng.randrange(vocab - 1)] = -1.0  # a confusable label
+                frames.append(row)
+        logprobs[f"utt{i}"] = torch.stack(frames).log_softmax(-1)
+        refs[f"utt{i}"] = ref
+    torch.save(logprobs, tmp_path / "ctc.pt")
+    from llmasr.data.corpus import CorpusEntry, write_corpus
+
+    write_corpus([CorpusEntry(id=k, audio="/x.flac", duration=1.5, speaker="s", text=v) for k, v in refs.items()],
+                 str(tmp_path / "dev.jsonl.gz"))
+    return {"ctc": tk.Path(str(tmp_path / "ctc.pt")), "spm": tk.Path(str(tmp_path / "am.model")),
+            "corpus": tk.Path(str(tmp_path / "dev.jsonl.gz")), "refs": refs, "vocab": vocab}
+
+
+def test_read_ctc_logprobs_hdf(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    with h5py.File(tmp_path / "x.hdf", "w") as f:
+        f["inputs"] = np.arange(20, dtype="float32").reshape(10, 2)
+        f["seqLengths"] = np.array([[3, 0], [7, 0]])
+        f["seqTags"] = np.array([b"a", b"b"])
+    out = list(read_ctc_logprobs(str(tmp_path / "x.hdf")))
+    assert [t for t, _ in out] == ["a", "b"] and out[1][1].shape == (7, 2) and float(out[1][1][0, 0]) == 6.0
+    with pytest.raises(FileNotFoundError, match="nope"):
+        list(read_ctc_logprobs(str(tmp_path / "nope.hdf")))
+
+
+def test_pipeline(run_job, setup):
+    _ensure_nbest_module()
+    from llmasr.llm import CreateTinyLLMJob, PretrainLLMJob
+    from llmasr.llm.train import TrainConfig
+    from llmasr.models.llm import TinyLLMConfig
+    from llmasr.search.nbest import read_nbest
+    from llmasr.search.rescoring import RescoreNBestJob
+    from llmasr.tuning.scales import TuneScalesJob
+
+    tiny = TinyLLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1)
+    llm = CreateTinyLLMJob(setup["spm"], config=tiny)  # an LLM over the AM units
+    llm = PretrainLLMJob(llm.out_model, setup["corpus"], cpu=1,
+                         train_config=TrainConfig(epochs=2, batch_size=4, warmup_steps=1, learning_rate=3e-3))
+    plain = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.NONE, nbest=4,
+                                       corpus=setup["corpus"]))
+    nbest = read_nbest(plain.out_nbest.get_path())
+    assert set(nbest) == set(setup["refs"]) and all(1 <= len(v) <= 4 for v in nbest.values())
+    assert nbest["utt0"][0]["text"] == setup["refs"]["utt0"]
+    with open(plain.out_search_stats.get_path()) as f:
+        assert json.load(f)["audio_seconds"] == pytest.approx(4.5)
+    rescored = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=0.0))
+    tune = run_job(TuneScalesJob(rescored.out_nbest, setup["corpus"], lm_scales=[0.0, 0.5, 1.0]))
+    assert tune.out_wer.get() <= 100.0
+    final = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=tune.out_lm_scale))
+    best = read_nbest(final.out_nbest.get_path())
+    assert all("lm" in h["scores"] for hyps in best.values() for h in hyps)
+    for mode, delay in ((FusionMode.LABELWISE, None), (FusionMode.DELAYED, 3), (FusionMode.DELAYED, None)):
+        job = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], llm.out_model, mode=mode, delay=delay,
+                                         lm_scale=0.5, nbest=2))
+        out = read_nbest(job.out_nbest.get_path())
+        assert set(out) == set(setup["refs"])
+        with open(job.out_search_stats.get_path()) as f:
+            assert json.load(f)["llm_forward_calls"] > 0
+
+
+def test_bad_config(setup):
+    with pytest.raises(ValueError, match="needs an llm"):
+        CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.DELAYED)
+    with pytest.raises(ValueError, match="FusionMode"):
+        CTCFusionSearchJob(setup["ctc"], setup["spm"], "x", mode="delayed")
