@@ -7,12 +7,21 @@ from sisyphus import tk
 
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import MakeToyCorpusJob
-from llmasr.text.extract import CorpusToTextJob
+from llmasr.llm.perplexity import ComputePerplexityJob
+from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
+                              TrainConfig)
+from llmasr.models.llm import TinyLLMConfig
+from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
+from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 
 PREFIX = "toy"
 NUM_TRAIN, NUM_DEV, NUM_TEST = 3000, 200, 200
 AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs use 10k)
+LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
+LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
+LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2)
 
 
 def py():
@@ -29,3 +38,22 @@ def py():
                                 hard_vocab_limit=False)
     spm.add_alias(f"{PREFIX}/labels/spm_unigram_{AM_VOCAB_SIZE}")
     tk.register_output(f"{PREFIX}/labels/spm.vocab", spm.out_vocab)
+
+    # 3. LLM: a tiny Qwen2-architecture model pre-trained on the toy LM text, then fine-tuned on transcriptions
+    llm_text = ConcatenateTextJob([corpus.out_lm_text], max_lines=LLM_TEXT_SENTENCES).out_text
+    llm_tokenizer = TrainLlmTokenizerJob(llm_text, vocab_size=LLM_VOCAB_SIZE).out_tokenizer_dir
+    llm_init = CreateTinyLLMJob(llm_tokenizer, config=LLM_SIZE).out_model
+    llm = PretrainLLMJob(llm_init, llm_text, dev_text=corpus.out_corpora["dev"],
+                         train_config=TrainConfig(epochs=2, batch_size=32, learning_rate=2e-3))
+    llm.add_alias(f"{PREFIX}/llm/pretrain")
+    llms = {
+        "pretrained": llm.out_model,
+        "ft-own": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.LLM,
+                                 method=FineTuneMethod.FULL).out_model,
+        "ft-am-units-lora": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.AM,
+                                           am_spm_model=spm.out_model, method=FineTuneMethod.LORA).out_model,
+    }
+    for name, model in llms.items():
+        for split in ("dev", "test"):
+            ppl = ComputePerplexityJob(model, corpus.out_corpora[split])
+            tk.register_output(f"{PREFIX}/llm/{name}/{split}/ppl.json", ppl.out_ppl)

@@ -15,6 +15,16 @@ from sisyphus.hash import sis_hash_helper
 class AbstractPath(DelayedBase):
     """A file made by ``creator`` (a Job), or an input file when ``creator`` is None."""
 
+    def __new__(cls, path=None, *args, **kwargs):
+        obj = super().__new__(cls)
+        # set before anything else: when a pickled graph with cycles is loaded, a path can be put into a
+        # set (which hashes it) before its state is restored
+        obj.path = path.get_path() if isinstance(path, AbstractPath) else path
+        return obj
+
+    def __getnewargs__(self):
+        return (self.path,)
+
     def __init__(
         self,
         path: str,

@@ -1,6 +1,7 @@
 """The manager: finds runnable tasks in the graph, submits them, follows their state until the graph is done."""
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -75,8 +76,7 @@ class Manager:
         print(msg, file=self.out, flush=True)
 
     def _submit(self, job: Any, task: Any, ids: List[int]) -> None:
-        if not job._sis_setup():
-            job._sis_setup_directory()
+        job._sis_setup_directory()  # (re)writes job.save, so a resubmission runs with the current code
         self.engine.submit(task, ids)
 
     def step(self) -> Dict[str, List[Tuple[Any, Any, List[int]]]]:
@@ -118,10 +118,17 @@ class Manager:
             for i in ids:
                 log = task.log_path(i)
                 self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}")
-                if os.path.isfile(log):
-                    with open(log, encoding="utf-8", errors="replace") as f:
-                        tail = f.readlines()[-gs.PRINT_ERROR_LINES:]
-                    self._print("".join("    " + line for line in tail).rstrip())
+                if not os.path.isfile(log):
+                    # the worker did not get as far as its log: show what the engine captured
+                    engine_logs = sorted(glob.glob(os.path.join(job._sis_path(abspath=True), gs.JOB_LOG_ENGINE, "*")),
+                                         key=os.path.getmtime)
+                    if not engine_logs:
+                        continue
+                    log = engine_logs[-1]
+                    self._print(f"    (no task log; engine log: {log})")
+                with open(log, encoding="utf-8", errors="replace") as f:
+                    tail = f.readlines()[-gs.PRINT_ERROR_LINES:]
+                self._print("".join("    " + line for line in tail).rstrip())
 
     def run(self, max_time: Optional[float] = None) -> int:
         """Runs until all targets are finished (0) or nothing can progress because of errors (1)."""
