@@ -1,0 +1,601 @@
+"""Conformer acoustic models: log-mel frontend, Conformer encoder (i6_models blocks), CTC and AED (attention decoder).
+
+Audio in: raw 16 kHz samples [B, S]. Encoder: 80-dim log-mel -> SpecAugment (training) -> VGG conv frontend with 6x
+time downsampling -> Conformer blocks. CTC: a softmax over the units plus blank (the last index) on the last layer
+and on optional intermediate layers (aux losses). AED: encoder + Transformer decoder with cached incremental decoding
+(exposed to searches as a :class:`~llmasr.search.scorer.LabelScorer`) + aux CTC.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from i6_models.assemblies.conformer import ConformerBlockV2Config, ConformerEncoderV2, ConformerEncoderV2Config
+from i6_models.config import ModuleFactoryV1
+from i6_models.parts.conformer import (
+    ConformerConvolutionV1Config,
+    ConformerMHSAV1Config,
+    ConformerPositionwiseFeedForwardV1Config,
+)
+from i6_models.parts.conformer.norm import LayerNormNC
+from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
+from i6_models.primitives.specaugment import specaugment_v1_by_length
+
+from llmasr.search.scorer import LabelScorer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configs
+
+
+@dataclass
+class LogMelConfig:
+    """Log-mel filterbank on raw audio (25 ms window, 10 ms shift)."""
+
+    sample_rate: int = 16000
+    num_filters: int = 80
+    win_size: float = 0.025
+    hop_size: float = 0.01
+    n_fft: int = 512
+    f_min: float = 60.0
+    f_max: float = 7600.0
+
+
+@dataclass
+class SpecAugmentConfig:
+    """Time and frequency masking on the log-mel features during training (i6_models ``specaugment_v1_by_length``)."""
+
+    time_min_num_masks: int = 2
+    time_max_mask_per_n_frames: int = 25
+    time_mask_max_size: int = 20
+    freq_min_num_masks: int = 2
+    freq_max_num_masks: int = 5
+    freq_mask_max_size: int = 8
+    enabled: bool = True
+
+
+@dataclass
+class ConformerEncoderConfig:
+    """Sizes of the Conformer encoder (the paper's: 16 layers x 1024)."""
+
+    num_layers: int = 12
+    dim: int = 512
+    num_heads: int = 8
+    ff_dim: int = 2048
+    conv_kernel_size: int = 31
+    dropout: float = 0.1
+    att_dropout: float = 0.1
+    frontend_channels: int = 32
+    downsampling: Tuple[int, int] = (3, 2)  # time pooling of the two VGG pooling layers (product: 6)
+    logmel: LogMelConfig = field(default_factory=LogMelConfig)
+    specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass
+class CtcModelConfig:
+    """Conformer CTC model; output layer over ``vocab_size`` units + blank (index ``vocab_size``).
+
+    ``vocab_size = 0`` means: take it from the SentencePiece model when the training job runs.
+    """
+
+    encoder: ConformerEncoderConfig = field(default_factory=ConformerEncoderConfig)
+    vocab_size: int = 0
+    aux_ctc_layers: Tuple[int, ...] = ()  # 1-based layer numbers with an extra CTC output layer
+    aux_ctc_scales: Tuple[float, ...] = ()
+    ctc_scale: float = 1.0
+
+
+@dataclass
+class TransformerDecoderConfig:
+    """Pre-LN Transformer decoder with self-attention, cross-attention over the encoder, and a feed-forward block."""
+
+    num_layers: int = 6
+    dim: int = 512
+    num_heads: int = 8
+    ff_dim: int = 2048
+    dropout: float = 0.1
+    att_dropout: float = 0.1
+
+
+@dataclass
+class AedModelConfig:
+    """Attention encoder-decoder: Conformer encoder + Transformer decoder + aux CTC on encoder layers.
+
+    Labels are SentencePiece ids; ``bos_idx``/``eos_idx`` are the model's ``<s>``/``</s>``; CTC blank is ``vocab_size``.
+    """
+
+    encoder: ConformerEncoderConfig = field(default_factory=ConformerEncoderConfig)
+    decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
+    vocab_size: int = 0
+    bos_idx: int = 1
+    eos_idx: int = 2
+    label_smoothing: float = 0.1
+    ce_scale: float = 1.0
+    aux_ctc_layers: Tuple[int, ...] = ()  # 1-based; the last encoder layer is a typical choice
+    aux_ctc_scales: Tuple[float, ...] = ()
+
+
+ModelConfig = Union[CtcModelConfig, AedModelConfig]
+
+
+def model_config_to_dict(cfg: ModelConfig) -> Dict[str, Any]:
+    """Plain dict (JSON-able) of a model config, with its type under ``"model_type"``."""
+    d = dataclasses.asdict(cfg)
+    d["model_type"] = "aed" if isinstance(cfg, AedModelConfig) else "ctc"
+    return d
+
+
+def _from_dict(cls, d: Dict[str, Any]):
+    kwargs = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in names:
+            raise ValueError(f"{cls.__name__}: unknown field {k!r} (known: {sorted(names)})")
+        sub = {"encoder": ConformerEncoderConfig, "decoder": TransformerDecoderConfig, "logmel": LogMelConfig,
+               "specaug": SpecAugmentConfig}.get(k)
+        if sub is not None and isinstance(v, dict):
+            v = _from_dict(sub, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def model_config_from_dict(d: Dict[str, Any]) -> ModelConfig:
+    """Inverse of :func:`model_config_to_dict`."""
+    d = dict(d)
+    model_type = d.pop("model_type", "ctc")
+    if model_type == "ctc":
+        return _from_dict(CtcModelConfig, d)
+    if model_type == "aed":
+        return _from_dict(AedModelConfig, d)
+    raise ValueError(f"model config: unknown model_type {model_type!r} (expected 'ctc' or 'aed')")
+
+
+def tiny_encoder_config(**kwargs) -> ConformerEncoderConfig:
+    """A very small encoder for tests (2 layers x 32)."""
+    opts = dict(num_layers=2, dim=32, num_heads=2, ff_dim=64, conv_kernel_size=7, dropout=0.0, att_dropout=0.0,
+                frontend_channels=4)
+    opts.update(kwargs)
+    return ConformerEncoderConfig(**opts)
+
+
+def paper_aed_config(vocab_size: int = 10240) -> AedModelConfig:
+    """The paper's AED: 16 x 1024 Conformer encoder, 6-layer Transformer decoder, aux CTC, unigram 10k units."""
+    return AedModelConfig(
+        encoder=ConformerEncoderConfig(num_layers=16, dim=1024, num_heads=16, ff_dim=4096, frontend_channels=64),
+        decoder=TransformerDecoderConfig(num_layers=6, dim=1024, num_heads=16, ff_dim=4096),
+        vocab_size=vocab_size, aux_ctc_layers=(8, 16), aux_ctc_scales=(0.3, 1.0),
+    )
+
+
+def paper_ctc_config(vocab_size: int = 10240) -> CtcModelConfig:
+    """The paper's CTC AM: 16 x 1024 Conformer encoder with aux CTC losses at layers 4 and 8."""
+    return CtcModelConfig(
+        encoder=ConformerEncoderConfig(num_layers=16, dim=1024, num_heads=16, ff_dim=4096, frontend_channels=64),
+        vocab_size=vocab_size, aux_ctc_layers=(4, 8), aux_ctc_scales=(0.3, 0.3),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# encoder
+
+
+def mel_filterbank(num_filters: int, n_fft: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
+    """Triangular filters on the HTK mel scale, [num_filters, n_fft // 2 + 1]."""
+    def to_mel(f):
+        return 2595.0 * math.log10(1.0 + f / 700.0)
+
+    mels = torch.linspace(to_mel(f_min), to_mel(f_max), num_filters + 2, dtype=torch.float64)
+    hz = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    bins = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (bins[None] - lower) / (center - lower)
+    down = (upper - bins[None]) / (upper - center)
+    return torch.clamp(torch.minimum(up, down), min=0.0).float()
+
+
+class LogMelFeatures(nn.Module):
+    """Raw audio [B, S] -> log10 mel features [B, T, num_filters] (frames without centring)."""
+
+    def __init__(self, cfg: LogMelConfig):
+        super().__init__()
+        self.win_length = int(round(cfg.win_size * cfg.sample_rate))
+        self.hop_length = int(round(cfg.hop_size * cfg.sample_rate))
+        self.n_fft = cfg.n_fft
+        if self.n_fft < self.win_length:
+            raise ValueError(f"LogMelConfig.n_fft={cfg.n_fft} is smaller than the window ({self.win_length} samples)")
+        self.register_buffer("mel_basis", mel_filterbank(cfg.num_filters, cfg.n_fft, cfg.sample_rate, cfg.f_min,
+                                                         cfg.f_max), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if audio.shape[1] < self.win_length:
+            audio = F.pad(audio, (0, self.win_length - audio.shape[1]))
+        frames = audio.unfold(1, self.win_length, self.hop_length) * self.window  # [B, T, win]
+        spec = torch.fft.rfft(frames, n=self.n_fft).abs() ** 2  # [B, T, n_fft/2+1]
+        mel = spec @ self.mel_basis.T
+        feats = torch.log10(torch.clamp(mel, min=1e-10))
+        out_lengths = torch.clamp((lengths - self.win_length) // self.hop_length + 1, min=1)
+        return feats, out_lengths
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: Optional[int] = None) -> torch.Tensor:
+    """[B] lengths -> [B, T] bool mask, True inside the sequence."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class ConformerEncoder(nn.Module):
+    """Raw audio -> Conformer encoder frames (6x downsampled log-mel frames), built from i6_models blocks."""
+
+    def __init__(self, cfg: ConformerEncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = LogMelFeatures(cfg.logmel)
+        p1, p2 = cfg.downsampling
+        frontend = VGG4LayerActFrontendV1Config(
+            in_features=cfg.logmel.num_filters, conv1_channels=cfg.frontend_channels,
+            conv2_channels=cfg.frontend_channels, conv3_channels=cfg.frontend_channels,
+            conv4_channels=cfg.frontend_channels, conv_kernel_size=(3, 3), conv_padding=None,
+            pool1_kernel_size=(p1, 2), pool1_stride=(p1, 2), pool1_padding=None,
+            pool2_kernel_size=(p2, 2), pool2_stride=(p2, 2), pool2_padding=None,
+            activation=nn.functional.silu, out_features=cfg.dim,
+        )
+        block = ConformerBlockV2Config(
+            ff_cfg=ConformerPositionwiseFeedForwardV1Config(input_dim=cfg.dim, hidden_dim=cfg.ff_dim,
+                                                           dropout=cfg.dropout),
+            mhsa_cfg=ConformerMHSAV1Config(input_dim=cfg.dim, num_att_heads=cfg.num_heads,
+                                           att_weights_dropout=cfg.att_dropout, dropout=cfg.dropout),
+            conv_cfg=ConformerConvolutionV1Config(channels=cfg.dim, kernel_size=cfg.conv_kernel_size,
+                                                  dropout=cfg.dropout, activation=nn.functional.silu,
+                                                  norm=LayerNormNC(cfg.dim)),
+        )
+        self.conformer = ConformerEncoderV2(ConformerEncoderV2Config(
+            num_layers=cfg.num_layers, frontend=ModuleFactoryV1(VGG4LayerActFrontendV1, frontend), block_cfg=block))
+        self.downsampling = p1 * p2
+
+    @property
+    def out_dim(self) -> int:
+        return self.cfg.dim
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor,
+                return_layers: Optional[List[int]] = None) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """
+        :param audio: [B, S] raw samples
+        :param audio_lengths: [B] number of samples
+        :param return_layers: 0-based layer indices to return (default: the last)
+        :return: list of [B, T, D] layer outputs, and [B] frame lengths
+        """
+        with torch.no_grad():
+            feats, feat_lens = self.features(audio, audio_lengths)
+            if self.training and self.cfg.specaug.enabled:
+                s = self.cfg.specaug
+                feats = specaugment_v1_by_length(
+                    feats, time_min_num_masks=s.time_min_num_masks,
+                    time_max_mask_per_n_frames=s.time_max_mask_per_n_frames, time_mask_max_size=s.time_mask_max_size,
+                    freq_min_num_masks=s.freq_min_num_masks, freq_max_num_masks=s.freq_max_num_masks,
+                    freq_mask_max_size=s.freq_mask_max_size)
+        mask = lengths_to_mask(feat_lens, feats.shape[1])
+        outs, out_mask = self.conformer(feats, mask, return_layers=return_layers)
+        return outs, out_mask.sum(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CTC
+
+
+def _check_aux(layers, scales, num_layers, where):
+    if len(layers) != len(scales):
+        raise ValueError(f"{where}: aux_ctc_layers {layers} and aux_ctc_scales {scales} differ in length")
+    for la in layers:
+        if not 1 <= la <= num_layers:
+            raise ValueError(f"{where}: aux_ctc_layers entry {la} outside 1..{num_layers}")
+
+
+def ctc_loss_sum(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor,
+                 blank: int) -> torch.Tensor:
+    """Summed CTC loss over the batch; ``logits`` [B, T, V+1]."""
+    log_probs = logits.log_softmax(-1).transpose(0, 1).float()  # [T, B, V+1]
+    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True)
+
+
+class ConformerCtcModel(nn.Module):
+    """Conformer encoder + CTC output layer(s)."""
+
+    def __init__(self, cfg: CtcModelConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"CtcModelConfig.vocab_size must be positive, got {cfg.vocab_size}")
+        _check_aux(cfg.aux_ctc_layers, cfg.aux_ctc_scales, cfg.encoder.num_layers, "CtcModelConfig")
+        self.cfg = cfg
+        self.encoder = ConformerEncoder(cfg.encoder)
+        self.blank_idx = cfg.vocab_size
+        self.output = nn.Linear(cfg.encoder.dim, cfg.vocab_size + 1)
+        self.aux_outputs = nn.ModuleDict({str(la): nn.Linear(cfg.encoder.dim, cfg.vocab_size + 1)
+                                          for la in cfg.aux_ctc_layers if la != cfg.encoder.num_layers})
+
+    def forward(self, audio: torch.Tensor, audio_lengths: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+        """Returns CTC logits [B, T, V+1], frame lengths [B] and aux logits by (1-based) layer."""
+        n = self.cfg.encoder.num_layers
+        aux = [la for la in self.cfg.aux_ctc_layers if la != n] if self.training else []
+        layers = sorted(set([la - 1 for la in aux] + [n - 1]))
+        outs, lengths = self.encoder(audio, audio_lengths, return_layers=layers)
+        by_layer = dict(zip([la + 1 for la in layers], outs))
+        logits = self.output(by_layer[n])
+        aux_logits = {la: self.aux_outputs[str(la)](by_layer[la]) for la in aux}
+        return logits, lengths, aux_logits
+
+    def ctc_log_probs(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """CTC log-probs [B, T, V+1] (blank last) and frame lengths [B]."""
+        logits, lengths, _ = self(audio, audio_lengths)
+        return logits.log_softmax(-1), lengths
+
+    def compute_losses(self, audio, audio_lengths, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """Summed losses by name with their scale: ``{"ctc": (sum, scale), "aux_ctc_4": ...}``."""
+        logits, lengths, aux = self(audio, audio_lengths)
+        losses = {"ctc": (ctc_loss_sum(logits, lengths, targets, target_lengths, self.blank_idx), self.cfg.ctc_scale)}
+        for la, scale in zip(self.cfg.aux_ctc_layers, self.cfg.aux_ctc_scales):
+            if la in aux:
+                losses[f"aux_ctc_{la}"] = (ctc_loss_sum(aux[la], lengths, targets, target_lengths, self.blank_idx),
+                                           scale)
+        return losses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# AED
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal position encodings [..., dim] for integer ``positions``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    ang = positions.float()[..., None] * freqs
+    enc = torch.cat([ang.sin(), ang.cos()], dim=-1)
+    if enc.shape[-1] < dim:
+        enc = F.pad(enc, (0, dim - enc.shape[-1]))
+    return enc
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerDecoderConfig, enc_dim: int):
+        super().__init__()
+        d, self.h = cfg.dim, cfg.num_heads
+        if d % self.h:
+            raise ValueError(f"TransformerDecoderConfig: dim={d} not divisible by num_heads={self.h}")
+        self.self_ln = nn.LayerNorm(d)
+        self.self_qkv = nn.Linear(d, 3 * d)
+        self.self_out = nn.Linear(d, d)
+        self.cross_ln = nn.LayerNorm(d)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_kv = nn.Linear(enc_dim, 2 * d)
+        self.cross_out = nn.Linear(d, d)
+        self.ff_ln = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, cfg.ff_dim), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_dim, d))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.att_dropout = cfg.att_dropout
+
+    def _heads(self, x):  # [B, L, D] -> [B, H, L, D/H]
+        b, n, d = x.shape
+        return x.view(b, n, self.h, d // self.h).transpose(1, 2)
+
+    def _merge(self, x):  # [B, H, L, D/H] -> [B, L, D]
+        b, h, n, dh = x.shape
+        return x.transpose(1, 2).reshape(b, n, h * dh)
+
+    def cross_keys_values(self, enc: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.cross_kv(enc).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x, cross_kv, cross_mask, self_cache=None, causal=True):
+        """
+        :param x: [B, L, D] (L new positions)
+        :param cross_kv: encoder keys/values [B, H, T, D/H] each
+        :param cross_mask: [B, 1, 1, T] bool, True where attending is allowed
+        :param self_cache: (k, v) of previous positions [B, H, l, D/H] or None
+        :return: output [B, L, D] and the new self-attention cache (k, v) including the L new positions
+        """
+        drop = self.att_dropout if self.training else 0.0
+        q, k, v = [self._heads(t) for t in self.self_qkv(self.self_ln(x)).chunk(3, dim=-1)]
+        if self_cache is not None:
+            k = torch.cat([self_cache[0], k], dim=2)
+            v = torch.cat([self_cache[1], v], dim=2)
+        mask = None
+        if causal and x.shape[1] > 1:
+            n_new, n_all = x.shape[1], k.shape[2]
+            mask = torch.ones(n_new, n_all, dtype=torch.bool, device=x.device).tril(n_all - n_new)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        x = x + self.dropout(self.self_out(self._merge(a)))
+        q = self._heads(self.cross_q(self.cross_ln(x)))
+        a = F.scaled_dot_product_attention(q, cross_kv[0], cross_kv[1], attn_mask=cross_mask, dropout_p=drop)
+        x = x + self.dropout(self.cross_out(self._merge(a)))
+        x = x + self.dropout(self.ff(self.ff_ln(x)))
+        return x, (k, v)
+
+
+class TransformerDecoder(nn.Module):
+    """Label embedding + sinusoidal positions -> pre-LN decoder layers -> output softmax over the units."""
+
+    def __init__(self, cfg: TransformerDecoderConfig, enc_dim: int, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.dim)
+        self.layers = nn.ModuleList([_DecoderLayer(cfg, enc_dim) for _ in range(cfg.num_layers)])
+        self.final_ln = nn.LayerNorm(cfg.dim)
+        self.output = nn.Linear(cfg.dim, vocab_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _embed(self, labels: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+        pos = torch.arange(labels.shape[1], device=labels.device)[None, :] + (
+            start[:, None] if torch.is_tensor(start) else start)
+        x = self.embedding(labels) * math.sqrt(self.cfg.dim) + sinusoidal_positions(pos, self.cfg.dim)
+        return self.dropout(x)
+
+    def encoder_state(self, enc: torch.Tensor, enc_lengths: torch.Tensor):
+        """Cross-attention keys/values per layer and the encoder mask [B, 1, 1, T]."""
+        kvs = [layer.cross_keys_values(enc) for layer in self.layers]
+        mask = lengths_to_mask(enc_lengths, enc.shape[1])[:, None, None, :]
+        return kvs, mask
+
+    def forward(self, labels: torch.Tensor, enc: torch.Tensor, enc_lengths: torch.Tensor) -> torch.Tensor:
+        """Full (teacher-forced) forward: ``labels`` [B, L] (BOS first) -> logits [B, L, V]."""
+        kvs, mask = self.encoder_state(enc, enc_lengths)
+        x = self._embed(labels, 0)
+        for layer, kv in zip(self.layers, kvs):
+            x, _ = layer(x, kv, mask)
+        return self.output(self.final_ln(x))
+
+    def step(self, labels: torch.Tensor, state: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """One cached step: ``labels`` [N] -> logits [N, V]; ``state`` from :meth:`initial_step_state`."""
+        x = self._embed(labels[:, None], state["pos"])
+        caches = []
+        for layer, kv, cache in zip(self.layers, state["cross_kv"], state["self_kv"]):
+            x, new_cache = layer(x, kv, state["cross_mask"], self_cache=cache)
+            caches.append(new_cache)
+        logits = self.output(self.final_ln(x))[:, 0]
+        return logits, dict(state, self_kv=caches, pos=state["pos"] + 1)
+
+    def initial_step_state(self, enc: torch.Tensor, enc_lengths: torch.Tensor) -> Dict[str, Any]:
+        kvs, mask = self.encoder_state(enc, enc_lengths)
+        return {"cross_kv": kvs, "cross_mask": mask, "self_kv": [None] * len(self.layers),
+                "pos": torch.zeros(enc.shape[0], dtype=torch.long, device=enc.device)}
+
+
+def select_state(state: Any, indices: torch.Tensor) -> Any:
+    """Selects rows (dim 0) of every tensor in a nested state."""
+    if torch.is_tensor(state):
+        return state.index_select(0, indices)
+    if isinstance(state, dict):
+        return {k: select_state(v, indices) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(select_state(v, indices) for v in state)
+    return state
+
+
+class ConformerAedModel(nn.Module):
+    """Conformer encoder + Transformer decoder + aux CTC layers.
+
+    ``encoder`` is a :class:`ConformerEncoder` (reused by speech LLMs); ``decoder_scorer(...)`` gives the decoder as a
+    LabelScorer for the searches.
+    """
+
+    def __init__(self, cfg: AedModelConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"AedModelConfig.vocab_size must be positive, got {cfg.vocab_size}")
+        for name in ("bos_idx", "eos_idx"):
+            if not 0 <= getattr(cfg, name) < cfg.vocab_size:
+                raise ValueError(f"AedModelConfig.{name}={getattr(cfg, name)} outside the vocabulary 0..{cfg.vocab_size - 1}")
+        _check_aux(cfg.aux_ctc_layers, cfg.aux_ctc_scales, cfg.encoder.num_layers, "AedModelConfig")
+        self.cfg = cfg
+        self.encoder = ConformerEncoder(cfg.encoder)
+        self.decoder = TransformerDecoder(cfg.decoder, cfg.encoder.dim, cfg.vocab_size)
+        self.blank_idx = cfg.vocab_size
+        self.aux_outputs = nn.ModuleDict({str(la): nn.Linear(cfg.encoder.dim, cfg.vocab_size + 1)
+                                          for la in cfg.aux_ctc_layers})
+
+    def encode(self, audio: torch.Tensor, audio_lengths: torch.Tensor, with_ctc: bool = False):
+        """Encoder output [B, T, D], lengths [B] and (if ``with_ctc``) CTC logits by layer."""
+        n = self.cfg.encoder.num_layers
+        ctc_layers = list(self.cfg.aux_ctc_layers) if with_ctc else []
+        layers = sorted(set([la - 1 for la in ctc_layers] + [n - 1]))
+        outs, lengths = self.encoder(audio, audio_lengths, return_layers=layers)
+        by_layer = dict(zip([la + 1 for la in layers], outs))
+        ctc = {la: self.aux_outputs[str(la)](by_layer[la]) for la in ctc_layers}
+        return by_layer[n], lengths, ctc
+
+    def ctc_log_probs(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs [B, T, V+1] of the aux CTC layer on the highest layer (blank last), and frame lengths."""
+        if not self.cfg.aux_ctc_layers:
+            raise ValueError("AedModelConfig.aux_ctc_layers is empty: this AED has no CTC output")
+        enc, lengths, ctc = self.encode(audio, audio_lengths, with_ctc=True)
+        return ctc[max(ctc)].log_softmax(-1), lengths
+
+    def compute_losses(self, audio, audio_lengths, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """Summed losses by name with scales: label-smoothed CE (over labels + EOS) and the aux CTC losses."""
+        enc, lengths, ctc = self.encode(audio, audio_lengths, with_ctc=True)
+        b = targets.shape[0]
+        bos = torch.full((b, 1), self.cfg.bos_idx, dtype=targets.dtype, device=targets.device)
+        dec_in = torch.cat([bos, targets], dim=1)
+        dec_out = torch.cat([targets, torch.zeros_like(bos)], dim=1)
+        dec_out[torch.arange(b), target_lengths] = self.cfg.eos_idx
+        logits = self.decoder(dec_in, enc, lengths)
+        mask = lengths_to_mask(target_lengths + 1, dec_out.shape[1])
+        ce = F.cross_entropy(logits[mask].float(), dec_out[mask], label_smoothing=self.cfg.label_smoothing,
+                             reduction="sum")
+        losses = {"ce": (ce, self.cfg.ce_scale)}
+        for la, scale in zip(self.cfg.aux_ctc_layers, self.cfg.aux_ctc_scales):
+            losses[f"aux_ctc_{la}"] = (ctc_loss_sum(ctc[la], lengths, targets, target_lengths, self.blank_idx), scale)
+        return losses
+
+    def decoder_scorer(self, enc: torch.Tensor, enc_lengths: torch.Tensor) -> "AedDecoderScorer":
+        return AedDecoderScorer(self, enc, enc_lengths)
+
+
+class AedDecoderScorer(LabelScorer):
+    """The AED decoder as a LabelScorer over encoder outputs of a batch of utterances (cached incremental steps)."""
+
+    def __init__(self, model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor):
+        self.model = model
+        self.enc = enc
+        self.enc_lengths = enc_lengths
+        self.eos_idx = model.cfg.eos_idx
+        self._base = model.decoder.initial_step_state(enc, enc_lengths)
+
+    def initial_state(self, batch_indices: torch.Tensor):
+        st = {"cross_kv": select_state(self._base["cross_kv"], batch_indices),
+              "cross_mask": self._base["cross_mask"].index_select(0, batch_indices),
+              "self_kv": [None] * len(self.model.decoder.layers),
+              "pos": torch.zeros(len(batch_indices), dtype=torch.long, device=self.enc.device)}
+        return {"dec": st, "last": None}
+
+    def score(self, state, labels: torch.Tensor):
+        logits, dec = self.model.decoder.step(labels, state["dec"])
+        logp = logits.float().log_softmax(-1)
+        return logp, {"dec": dec, "last": logp}
+
+    def select(self, state, indices: torch.Tensor):
+        return select_state(state, indices)
+
+    def final_score(self, state) -> torch.Tensor:
+        if state["last"] is None:
+            raise ValueError("AedDecoderScorer.final_score before the first score() call")
+        return state["last"][:, self.eos_idx]
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The module for a model config (CTC or AED)."""
+    if isinstance(cfg, AedModelConfig):
+        return ConformerAedModel(cfg)
+    if isinstance(cfg, CtcModelConfig):
+        return ConformerCtcModel(cfg)
+    raise TypeError(f"build_model: unsupported config type {type(cfg).__name__}")
+
+
+def load_model_checkpoint(checkpoint: str, model_config: Union[ModelConfig, str, Dict[str, Any]]) -> nn.Module:
+    """Builds the model and loads a RETURNN (torch) checkpoint ``epoch.NNN.pt`` (or a bare state dict); eval mode.
+
+    :param model_config: the config, a dict, or the path of the training job's ``model_config.json``
+    """
+    import json
+    import os
+
+    if isinstance(model_config, str):
+        with open(model_config) as f:
+            model_config = json.load(f)
+    if isinstance(model_config, dict):
+        model_config = model_config_from_dict(model_config)
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    model = build_model(model_config)
+    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = data["model"] if isinstance(data, dict) and "model" in data else data
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,418 @@
+"""Functions a RETURNN (torch backend) config imports: ``get_model``, ``train_step``, ``forward_step`` and the forward
+callbacks that write N-best lists, search statistics, CTC log-probs and the CTC label prior.
+
+They read their settings from the RETURNN config: ``model_config`` (dict, see
+:func:`llmasr.models.conformer.model_config_to_dict`), ``recog_mode``/``recog_opts`` and the output file names.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from llmasr.models.conformer import ConformerAedModel, build_model, model_config_from_dict
+
+NEG_INF = float("-inf")
+
+
+def _config():
+    from returnn.config import get_global_config
+
+    return get_global_config()
+
+
+def get_model(*, epoch: int = 0, step: int = 0, **_kwargs) -> torch.nn.Module:
+    """Builds the AM from the config's ``model_config`` dict."""
+    torch.manual_seed(int(_config().int("random_seed", 42)))
+    return build_model(model_config_from_dict(_config().typed_value("model_config")))
+
+
+def _audio(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
+    data = extern_data["data"]
+    audio = data.raw_tensor
+    if audio.dim() == 3:
+        audio = audio.squeeze(-1)
+    lengths = data.dims[1].dyn_size_ext.raw_tensor.to(audio.device)
+    return audio.float(), lengths.long()
+
+
+def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
+    """Marks the model's losses (summed over the batch, normalised by the number of target labels)."""
+    import returnn.frontend as rf
+
+    audio, audio_lengths = _audio(extern_data)
+    targets = extern_data["classes"]
+    target_lengths = targets.dims[1].dyn_size_ext
+    labels = targets.raw_tensor.long()
+    losses = model.compute_losses(audio, audio_lengths, labels, target_lengths.raw_tensor.to(labels.device).long())
+    ctx = rf.get_run_ctx()
+    for name, (loss, scale) in losses.items():
+        ctx.mark_as_loss(loss, name, dims=(), scale=scale, custom_inv_norm_factor=target_lengths,
+                         use_normalized_loss=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# searches (used inside forward_step)
+
+
+def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> List[List[Tuple[List[int], float]]]:
+    """Best path per utterance: argmax, merge repeats, drop blanks; score = sum of the frame maxima."""
+    best, idx = log_probs.max(dim=-1)  # [B, T]
+    out = []
+    for b in range(log_probs.shape[0]):
+        n = int(lengths[b])
+        seq = idx[b, :n].tolist()
+        labels = [c for i, c in enumerate(seq) if c != blank and (i == 0 or c != seq[i - 1])]
+        out.append([(labels, float(best[b, :n].sum()))])
+    return out
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    m = max(a, b)
+    return m + float(torch.log1p(torch.exp(torch.tensor(-abs(a - b)))))
+
+
+def ctc_prefix_beam(log_probs: torch.Tensor, length: int, blank: int, beam_size: int,
+                    label_topk: int = 8) -> List[Tuple[List[int], float]]:
+    """CTC prefix beam search for one utterance ([T, V] log-probs); returns (labels, log p(labels)) best first."""
+    beams: Dict[Tuple[int, ...], Tuple[float, float]] = {(): (0.0, NEG_INF)}  # prefix -> (p_blank, p_nonblank)
+    lp = log_probs[:length].float()
+    top = lp.topk(min(label_topk, lp.shape[1]), dim=-1).indices.tolist()
+    lp_list = lp.tolist()
+    for t in range(length):
+        frame = lp_list[t]
+        cands = set(top[t]) | {blank}
+        new: Dict[Tuple[int, ...], List[float]] = {}
+
+        def add(prefix, pb, pnb):
+            cur = new.setdefault(prefix, [NEG_INF, NEG_INF])
+            cur[0] = _logaddexp(cur[0], pb)
+            cur[1] = _logaddexp(cur[1], pnb)
+
+        for prefix, (pb, pnb) in beams.items():
+            total = _logaddexp(pb, pnb)
+            add(prefix, total + frame[blank], NEG_INF)
+            for c in cands:
+                if c == blank:
+                    continue
+                if prefix and prefix[-1] == c:
+                    add(prefix, NEG_INF, pnb + frame[c])  # repeat collapses
+                    add(prefix + (c,), NEG_INF, pb + frame[c])  # needs a blank in between
+                else:
+                    add(prefix + (c,), NEG_INF, total + frame[c])
+        ranked = sorted(new.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam_size]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    ranked = sorted(beams.items(), key=lambda kv: -_logaddexp(*kv[1]))
+    return [(list(k), _logaddexp(*v)) for k, v in ranked]
+
+
+class CtcPrefixScorerFull:
+    """CTC prefix probabilities log p(prefix + c, ...) for all labels c (ESPnet-style, vectorised over T and V).
+
+    Used for joint AED + CTC search: the label score is the difference of the prefix probabilities.
+    """
+
+    def __init__(self, log_probs: torch.Tensor, length: int, blank: int, eos: int):
+        self.lp = log_probs[:length].float()  # [T, V+1]
+        self.T = length
+        self.blank = blank
+        self.eos = eos
+
+    def initial(self):
+        # r[t, 0]: prefix ends in non-blank at t, r[t, 1]: ends in blank; empty prefix
+        r = torch.full((self.T, 2), NEG_INF)
+        r[:, 1] = torch.cumsum(self.lp[:, self.blank], dim=0)
+        return r, 0.0, None  # state, prefix score, last label
+
+    def extend(self, state) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prefix scores for every label [V] (EOS: full-sequence probability) and the per-label r [T, 2, V]."""
+        r_prev, _, last = state
+        lp = self.lp[:, : self.blank]  # [T, V]
+        v = lp.shape[1]
+        r_sum = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # [T]
+        phi = r_sum[:, None].expand(self.T, v).clone()
+        if last is not None:
+            phi[:, last] = r_prev[:, 1]
+        r = torch.full((self.T, 2, v), NEG_INF)
+        r[0, 0] = lp[0] if last is None else torch.full((v,), NEG_INF)
+        log_psi = r[0, 0].clone()
+        for t in range(1, self.T):
+            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + lp[t]
+            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + self.lp[t, self.blank]
+            log_psi = torch.logaddexp(log_psi, phi[t - 1] + lp[t])
+        log_psi[self.eos] = float(r_sum[-1])
+        return log_psi, r
+
+
+def aed_beam_search(model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor, *, beam_size: int,
+                    max_len_ratio: float = 1.0, length_norm_exponent: float = 1.0, ctc_scale: float = 0.0,
+                    ctc_log_probs: torch.Tensor = None, nbest: int = 0) -> List[List[Tuple[List[int], float, dict]]]:
+    """Label-synchronous beam search of the AED decoder (optionally joint with CTC prefix scores), one utterance
+    at a time; final ranking by score / length^exponent. Returns per utterance (labels, score, component scores)."""
+    eos, bos = model.cfg.eos_idx, model.cfg.bos_idx
+    scorer = model.decoder_scorer(enc, enc_lengths)
+    results = []
+    for b in range(enc.shape[0]):
+        t_len = int(enc_lengths[b])
+        max_len = max(1, int(t_len * max_len_ratio))
+        state = scorer.initial_state(torch.tensor([b]))
+        ctc = CtcPrefixScorerFull(ctc_log_probs[b], t_len, model.blank_idx, eos) if ctc_scale else None
+        ctc_states = [ctc.initial()] if ctc else [None]
+        hyps = [([], 0.0, 0.0, 0.0)]  # labels, total, am, ctc
+        labels = torch.tensor([bos])
+        finished = []
+        for step in range(max_len):
+            logp, state = scorer.score(state, labels)  # [N, V]
+            total = logp * (1.0 if not ctc else 1.0 - ctc_scale)
+            ctc_ext = []
+            if ctc:
+                for i, cs in enumerate(ctc_states):
+                    psi, r = ctc.extend(cs)
+                    ctc_ext.append((psi, r))
+                    total[i] = total[i] + ctc_scale * (psi - cs[1])
+            total[:, bos] = NEG_INF
+            prev = torch.tensor([h[1] for h in hyps])[:, None]
+            cand = (prev + total).flatten()
+            k = min(beam_size * 2, int(torch.isfinite(cand).sum()))
+            top = cand.topk(k)
+            new_hyps, rows, new_ctc = [], [], []
+            for sc, flat in zip(top.values.tolist(), top.indices.tolist()):
+                row, lab = divmod(flat, logp.shape[1])
+                h = hyps[row]
+                am = h[2] + float(logp[row, lab])
+                ctc_sc = float(ctc_ext[row][0][lab]) if ctc else 0.0
+                if lab == eos:
+                    norm = max(1, len(h[0]) + 1) ** length_norm_exponent
+                    finished.append((h[0], sc / norm, {"am": am, "ctc": ctc_sc, "length": len(h[0]), "raw": sc}))
+                elif len(new_hyps) < beam_size:
+                    new_hyps.append((h[0] + [lab], sc, am, ctc_sc))
+                    rows.append(row)
+                    if ctc:
+                        r = ctc_ext[row][1][:, :, lab]
+                        new_ctc.append((r, ctc_sc, lab))
+            if len(finished) >= beam_size or not new_hyps:
+                break
+            hyps = new_hyps
+            state = scorer.select(state, torch.tensor(rows))
+            ctc_states = new_ctc if ctc else [None] * len(hyps)
+            labels = torch.tensor([h[0][-1] for h in hyps])
+        if not finished:  # no EOS within max_len: take the open hypotheses
+            finished = [(h[0], h[1] / max(1, len(h[0])) ** length_norm_exponent,
+                         {"am": h[2], "ctc": h[3], "length": len(h[0]), "raw": h[1]}) for h in hyps]
+        finished.sort(key=lambda x: -x[1])
+        results.append(finished[: nbest or beam_size])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward
+
+
+def _pack(results: List[List[Tuple[List[int], float, dict]]], comp_names: List[str]):
+    """N-best per utterance -> padded tensors: labels [B, K, L] (-1 padded), scores [B, K, 1 + C] (-inf = none)."""
+    k = max(1, max(len(r) for r in results))
+    max_len = max([1] + [len(h[0]) for r in results for h in r])
+    labels = torch.full((len(results), k, max_len), -1, dtype=torch.int32)
+    scores = torch.full((len(results), k, 1 + len(comp_names)), NEG_INF, dtype=torch.float32)
+    for b, r in enumerate(results):
+        for i, (seq, score, comps) in enumerate(r):
+            labels[b, i, : len(seq)] = torch.tensor(seq, dtype=torch.int32)
+            scores[b, i, 0] = score
+            for j, name in enumerate(comp_names):
+                scores[b, i, 1 + j] = float(comps.get(name, 0.0))
+    return labels, scores
+
+
+SCORE_NAMES = {"ctc_greedy": ["ctc"], "ctc_beam": ["ctc"], "aed_beam": ["am", "length"],
+               "aed_ctc": ["am", "ctc", "length"]}
+
+
+def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
+    """Runs the search (or prior / log-prob dump) given by the config's ``recog_mode`` and marks its outputs."""
+    import returnn.frontend as rf
+
+    config = _config()
+    mode = config.typed_value("recog_mode")
+    opts = config.typed_value("recog_opts") or {}
+    audio, audio_lengths = _audio(extern_data)
+    ctx = rf.get_run_ctx()
+    ctx.mark_as_output(audio_lengths.to(torch.int32), "audio_samples")
+    start = time.perf_counter()
+    if mode in ("ctc_prior", "ctc_logprobs", "ctc_greedy", "ctc_beam"):
+        log_probs, lengths = model.ctc_log_probs(audio, audio_lengths)
+        blank = model.blank_idx
+        if mode == "ctc_prior":
+            mask = (torch.arange(log_probs.shape[1])[None, :] < lengths[:, None]).float()
+            ctx.mark_as_output((log_probs.exp() * mask[..., None]).sum(1), "prob_sum")
+            ctx.mark_as_output(lengths.to(torch.int32), "num_frames")
+            return
+        if mode == "ctc_logprobs":
+            ctx.mark_as_output(log_probs, "log_probs")
+            ctx.mark_as_output(lengths.to(torch.int32), "num_frames")
+            return
+        if mode == "ctc_greedy":
+            res = [[(seq, sc, {"ctc": sc}) for seq, sc in r] for r in ctc_greedy(log_probs, lengths, blank)]
+        else:
+            res = []
+            for b in range(log_probs.shape[0]):
+                hyps = ctc_prefix_beam(log_probs[b], int(lengths[b]), blank, int(opts.get("beam_size", 8)),
+                                       int(opts.get("label_topk", 8)))
+                res.append([(seq, sc, {"ctc": sc}) for seq, sc in hyps[: int(opts.get("nbest", 8))]])
+    elif mode in ("aed_beam", "aed_ctc"):
+        if not isinstance(model, ConformerAedModel):
+            raise ValueError(f"recog_mode {mode!r} needs an AED model, got {type(model).__name__}")
+        enc, lengths, ctc = model.encode(audio, audio_lengths, with_ctc=(mode == "aed_ctc"))
+        ctc_lp = ctc[max(ctc)].log_softmax(-1) if mode == "aed_ctc" else None
+        res = aed_beam_search(model, enc, lengths, beam_size=int(opts.get("beam_size", 4)),
+                              max_len_ratio=float(opts.get("max_len_ratio", 1.0)),
+                              length_norm_exponent=float(opts.get("length_norm_exponent", 1.0)),
+                              ctc_scale=float(opts.get("ctc_scale", 0.3)) if mode == "aed_ctc" else 0.0,
+                              ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)))
+    else:
+        raise ValueError(f"RETURNN config: unknown recog_mode {mode!r} "
+                         f"(expected ctc_greedy, ctc_beam, aed_beam, aed_ctc, ctc_prior, ctc_logprobs)")
+    labels, scores = _pack(res, SCORE_NAMES[mode])
+    ctx.mark_as_output(labels, "hyps")
+    ctx.mark_as_output(scores, "scores")
+    ctx.mark_as_output(torch.full((audio.shape[0],), time.perf_counter() - start, dtype=torch.float32), "time")
+
+
+def write_nbest_file(nbest: Dict[str, List[dict]], path: str) -> None:
+    """Writes the shared gzipped-JSON N-best format (through ``llmasr.search.nbest`` when available)."""
+    try:
+        from llmasr.search.nbest import write_nbest
+    except ImportError:
+        write_nbest = None
+    if write_nbest is not None:
+        write_nbest(nbest, path)
+        return
+    tmp = path + ".tmp"
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(nbest, f)
+    os.replace(tmp, path)
+
+
+class SearchCallback:
+    """Collects the N-best lists of the forward steps; writes the N-best file and the search statistics."""
+
+    def __init__(self):
+        self.nbest: Dict[str, List[dict]] = {}
+        self.audio_samples = 0
+        self.sp = None
+
+    def init(self, *, model):
+        import sentencepiece as spm
+
+        config = _config()
+        self.mode = config.typed_value("recog_mode")
+        self.names = SCORE_NAMES[self.mode]
+        self.sp = spm.SentencePieceProcessor(model_file=config.typed_value("spm_model"))
+        self.sample_rate = int(config.typed_value("sample_rate") or 16000)
+        self.start = time.perf_counter()
+
+    def process_seq(self, *, seq_tag: str, outputs):
+        self.audio_samples += int(outputs["audio_samples"].raw_tensor)
+        labels = outputs["hyps"].raw_tensor
+        scores = outputs["scores"].raw_tensor
+        hyps = []
+        for seq, sc in zip(labels, scores):
+            if not float(sc[0]) > NEG_INF:
+                continue
+            ids = [int(x) for x in seq if x >= 0]
+            comps = {n: float(v) for n, v in zip(self.names, sc[1:])}
+            if "length" in comps:
+                comps["length"] = int(comps["length"])
+            else:
+                comps["length"] = len(ids)
+            hyps.append({"text": self.sp.decode(ids), "labels": ids, "scores": comps, "score": float(sc[0])})
+        self.nbest[seq_tag] = hyps
+
+    def finish(self):
+        config = _config()
+        write_nbest_file(self.nbest, config.typed_value("nbest_file"))
+        stats = {"audio_seconds": self.audio_samples / self.sample_rate,
+                 "decode_seconds": time.perf_counter() - self.start, "num_seqs": len(self.nbest)}
+        stats_file = config.typed_value("stats_file")
+        with open(stats_file + ".tmp", "w") as f:
+            json.dump(stats, f, indent=1)
+        os.replace(stats_file + ".tmp", stats_file)
+        logging.info("search stats: %s", stats)
+
+
+class PriorCallback:
+    """Averages the CTC softmax over all frames; writes the log prior with blank removed and renormalised."""
+
+    def init(self, *, model):
+        self.sum = None
+        self.frames = 0
+
+    def process_seq(self, *, seq_tag: str, outputs):
+        s = torch.as_tensor(outputs["prob_sum"].raw_tensor, dtype=torch.float64)
+        self.sum = s if self.sum is None else self.sum + s
+        self.frames += int(outputs["num_frames"].raw_tensor)
+
+    def finish(self):
+        config = _config()
+        write_prior_files(self.sum / max(1, self.frames), config.typed_value("prior_file"),
+                          config.typed_value("label_prior_file"))
+
+
+def write_prior_files(mean_probs: torch.Tensor, prior_file: str, label_prior_file: str) -> None:
+    """``prior_file``: log prior over all CTC outputs (labels renormalised without blank, blank entry 0.0);
+    ``label_prior_file``: the same without the blank entry. Text, one value per line; blank is the last output."""
+    labels = mean_probs[:-1].clamp(min=1e-30)
+    log_labels = (labels / labels.sum()).log()
+    for path, values in ((prior_file, log_labels.tolist() + [0.0]), (label_prior_file, log_labels.tolist())):
+        with open(path + ".tmp", "w") as f:
+            f.write("".join(f"{v:.8f}\n" for v in values))
+        os.replace(path + ".tmp", path)
+
+
+class LogProbsCallback:
+    """Writes ``{seq_tag: [T, V+1] CTC log-probs}`` as a torch file (input of the CTC fusion searches)."""
+
+    def init(self, *, model):
+        self.data = {}
+
+    def process_seq(self, *, seq_tag: str, outputs):
+        n = int(outputs["num_frames"].raw_tensor)
+        self.data[seq_tag] = torch.as_tensor(outputs["log_probs"].raw_tensor[:n]).clone()
+
+    def finish(self):
+        path = _config().typed_value("logprobs_file")
+        torch.save(self.data, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
+def _make_callback_class():
+    from returnn.forward_iface import ForwardCallbackIface
+
+    class ForwardCallback(ForwardCallbackIface):
+        """Dispatches to the callback of the config's ``recog_mode`` (chosen at ``init``, when the config is loaded)."""
+
+        def init(self, *, model):
+            mode = _config().typed_value("recog_mode")
+            self.impl = {"ctc_prior": PriorCallback, "ctc_logprobs": LogProbsCallback}.get(mode, SearchCallback)()
+            self.impl.init(model=model)
+
+        def process_seq(self, *, seq_tag: str, outputs):
+            self.impl.process_seq(seq_tag=seq_tag, outputs=outputs)
+
+        def finish(self):
+            self.impl.finish()
+
+    return ForwardCallback
+
+
+def forward_callback_for_mode():
+    """The forward callback object for a RETURNN config (writes the outputs of the config's ``recog_mode``)."""
+    return _make_callback_class()()
