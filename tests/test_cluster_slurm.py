@@ -108,7 +108,7 @@ def _wait(cond, timeout=60, what=""):
 
 
 def _blocker(cpus):
-    out = subprocess.run(["sbatch", "--parsable", "-J", "blocker", f"--cpus-per-task={cpus}", "--mem=100M",
+    out = subprocess.run(["sbatch", "--parsable", "-J", "blocker", "-o", "/dev/null", f"--cpus-per-task={cpus}", "--mem=100M",
                           "--wrap", "sleep 300"], capture_output=True, text=True, check=True).stdout.strip()
     _wait(lambda: "RUNNING" in subprocess.run(["squeue", "-h", "-j", out, "-o", "%T"], capture_output=True,
                                               text=True).stdout, what="blocker to run")
