@@ -31,6 +31,7 @@ setup(
         "dm-tree",
         "h5py",
         "i6-models",
+        "librosa",  # mel filterbank of i6_models' log-mel feature extraction
         "transformers>=5.0",
         "peft",
         "accelerate",
