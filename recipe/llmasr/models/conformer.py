@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -257,8 +258,11 @@ class ConformerEncoder(nn.Module):
                                                   dropout=cfg.dropout, activation=nn.functional.silu,
                                                   norm=LayerNormNC(cfg.dim)),
         )
-        self.conformer = ConformerEncoderV2(ConformerEncoderV2Config(
-            num_layers=cfg.num_layers, frontend=ModuleFactoryV1(VGG4LayerActFrontendV1, frontend), block_cfg=block))
+        with warnings.catch_warnings():  # typeguard cannot resolve i6_models' string annotations; harmless
+            warnings.simplefilter("ignore")
+            self.conformer = ConformerEncoderV2(ConformerEncoderV2Config(
+                num_layers=cfg.num_layers, frontend=ModuleFactoryV1(VGG4LayerActFrontendV1, frontend),
+                block_cfg=block))
         self.downsampling = p1 * p2
 
     @property
@@ -282,7 +286,12 @@ class ConformerEncoder(nn.Module):
                     time_max_mask_per_n_frames=s.time_max_mask_per_n_frames, time_mask_max_size=s.time_mask_max_size,
                     freq_min_num_masks=s.freq_min_num_masks, freq_max_num_masks=s.freq_max_num_masks,
                     freq_mask_max_size=s.freq_mask_max_size)
+        pad = (-feats.shape[1]) % self.downsampling  # so that lengths are ceil(frames / 6) however a batch is padded
+        if pad:
+            feats = F.pad(feats, (0, 0, 0, pad))
         mask = lengths_to_mask(feat_lens, feats.shape[1])
+        feats = feats.masked_fill(~mask[:, :, None], 0.0)
+        # note: i6_models' convolution modules do not mask, so batch padding reaches the last valid frames
         outs, out_mask = self.conformer(feats, mask, return_layers=return_layers)
         return outs, out_mask.sum(dim=1)
 
@@ -599,3 +608,13 @@ def load_model_checkpoint(checkpoint: str, model_config: Union[ModelConfig, str,
     state = data["model"] if isinstance(data, dict) and "model" in data else data
     model.load_state_dict(state)
     return model.eval()
+
+
+def load_encoder_from_checkpoint(checkpoint: str, model_config: Union[ModelConfig, str, Dict[str, Any]]
+                                 ) -> Tuple[ConformerEncoder, ModelConfig]:
+    """The Conformer encoder of a trained CTC/AED checkpoint (e.g. to initialise a speech LLM), and the full config.
+
+    ``encoder(audio [B, S], lengths [B])`` returns ``([enc [B, T, D]], frame lengths [B])``.
+    """
+    model = load_model_checkpoint(checkpoint, model_config)
+    return model.encoder, model.cfg

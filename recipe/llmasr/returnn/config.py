@@ -67,8 +67,8 @@ def one_cycle_lr(step: int, total_steps: int, peak: float, initial: float, final
     return max(final, initial - (initial - final) * min(1.0, (step - 2 * up) / rest))
 
 
-def ogg_zip_dataset(zips: Sequence[str], spm_model: str, *, partition_epoch: int = 1, train: bool = True,
-                    max_audio_seconds: Optional[float] = None) -> Dict[str, Any]:
+def ogg_zip_dataset(zips: Sequence[str], spm_model: str, *, partition_epoch: int = 1, train: bool = True
+                    ) -> Dict[str, Any]:
     """OggZipDataset opts: raw 16 kHz audio and SentencePiece targets."""
     for z in zips:
         if not os.path.isfile(z):
@@ -82,8 +82,6 @@ def ogg_zip_dataset(zips: Sequence[str], spm_model: str, *, partition_epoch: int
         "partition_epoch": partition_epoch,
         "seq_ordering": "laplace:.100" if train else "sorted_reverse",
     }
-    if max_audio_seconds:
-        d["segment_file"] = None
     return d
 
 
@@ -136,7 +134,7 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         "cleanup_old_models": False,
         "random_seed": opts.random_seed,
         "log_batch_size": True,
-        "log_verbosity": 4,
+        "log_verbosity": 5,  # per-step losses and times
         "torch_log_memory_usage": False,
         "stop_on_nonfinite_train_score": True,
         "torch_dataloader_opts": {"num_workers": opts.num_workers},

@@ -1,0 +1,217 @@
+"""Conformer CTC/AED models, their searches and checkpoint helpers, without RETURNN processes."""
+import itertools
+import math
+import os
+
+import pytest
+import torch
+
+from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModelConfig, TransformerDecoderConfig,
+                                     build_model, load_model_checkpoint, model_config_from_dict,
+                                     model_config_to_dict, paper_aed_config, tiny_encoder_config)
+from llmasr.returnn.config import one_cycle_lr
+from llmasr.returnn.steps import CtcPrefixScorerFull, aed_beam_search, ctc_greedy, ctc_prefix_beam
+from llmasr.returnn.training import average_checkpoints, best_epoch, read_learning_rates
+
+V = 11
+
+
+def _aed(seed=0, **kw) -> ConformerAedModel:
+    torch.manual_seed(seed)
+    cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=V, aux_ctc_layers=(1, 2), aux_ctc_scales=(0.3, 1.0),
+                         decoder=TransformerDecoderConfig(num_layers=2, dim=32, num_heads=2, ff_dim=64, dropout=0.0,
+                                                          att_dropout=0.0), **kw)
+    return build_model(cfg).eval()
+
+
+def _audio(lengths=(16000, 11000)):
+    g = torch.Generator().manual_seed(1)
+    audio = 0.1 * torch.randn(len(lengths), max(lengths), generator=g)
+    lengths = torch.tensor(lengths)
+    audio = audio * (torch.arange(audio.shape[1])[None] < lengths[:, None])
+    return audio, lengths
+
+
+def test_encoder_downsamples_6x_and_masks_padding():
+    torch.set_num_threads(1)
+    model = _aed()
+    audio, lengths = _audio()
+    enc, enc_lengths, ctc = model.encode(audio, lengths, with_ctc=True)
+    frames = (lengths - 400) // 160 + 1  # 25 ms window, 10 ms shift
+    assert enc_lengths.tolist() == ((frames + 5) // 6).tolist()
+    assert enc.shape == (2, int(enc_lengths.max()), 32)
+    assert set(ctc) == {1, 2} and ctc[2].shape[-1] == V + 1
+    # batch padding does not change the length; utterances of a batch do not see each other
+    enc_alone, len_alone, _ = model.encode(audio[1:, :11000], lengths[1:])
+    assert int(len_alone[0]) == int(enc_lengths[1])
+    enc_first, _, _ = model.encode(audio[:1], lengths[:1])
+    assert torch.allclose(enc[0], enc_first[0], atol=1e-4)
+    audio2 = torch.stack([audio[0], audio[0].flip(0)])
+    enc_pair, _, _ = model.encode(audio2, lengths[[0, 0]])
+    assert torch.allclose(enc_pair[0], enc_first[0], atol=1e-4)
+
+
+def test_aed_cached_decoding_equals_full_forward():
+    torch.set_num_threads(1)
+    model = _aed()
+    audio, lengths = _audio()
+    enc, enc_lengths, _ = model.encode(audio, lengths)
+    labels = torch.tensor([[1, 5, 7, 3, 9, 4], [1, 8, 8, 6, 3, 10]])
+    full = model.decoder(labels, enc, enc_lengths).log_softmax(-1)
+    scorer = model.decoder_scorer(enc, enc_lengths)
+    # rows in a different order and duplicated, as a beam search would hold them
+    state = scorer.initial_state(torch.tensor([1, 0, 1]))
+    rows = torch.tensor([1, 0, 1])
+    for t in range(labels.shape[1]):
+        logp, state = scorer.score(state, labels[rows, t])
+        assert torch.allclose(logp, full[rows, t], atol=1e-4), t
+    assert torch.allclose(scorer.final_score(state), full[rows, -1, model.cfg.eos_idx], atol=1e-4)
+    # select reorders the cache consistently
+    state = scorer.select(state, torch.tensor([2, 1]))
+    nxt = torch.tensor([2, 5])
+    logp, _ = scorer.score(state, nxt)
+    ext = torch.cat([labels[[1, 0]], nxt[:, None]], dim=1)
+    ref = model.decoder(ext, enc[[1, 0]], enc_lengths[[1, 0]]).log_softmax(-1)[:, -1]
+    assert torch.allclose(logp, ref, atol=1e-4)
+
+
+def test_losses_are_finite_and_have_gradients():
+    torch.set_num_threads(1)
+    audio, lengths = _audio()
+    targets, target_lengths = torch.tensor([[4, 5, 6], [7, 8, 0]]), torch.tensor([3, 2])
+    ctc = build_model(CtcModelConfig(encoder=tiny_encoder_config(num_layers=3), vocab_size=V, aux_ctc_layers=(1, 2),
+                                     aux_ctc_scales=(0.2, 0.3))).train()
+    losses = ctc.compute_losses(audio, lengths, targets, target_lengths)
+    assert set(losses) == {"ctc", "aux_ctc_1", "aux_ctc_2"} and losses["aux_ctc_2"][1] == 0.3
+    sum(v * s for v, s in losses.values()).backward()
+    assert ctc.aux_outputs["1"].weight.grad.abs().sum() > 0 and ctc.output.weight.grad.abs().sum() > 0
+    aed = _aed(label_smoothing=0.0).train()
+    losses = aed.compute_losses(audio, lengths, targets, target_lengths)
+    assert set(losses) == {"ce", "aux_ctc_1", "aux_ctc_2"}
+    # CE without smoothing = -sum log p(labels + EOS | prefix) from the teacher-forced decoder
+    aed.eval()
+    enc, el, _ = aed.encode(audio, lengths)
+    lp = aed.decoder(torch.tensor([[1, 4, 5, 6], [1, 7, 8, 0]]), enc, el).log_softmax(-1)
+    ref = -(lp[0, 0, 4] + lp[0, 1, 5] + lp[0, 2, 6] + lp[0, 3, 2] + lp[1, 0, 7] + lp[1, 1, 8] + lp[1, 2, 2])
+    assert float(aed.compute_losses(audio, lengths, targets, target_lengths)["ce"][0]) == pytest.approx(float(ref),
+                                                                                                      rel=1e-4)
+
+
+def test_specaugment_only_in_training():
+    torch.set_num_threads(1)
+    model = build_model(CtcModelConfig(encoder=tiny_encoder_config(), vocab_size=V))
+    audio, lengths = _audio()
+    model.eval()
+    a, _, _ = model(audio, lengths)
+    b, _, _ = model(audio, lengths)
+    assert torch.equal(a, b)
+    model.train()
+    torch.manual_seed(3)
+    c, _, _ = model(audio, lengths)
+    assert not torch.allclose(a, c)
+
+
+def test_config_roundtrip_and_errors(tmp_path):
+    cfg = paper_aed_config()
+    assert cfg.encoder.num_layers == 16 and cfg.encoder.dim == 1024 and cfg.decoder.num_layers == 6
+    assert model_config_from_dict(model_config_to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_model(CtcModelConfig(encoder=tiny_encoder_config()))
+    with pytest.raises(ValueError, match="aux_ctc_layers entry 5"):
+        build_model(CtcModelConfig(encoder=tiny_encoder_config(), vocab_size=V, aux_ctc_layers=(5,),
+                                   aux_ctc_scales=(0.1,)))
+    with pytest.raises(ValueError, match="eos_idx"):
+        build_model(AedModelConfig(encoder=tiny_encoder_config(), vocab_size=V, eos_idx=V))
+    with pytest.raises(ValueError, match="num_layer"):
+        model_config_from_dict({"model_type": "ctc", "num_layer": 3})
+    with pytest.raises(ValueError, match="model_type"):
+        model_config_from_dict({"model_type": "rnnt"})
+    model = _aed()
+    path = str(tmp_path / "epoch.001.pt")
+    torch.save({"model": model.state_dict(), "epoch": 1}, path)
+    loaded = load_model_checkpoint(path, model_config_to_dict(model.cfg))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model_checkpoint(str(tmp_path / "missing.pt"), model.cfg)
+
+
+def _exact_ctc_logprob(lp: torch.Tensor, labels, blank) -> float:
+    """log p(labels) by enumerating all alignments (tiny T only)."""
+    total = []
+    for path in itertools.product(range(lp.shape[1]), repeat=lp.shape[0]):
+        collapsed = [c for i, c in enumerate(path) if c != blank and (i == 0 or c != path[i - 1])]
+        if collapsed == list(labels):
+            total.append(sum(float(lp[t, c]) for t, c in enumerate(path)))
+    return float(torch.logsumexp(torch.tensor(total), 0)) if total else -math.inf
+
+
+def test_ctc_searches_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    lp = (2 * torch.randn(5, 4, generator=g)).log_softmax(-1)  # T=5, labels 0..2, blank 3
+    hyps = ctc_prefix_beam(lp, 5, blank=3, beam_size=50, label_topk=4)
+    for labels, score in hyps[:5]:
+        assert score == pytest.approx(_exact_ctc_logprob(lp, labels, 3), abs=1e-4)
+    # the beam with enough width finds the most probable label sequence
+    all_seqs = {tuple(c for i, c in enumerate(p) if c != 3 and (i == 0 or c != p[i - 1]))
+                for p in itertools.product(range(4), repeat=5)}
+    best = max(all_seqs, key=lambda s: _exact_ctc_logprob(lp, s, 3))
+    assert tuple(hyps[0][0]) == best
+    greedy = ctc_greedy(lp[None], torch.tensor([5]), blank=3)[0][0]
+    path = lp.argmax(-1).tolist()
+    assert greedy[0] == [c for i, c in enumerate(path) if c != 3 and (i == 0 or c != path[i - 1])]
+    # prefix scorer: EOS entry = full-sequence probability, extension scores = prefix probabilities
+    scorer = CtcPrefixScorerFull(lp, 5, blank=3, eos=2)
+    state = scorer.initial()
+    psi, r = scorer.extend(state)
+    assert float(psi[2]) == pytest.approx(_exact_ctc_logprob(lp, [], 3), abs=1e-4)
+    state = (r[:, :, 0], float(psi[0]), 0)
+    psi, _ = scorer.extend(state)
+    assert float(psi[2]) == pytest.approx(_exact_ctc_logprob(lp, [0], 3), abs=1e-4)
+    prefix_prob = sum(math.exp(_exact_ctc_logprob(lp, s, 3)) for s in all_seqs if s[:2] == (0, 1))
+    assert float(psi[1]) == pytest.approx(math.log(prefix_prob), abs=1e-4)
+
+
+def test_aed_beam_search_scores_and_length_norm():
+    torch.set_num_threads(1)
+    model = _aed()
+    audio, lengths = _audio()
+    enc, el, ctc = model.encode(audio, lengths, with_ctc=True)
+    res = aed_beam_search(model, enc, el, beam_size=3, max_len_ratio=0.5, length_norm_exponent=1.0)
+    assert len(res) == 2
+    for b, hyps in enumerate(res):
+        assert [h[1] for h in hyps] == sorted([h[1] for h in hyps], reverse=True)
+        labels, score, comps = hyps[0]
+        seq = [model.cfg.bos_idx] + labels
+        lp = model.decoder(torch.tensor([seq]), enc[b:b + 1], el[b:b + 1]).log_softmax(-1)[0]
+        ref = sum(float(lp[i, c]) for i, c in enumerate(labels))
+        if comps["raw"] == pytest.approx(comps["am"]) and len(labels) < int(int(el[b]) * 0.5):
+            ref += float(lp[len(labels), model.cfg.eos_idx])  # ended with EOS
+            assert score == pytest.approx(ref / (len(labels) + 1), abs=1e-3)
+        assert comps["am"] == pytest.approx(ref, abs=1e-3)
+    joint = aed_beam_search(model, enc, el, beam_size=3, max_len_ratio=0.5, ctc_scale=0.5,
+                            ctc_log_probs=ctc[2].log_softmax(-1))
+    assert all("ctc" in h[2] for r in joint for h in r)
+
+
+def test_one_cycle_lr_and_checkpoint_helpers(tmp_path):
+    lrs = [one_cycle_lr(s, 100, 1e-3, 1e-5, 1e-6, 0.4) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-5) and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 40
+    assert lrs[80] == pytest.approx(1e-5) and lrs[100] == pytest.approx(1e-6)
+    lr_file = tmp_path / "learning_rates"
+    lr_file.write_text("{\n1: EpochData(learningRate=1.0, error={'dev_loss_ctc': 3.0, 'train_loss_ctc': inf}),\n"
+                       "2: EpochData(learningRate=1.0, error={'dev_loss_ctc': 2.0}),\n"
+                       "3: EpochData(learningRate=1.0, error={'dev_loss_ctc': 2.5}),\n}\n")
+    data = read_learning_rates(str(lr_file))
+    assert best_epoch(data, "dev_loss_ctc") == 2 and best_epoch(data, "dev_loss_ctc", epochs=[1, 3]) == 3
+    with pytest.raises(ValueError, match="dev_loss_ce"):
+        best_epoch(data, "dev_loss_ce")
+    paths = []
+    for i in range(3):
+        p = str(tmp_path / f"epoch.{i}.pt")
+        torch.save({"model": {"w": torch.full((2,), float(i)), "n": torch.tensor(i)}, "epoch": i}, p)
+        paths.append(p)
+    out = str(tmp_path / "avg.pt")
+    average_checkpoints(paths, out)
+    avg = torch.load(out)
+    assert torch.allclose(avg["model"]["w"], torch.full((2,), 1.0)) and int(avg["model"]["n"]) == 2
+    assert not os.path.exists(out + ".tmp")
