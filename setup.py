@@ -3,7 +3,7 @@
 torch is pinned: an unpinned torch (also as a dependency of peft/accelerate) resolves to a multi-GB
 CUDA build; install the pinned CPU wheel first, as the README's commands do.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 TORCH = "torch==2.13.0"
 
@@ -12,17 +12,7 @@ setup(
     version="0.1.0",
     description="Speech LLMs vs. LLM shallow fusion for ASR: a Sisyphus experiment setup",
     package_dir={"": "recipe"},
-    packages=[
-        "sisyphus",
-        "llmasr",
-        "llmasr.data",
-        "llmasr.text",
-        "llmasr.returnn",
-        "llmasr.models",
-        "llmasr.search",
-        "llmasr.tuning",
-        "llmasr.scoring",
-    ],
+    packages=find_packages(where="recipe"),
     python_requires=">=3.10",
     install_requires=[
         TORCH,

@@ -15,7 +15,7 @@ from sisyphus.job import created_jobs
 from sisyphus.localengine import LocalEngine
 from sisyphus.manager import Manager, job_state
 from sisyphus.simple_linux_utility_for_resource_management_engine import (
-    SimpleLinuxUtilityForResourceManagementEngine as Slurm, map_slurm_state, parse_job_id)
+    SimpleLinuxUtilityForResourceManagementEngine as Slurm, map_slurm_state, parse_job_id, read_jobcomp)
 from tests.cluster_util import start_daemons
 from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, SleepJob, WriteTextJob
 
@@ -55,6 +55,20 @@ def test_sbatch_arguments():
     assert "--cpus-per-task=4" in args and "--mem=10752M" in args and "--time=150" in args
     assert "--gres=gpu:2" in args and "--partition=gpu" in args and "--account=asr" in args
     assert "--array=1,2,3" in args
+
+
+def test_jobcomp_file_and_gateway(tmp_path):
+    comp = tmp_path / "jobcomp.log"
+    comp.write_text(
+        "JobId=7 UserId=root(0) Name=run.a.X JobState=TIMEOUT ArrayJobId=7 ArrayTaskId=2 ExitCode=0:0\n"
+        "JobId=8 UserId=root(0) Name=run.a.X JobState=CANCELLED ArrayJobId=8 ArrayTaskId=3 ExitCode=0:15\n"
+        "JobId=9 UserId=root(0) Name=run.b.Y JobState=FAILED ArrayJobId= ArrayTaskId=4294967294 ExitCode=1:0\n"
+        "garbage line\n")
+    assert read_jobcomp(str(comp)) == {("run.a.X", 2): gs.STATE_UNKNOWN, ("run.a.X", 3): gs.STATE_QUEUE_ERROR,
+                                       ("run.b.Y", 1): gs.STATE_UNKNOWN}
+    e = Slurm(gateway="login1")
+    assert e.command(["squeue", "-o", "%i|%j"]) == ["ssh", "-x", "login1", "squeue -o '%i|%j'"]
+    assert Slurm().command(["squeue"]) == ["squeue"]
 
 
 def test_torchrun_command_for_multi_gpu():

@@ -61,7 +61,7 @@ def read_jobcomp(path: str) -> Dict[Tuple[str, int], str]:
             if "Name" not in fields or "JobState" not in fields:
                 continue
             task_id = fields.get("ArrayTaskId", "")
-            tid = int(task_id) if task_id.isdigit() else 1
+            tid = int(task_id) if task_id.isdigit() and int(task_id) < 4294967294 else 1  # NO_VAL: not an array
             states[(fields["Name"], tid)] = map_slurm_state(fields["JobState"])
     return states
 
