@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 from sisyphus import Job, Task, tk
 
