@@ -10,7 +10,13 @@ from llmasr.data.toy import MakeToyCorpusJob
 from llmasr.llm.perplexity import ComputePerplexityJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
                               TrainConfig)
+from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, TransformerDecoderConfig
 from llmasr.models.llm import TinyLLMConfig
+from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.forward import RecogMode, ReturnnForwardJob
+from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
+from llmasr.scoring.report import ReportTableJob
+from llmasr.scoring.wer import ScoreWERJob
 from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
 from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
@@ -18,6 +24,9 @@ from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 PREFIX = "toy"
 NUM_TRAIN, NUM_DEV, NUM_TEST = 3000, 200, 200
 AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs use 10k)
+AM_ENCODER = ConformerEncoderConfig(num_layers=6, dim=144, num_heads=4, ff_dim=576, conv_kernel_size=15,
+                                    frontend_channels=16)
+AM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, learning_rate=3e-3)
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
 LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
 LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
@@ -57,3 +66,34 @@ def py():
         for split in ("dev", "test"):
             ppl = ComputePerplexityJob(model, corpus.out_corpora[split])
             tk.register_output(f"{PREFIX}/llm/{name}/{split}/ppl.json", ppl.out_ppl)
+
+    # 4. acoustic models: Conformer CTC (aux CTC at layer 3) and AED (+ aux CTC), trained through RETURNN
+    ctc = ReturnnTrainingJob(CtcModelConfig(encoder=AM_ENCODER, aux_ctc_layers=(3,), aux_ctc_scales=(0.3,)),
+                             zips["train"], zips["dev"], spm.out_model, options=AM_TRAINING, cpu=2)
+    ctc.add_alias(f"{PREFIX}/am/ctc/train")
+    ctc_ckpt = GetBestCheckpointJob(ctc, score_key="dev_loss_ctc").out_checkpoint
+    aed = ReturnnTrainingJob(AedModelConfig(encoder=AM_ENCODER, decoder=TransformerDecoderConfig(
+        num_layers=2, dim=144, num_heads=4, ff_dim=576), aux_ctc_layers=(6,), aux_ctc_scales=(0.3,)),
+        zips["train"], zips["dev"], spm.out_model, options=AM_TRAINING, cpu=2)
+    aed.add_alias(f"{PREFIX}/am/aed/train")
+    aed_ckpt = AverageCheckpointsJob(aed, num_best=2, score_key="dev_loss_ce").out_checkpoint
+
+    # 5. recognition and scoring
+    systems = {
+        "ctc-greedy": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_GREEDY),
+        "ctc-beam": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_BEAM),
+        "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
+        "aed+ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
+    }
+    results = {}
+    for name, (ckpt, model_config, mode) in systems.items():
+        for split in ("dev", "test"):
+            rec = ReturnnForwardJob(ckpt, model_config, zips[split], spm.out_model, mode=mode, cpu=2)
+            wer = ScoreWERJob(rec.out_nbest, corpus.out_corpora[split], search_stats=rec.out_search_stats)
+            tk.register_output(f"{PREFIX}/{name}/{split}/wer.json", wer.out_report)
+            results.setdefault(name, {})[split] = wer.out_wer
+
+    # 6. report
+    report = ReportTableJob(results)
+    tk.register_output(f"{PREFIX}/report/results.md", report.out_table)
+    tk.register_output(f"{PREFIX}/report/results.png", report.out_plot)

@@ -15,11 +15,12 @@ NBest = Dict[str, List[dict]]
 
 
 def write_nbest(nbest: NBest, path: str) -> None:
-    """Writes atomically (temp file + rename); checks each hypothesis has text and score."""
+    """Writes atomically (temp file + rename); checks each hypothesis has a text (``score`` may be missing
+    where only per-source scores are known, e.g. before scale tuning)."""
     for seq_id, hyps in nbest.items():
         for h in hyps:
-            if "text" not in h or "score" not in h:
-                raise ValueError(f"{path}: hypothesis of {seq_id!r} lacks 'text' or 'score': {h}")
+            if not isinstance(h, dict) or not isinstance(h.get("text"), str):
+                raise ValueError(f"{path}: hypothesis of {seq_id!r} has no 'text': {h}")
     tmp = path + ".tmp"
     with gzip.open(tmp, "wt", encoding="utf-8") if path.endswith(".gz") else open(tmp, "w", encoding="utf-8") as f:
         json.dump(nbest, f, ensure_ascii=False)

@@ -1,0 +1,30 @@
+"""The experiment configs build their graphs (no job runs): the toy default and the paper-scale LibriSpeech parts."""
+import importlib
+
+from sisyphus.graph import graph
+
+
+def test_toy_config_builds_the_whole_graph():
+    toy = importlib.import_module("config.toy")
+    toy.py()
+    names = {t.name for t in graph.targets}
+    assert "toy/report/results.md" in names
+    assert {"toy/ctc-greedy/test/wer.json", "toy/aed+ctc/dev/wer.json", "toy/llm/ft-own/test/ppl.json"} <= names
+    jobs = graph.jobs()
+    kinds = {j.job_id().split("/")[-1].split(".")[0] for j in jobs}
+    assert {"MakeToyCorpusJob", "TrainSentencePieceJob", "ReturnnTrainingJob", "ReturnnForwardJob", "ScoreWERJob",
+            "PretrainLLMJob", "ReportTableJob"} <= kinds
+    # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
+    assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
+    assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1
+
+
+def test_librispeech_configs_build():
+    from config.librispeech.data import librispeech_data
+    from config.librispeech.llm import librispeech_llms
+
+    data = librispeech_data()
+    llms = librispeech_llms(data)
+    assert set(data["open_asr"]) >= {"ami", "earnings22", "librispeech_test_other", "voxpopuli"}
+    assert "qwen2-1.5b-ft-am-units" in llms
+    assert len(graph.jobs()) > 30
