@@ -187,3 +187,19 @@ def test_bad_inputs_are_reported(data, tmp_path):
         job.create_files()
     with pytest.raises(ValueError, match="RecogMode"):
         ReturnnForwardJob(missing, missing, missing, data["spm"], mode="ctc_greedy")
+
+
+def test_multi_gpu_training_runs_returnn_through_torchrun(data):
+    from llmasr.returnn.training import returnn_command
+
+    job = ReturnnTrainingJob(CtcModelConfig(encoder=tiny_encoder_config()), data["train"], data["dev"], data["spm"],
+                             options=TrainingOptions(num_epochs=1), gpu=4)
+    job._sis_setup_directory()
+    job.create_files()
+    with open(job.out_returnn_config.get_path()) as f:
+        text = f.read()
+    assert "torch_distributed" in text and ("'cuda'" in text or '"cuda"' in text)
+    cmd = returnn_command(job.out_returnn_config.get_path(), gpus=4)
+    assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[5:] == ["-m", "returnn", job.out_returnn_config.get_path()]
+    assert returnn_command("x.config", gpus=1) == [sys.executable, "-m", "returnn", "x.config"]

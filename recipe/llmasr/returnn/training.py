@@ -30,11 +30,18 @@ def returnn_env(threads: int = 0) -> Dict[str, str]:
     return env
 
 
-def run_returnn(config_path: str, cwd: str, threads: int = 0, log_path: Optional[str] = None) -> None:
-    """Runs ``python -m returnn CONFIG`` in ``cwd``; raises with the log tail when it fails."""
+def returnn_command(config_path: str, gpus: int = 0) -> List[str]:
+    """``python -m returnn CONFIG``; with several GPUs wrapped into ``torch.distributed.run`` (one process per GPU)."""
+    from sisyphus.cluster_engine import torchrun_command
+
+    return torchrun_command([sys.executable, "-m", "returnn", config_path], gpus)
+
+
+def run_returnn(config_path: str, cwd: str, threads: int = 0, log_path: Optional[str] = None, gpus: int = 0) -> None:
+    """Runs RETURNN on ``config_path`` in ``cwd``; raises with the log tail when it fails."""
     log_path = log_path or os.path.join(cwd, "returnn.log")
     with open(log_path, "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "returnn", config_path], cwd=cwd, env=returnn_env(threads),
+        proc = subprocess.run(returnn_command(config_path, gpus), cwd=cwd, env=returnn_env(threads),
                               stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         with open(log_path, errors="replace") as f:
@@ -129,6 +136,8 @@ class ReturnnTrainingJob(Job):
                                  self.out_learning_rates.get_path(), self.options, steps)
         if self.gpu:
             params["device"] = "cuda"
+        if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
+            params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
         extra = OCLR_CODE if self.options.schedule == LearningRateSchedule.ONE_CYCLE else ""
         if self.options.torch_threads:
             extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
@@ -140,7 +149,7 @@ class ReturnnTrainingJob(Job):
     def run(self):
         os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
         run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.rqmt["cpu"])
+                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
         missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
         if missing:
             raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
