@@ -13,22 +13,30 @@ from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, 
 from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, TransformerDecoderConfig
 from llmasr.models.llm import TinyLLMConfig
 from llmasr.returnn.config import TrainingOptions
-from llmasr.returnn.forward import RecogMode, ReturnnForwardJob
+from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.report import ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.aed_fusion import AedFusionSearchJob
+from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
+from llmasr.search.rescoring import RescoreNBestJob
 from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
 from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
+from llmasr.tuning.scales import TuneScalesJob
 
 PREFIX = "toy"
 NUM_TRAIN, NUM_DEV, NUM_TEST = 3000, 200, 200
 AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs use 10k)
 AM_ENCODER = ConformerEncoderConfig(num_layers=6, dim=144, num_heads=4, ff_dim=576, conv_kernel_size=15,
                                     frontend_channels=16)
-AM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, learning_rate=3e-3)
+AM_TRAINING = TrainingOptions(num_epochs=10, batch_size_seconds=20, learning_rate=3e-3)
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
 LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
+DELAYS = (1, 5, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
+LM_SCALES = tuple(x / 10 for x in range(0, 11))
+PRIOR_SCALES = (0.0, 0.1, 0.2, 0.3)
+LENGTH_REWARDS = (0.0, 0.5, 1.0, 1.5)
 LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2)
 
@@ -85,15 +93,81 @@ def py():
         "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
         "aed+ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
     }
-    results = {}
+    results, info, nbests = {}, {}, {}
+    corpora = corpus.out_corpora
+
+    def score(name, split, nbest, stats=None):
+        wer = ScoreWERJob(nbest, corpora[split], search_stats=stats)
+        tk.register_output(f"{PREFIX}/{name}/{split}/wer.json", wer.out_report)
+        results.setdefault(name, {})[split] = wer.out_wer
+
     for name, (ckpt, model_config, mode) in systems.items():
         for split in ("dev", "test"):
             rec = ReturnnForwardJob(ckpt, model_config, zips[split], spm.out_model, mode=mode, cpu=2)
-            wer = ScoreWERJob(rec.out_nbest, corpus.out_corpora[split], search_stats=rec.out_search_stats)
-            tk.register_output(f"{PREFIX}/{name}/{split}/wer.json", wer.out_report)
-            results.setdefault(name, {})[split] = wer.out_wer
+            nbests[name, split] = rec.out_nbest
+            score(name, split, rec.out_nbest, rec.out_search_stats)
 
-    # 6. report
-    report = ReportTableJob(results)
+    # 6. combination: the LLM joined at search time, scales tuned on dev N-best lists, used on dev and test
+    prior = EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, zips["train"], spm.out_model, cpu=2)
+    ctc_logprobs = {split: DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, zips[split], spm.out_model,
+                                              cpu=2).out_ctc_logprobs for split in ("dev", "test")}
+
+    def tune(am, llm_name, *, am_key, use_labels, with_prior):
+        """Rescores the dev N-best of ``am`` with an LLM and tunes the scales on it."""
+        rescored = RescoreNBestJob(nbests[am, "dev"], llms[llm_name], use_labels=use_labels, am_key=am_key,
+                                   log_prior=prior.out_log_label_prior if with_prior else None).out_nbest
+        job = TuneScalesJob(rescored, corpora["dev"], lm_scales=LM_SCALES,
+                            prior_scales=PRIOR_SCALES if with_prior else (0.0,), length_rewards=LENGTH_REWARDS,
+                            am_key=am_key)
+        job.add_alias(f"{PREFIX}/tuning/{am}/{llm_name}")
+        tk.register_output(f"{PREFIX}/tuning/{am}/{llm_name}/scales.json", job.out_scales)
+        return job
+
+    def scales_info(t):
+        return {"lm_scale": t.out_lm_scale, "prior_scale": t.out_prior_scale, "length_reward": t.out_length_reward}
+
+    # N-best rescoring: CTC (with prior) and AED N-best lists, by the pre-trained and the fine-tuned LLM
+    for am, am_key, with_prior in (("ctc-beam", "ctc", True), ("aed-beam", "am", False)):
+        for llm_name in ("pretrained", "ft-own"):
+            t = tune(am, llm_name, am_key=am_key, use_labels=False, with_prior=with_prior)
+            name = f"{am} + rescoring ({llm_name})"
+            info[name] = scales_info(t)
+            for split in ("dev", "test"):
+                job = RescoreNBestJob(nbests[am, split], llms[llm_name], am_key=am_key, lm_scale=t.out_lm_scale,
+                                      prior_scale=t.out_prior_scale, length_reward=t.out_length_reward,
+                                      log_prior=prior.out_log_label_prior if with_prior else None)
+                score(name, split, job.out_nbest)
+
+    # label-wise fusion: the LLM fine-tuned on the AM's units, one LLM step per new label
+    t = tune("ctc-beam", "ft-am-units-lora", am_key="ctc", use_labels=True, with_prior=True)
+    info["ctc + label-wise fusion"] = scales_info(t)
+    for split in ("dev", "test"):
+        job = CTCFusionSearchJob(ctc_logprobs[split], spm.out_model, llms["ft-am-units-lora"],
+                                 mode=FusionMode.LABELWISE, lm_scale=t.out_lm_scale, prior_scale=t.out_prior_scale,
+                                 length_reward=t.out_length_reward, log_prior=prior.out_log_prior,
+                                 corpus=corpora[split])
+        score("ctc + label-wise fusion", split, job.out_nbest, job.out_search_stats)
+    t = tune("aed-beam", "ft-am-units-lora", am_key="am", use_labels=True, with_prior=False)
+    info["aed + label-wise fusion"] = scales_info(t)
+    for split in ("dev", "test"):
+        job = AedFusionSearchJob(aed_ckpt, aed.out_model_config, corpora[split], spm.out_model,
+                                 llms["ft-am-units-lora"], lm_scale=t.out_lm_scale,
+                                 length_reward=t.out_length_reward)
+        score("aed + label-wise fusion", split, job.out_nbest, job.out_search_stats)
+
+    # delayed fusion: the LLM with its own tokenizer, completed words scored every k frames
+    t = tune("ctc-beam", "ft-own", am_key="ctc", use_labels=False, with_prior=True)
+    for delay in DELAYS:
+        name = f"ctc + delayed fusion (k={delay or 'end'})"
+        info[name] = scales_info(t)
+        for split in ("dev", "test"):
+            job = CTCFusionSearchJob(ctc_logprobs[split], spm.out_model, llms["ft-own"], mode=FusionMode.DELAYED,
+                                     delay=delay, lm_scale=t.out_lm_scale, prior_scale=t.out_prior_scale,
+                                     length_reward=t.out_length_reward, log_prior=prior.out_log_prior,
+                                     corpus=corpora[split])
+            score(name, split, job.out_nbest, job.out_search_stats)
+
+    # 7. report
+    report = ReportTableJob(results, info=info)
     tk.register_output(f"{PREFIX}/report/results.md", report.out_table)
     tk.register_output(f"{PREFIX}/report/results.png", report.out_plot)

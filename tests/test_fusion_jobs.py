@@ -11,30 +11,6 @@ from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode, read_ct
 
 WORDS = ["the cat sat", "a dog ran", "the red mat", "a big house"]
 
-def _ensure_nbest_module():
-    """Uses llmasr.search.nbest when present, else a minimal stand-in with the documented format."""
-    import gzip
-    import sys
-    import types
-
-    try:
-        import llmasr.search.nbest  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("llmasr.search.nbest")
-
-        def write_nbest(nbest, path):
-            with gzip.open(path, "wt", encoding="utf-8") as f:
-                json.dump(nbest, f)
-
-        def read_nbest(path):
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return json.load(f)
-
-        mod.write_nbest, mod.read_nbest = write_nbest, read_nbest
-        sys.modules["llmasr.search.nbest"] = mod
-
-
-
 @pytest.fixture
 def setup(tmp_path):
     import sentencepiece as spm
@@ -84,7 +60,6 @@ def test_read_ctc_logprobs_hdf(tmp_path):
 
 
 def test_pipeline(run_job, setup):
-    _ensure_nbest_module()
     from llmasr.llm import CreateTinyLLMJob, PretrainLLMJob
     from llmasr.llm.train import TrainConfig
     from llmasr.models.llm import TinyLLMConfig

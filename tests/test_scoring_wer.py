@@ -56,3 +56,9 @@ def test_score_and_report_jobs(tmp_path, run_job):
 
 def test_markdown_table_missing():
     assert "| b | - | 2.00 | 2.00 |" in markdown_table({"a": {"x": 1.0, "y": 3.0}, "b": {"y": 2.0}})
+
+
+def test_markdown_table_info_columns_are_not_averaged():
+    table = markdown_table({"a": {"dev": 10.0, "test": 20.0}}, info={"a": {"lm_scale": 0.35, "note": "k=5"}})
+    assert table.splitlines()[0] == "| system | dev | test | avg | lm_scale | note |"
+    assert "| a | 10.00 | 20.00 | 15.00 | 0.35 | k=5 |" in table

@@ -5,30 +5,6 @@ import pytest
 
 from llmasr.tuning.scales import TuneScalesJob, tune_scales, word_errors
 
-def _ensure_nbest_module():
-    """Uses llmasr.search.nbest when present, else a minimal stand-in with the documented format."""
-    import gzip
-    import sys
-    import types
-
-    try:
-        import llmasr.search.nbest  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("llmasr.search.nbest")
-
-        def write_nbest(nbest, path):
-            with gzip.open(path, "wt", encoding="utf-8") as f:
-                json.dump(nbest, f)
-
-        def read_nbest(path):
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return json.load(f)
-
-        mod.write_nbest, mod.read_nbest = write_nbest, read_nbest
-        sys.modules["llmasr.search.nbest"] = mod
-
-
-
 def _h(text, am, lm, prior=0.0, length=None):
     return {"text": text, "labels": None, "scores": {"am": am, "lm": lm, "prior": prior,
                                                      "length": length if length is not None else len(text.split())}}
@@ -75,7 +51,6 @@ def test_missing_utterance_raises():
 
 
 def test_job(run_job, tmp_path):
-    _ensure_nbest_module()
     from sisyphus import tk
 
     from llmasr.data.corpus import CorpusEntry, write_corpus

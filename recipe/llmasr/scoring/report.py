@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 from sisyphus import Job, Task, tk
 
@@ -13,15 +13,25 @@ def _value(v):
     return v
 
 
-def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}") -> str:
-    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets."""
+def _cell(v, fmt: str) -> str:
+    if v is None:
+        return "-"
+    return fmt.format(v) if isinstance(v, (int, float)) else str(v)
+
+
+def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}",
+                   info: Optional[Dict[str, Dict[str, object]]] = None) -> str:
+    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets, then the
+    ``info[system][column]`` columns (e.g. tuned scales, not averaged)."""
+    info = info or {}
     sets = sorted({s for row in results.values() for s in row})
-    lines = ["| system | " + " | ".join(sets) + " | avg |", "|---" * (len(sets) + 2) + "|"]
+    extra = sorted({c for row in info.values() for c in row})
+    lines = ["| system | " + " | ".join(sets + ["avg"] + extra) + " |", "|---" * (len(sets) + len(extra) + 2) + "|"]
     for name, row in results.items():
         vals = [row.get(s) for s in sets]
         present = [v for v in vals if v is not None]
         avg = sum(present) / len(present) if present else None
-        cells = [fmt.format(v) if v is not None else "-" for v in vals + [avg]]
+        cells = [_cell(v, fmt) for v in vals + [avg]] + [_cell(info.get(name, {}).get(c), "{:.3g}") for c in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -29,13 +39,18 @@ def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}")
 class ReportTableJob(Job):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
-    def __init__(self, results: Dict[str, Dict[str, object]], *, metric: str = "WER [%]"):
+    __sis_hash_exclude__ = {"info": None}
+
+    def __init__(self, results: Dict[str, Dict[str, object]], *, metric: str = "WER [%]",
+                 info: Optional[Dict[str, Dict[str, object]]] = None):
         """
         :param results: system name -> test set name -> value (float or output variable of a scoring job)
         :param metric: axis / table caption
+        :param info: system name -> column -> value shown after the averages (e.g. tuned scales, RTFx)
         """
         self.results = results
         self.metric = metric
+        self.info = info
         self.out_table = self.output_path("table.md")
         self.out_plot = self.output_path("plot.png")
 
@@ -49,7 +64,8 @@ class ReportTableJob(Job):
         import matplotlib.pyplot as plt
 
         res = {n: {s: float(_value(v)) for s, v in row.items()} for n, row in self.results.items()}
-        table = f"{self.metric}\n\n" + markdown_table(res)
+        info = {n: {c: _value(v) for c, v in row.items()} for n, row in (self.info or {}).items()}
+        table = f"{self.metric}\n\n" + markdown_table(res, info=info)
         p = self.out_table.get_path()
         with open(p + ".tmp", "w") as f:
             f.write(table)

@@ -138,7 +138,14 @@ def beam_search(
             # partial scorers select by (row, candidate column) -> pass flat index row * K + col
             for n, (s, _) in partial_scorers.items():
                 states[n] = s.select(new_states[n], (ri * K + ci).to(dev))
-    # hypotheses still running at max_len end there (no EOS score)
+    if labels.numel():  # hypotheses still running at max_len: EOS is forced, with its score from every scorer
+        n_rows = labels.shape[0]
+        eos_lp = {n: s.score(states[n], labels)[0].float().cpu()[:, eos] for n, (s, _) in scorers.items()}
+        eos_cand = torch.full((n_rows, 1), eos, dtype=torch.long, device=dev)
+        for n, (s, _) in partial_scorers.items():
+            eos_lp[n] = s.score_partial(states[n], labels, eos_cand)[0].float().cpu()[:, 0]
+        total = total + sum(w * eos_lp[n] for n, (s, w) in all_scorers.items())
+        per = {n: per[n] + eos_lp[n] for n in names}
     for i in range(labels.shape[0]):
         b = int(batch_idx[i])
         L = max(len(hist[i]), 1)
