@@ -49,6 +49,8 @@ def test_score_and_report_jobs(tmp_path, run_job):
     rep = json.load(open(job.out_report.get_path()))
     assert rep["wer"] == pytest.approx(25.0) and rep["sub"] == 1 and rep["rtfx"] == pytest.approx(4.0)
     assert job.out_wer.get() == pytest.approx(25.0)
+    # hallucination figures: no insertions, nothing overlong, looping or empty here
+    assert rep["insertion_rate"] == 0.0 and job.out_empty_share.get() == 0.0 and job.out_loop_share.get() == 0.0
     rj = run_job(ReportTableJob({"sys": {"dev": job.out_wer, "test": 15.0}}))
     table = open(rj.out_table.get_path()).read()
     assert "| sys | 25.00 | 15.00 | 20.00 |" in table
@@ -62,3 +64,19 @@ def test_markdown_table_info_columns_are_not_averaged():
     table = markdown_table({"a": {"dev": 10.0, "test": 20.0}}, info={"a": {"lm_scale": 0.35, "note": "k=5"}})
     assert table.splitlines()[0] == "| system | dev | test | avg | lm_scale | note |"
     assert "| a | 10.00 | 20.00 | 15.00 | 0.35 | k=5 |" in table
+
+
+def test_score_wer_job_hallucination_figures(run_job, tmp_path):
+    from llmasr.data.corpus import CorpusEntry, write_corpus
+    from llmasr.search.nbest import write_nbest
+
+    corpus = str(tmp_path / "c.jsonl.gz")
+    write_corpus([CorpusEntry("u1", "/x.wav", 1.0, "s", "the red house"),
+                  CorpusEntry("u2", "/y.wav", 1.0, "s", "blue sky")], corpus)
+    nb = str(tmp_path / "n.json.gz")
+    write_nbest({"u1": [{"text": "the red house the red house the red house", "score": -1.0}],
+                 "u2": [{"text": "", "score": -0.5}]}, nb)
+    job = run_job(ScoreWERJob(tk.Path(nb), tk.Path(corpus)))
+    assert job.out_insertion_rate.get() == pytest.approx(100.0 * 6 / 5)
+    assert job.out_long_share.get() == pytest.approx(50.0) and job.out_loop_share.get() == pytest.approx(50.0)
+    assert job.out_empty_share.get() == pytest.approx(50.0)

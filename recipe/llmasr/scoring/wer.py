@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Tuple
 
 from sisyphus import Job, Task, tk
 
+from llmasr.scoring.hallucination import hallucination_stats
+
 
 def _normalizer():
     try:
@@ -102,6 +104,11 @@ class ScoreWERJob(Job):
         self.out_alignments = self.output_path("alignments.jsonl")
         self.out_wer = self.output_var("wer")
         self.out_rtfx = self.output_var("rtfx")
+        # hallucination figures (see llmasr.scoring.hallucination), in %
+        self.out_insertion_rate = self.output_var("insertion_rate")
+        self.out_long_share = self.output_var("long_share")
+        self.out_loop_share = self.output_var("loop_share")
+        self.out_empty_share = self.output_var("empty_share")
 
     def tasks(self):
         yield Task("run", mini_task=True)
@@ -118,6 +125,8 @@ class ScoreWERJob(Job):
                 st = json.load(f)
             rtfx = st["audio_seconds"] / max(st["decode_seconds"], 1e-9)
         tot["rtfx"] = rtfx
+        hall = hallucination_stats(per)
+        tot.update(hall)
         ali = self.out_alignments.get_path()
         with open(ali + ".tmp", "w", encoding="utf-8") as f:
             for p in per:
@@ -129,3 +138,5 @@ class ScoreWERJob(Job):
         os.replace(rep + ".tmp", rep)
         self.out_wer.set(tot["wer"])
         self.out_rtfx.set(rtfx)
+        for key, value in hall.items():
+            getattr(self, f"out_{key}").set(value)
