@@ -12,7 +12,9 @@ from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, 
                               TrainConfig)
 from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, TransformerDecoderConfig
 from llmasr.models.llm import TinyLLMConfig
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.report import ReportTableJob
@@ -20,6 +22,7 @@ from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
 from llmasr.search.rescoring import RescoreNBestJob
+from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
 from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
@@ -37,6 +40,17 @@ DELAYS = (1, 5, 20, None)  # delayed fusion: frames between LLM calls (None: onl
 LM_SCALES = tuple(x / 10 for x in range(0, 11))
 PRIOR_SCALES = (0.0, 0.1, 0.2, 0.3)
 LENGTH_REWARDS = (0.0, 0.5, 1.0, 1.5)
+SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=4, batch_size_seconds=20, learning_rate=1e-3)
+# speech LLM variants: each changes one choice of the base (prefix, LoRA, 2x extra downsampling, AM units, no prompt)
+SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2)
+SPEECH_LLM_VARIANTS = {
+    "prefix-lora-k2": {},
+    "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
+    "prefix-full-k2": dict(llm_training=LLMTraining.FULL),
+    "prefix-lora-k1": dict(adapter_k=1),
+    "xattn-lora-k2": dict(interface=SpeechInterface.CROSS_ATTENTION),
+}
+SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")
 LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2)
 
@@ -167,7 +181,46 @@ def py():
                                      corpus=corpora[split])
             score(name, split, job.out_nbest, job.out_search_stats)
 
-    # 7. report
+    # 7. integration: speech LLMs (the AED's encoder -> adapter -> the pre-trained toy LLM), alone and with CTC
+    hallucination = {}
+
+    def speech_llm(name, am_units=True, prompt=False, **changes):
+        setup = SpeechLLMSetup(
+            config=SpeechLLMConfig(encoder_dim=0, **{**SPEECH_LLM_BASE, **changes}), llm=llm.out_model,
+            aed_checkpoint=aed_ckpt, aed_model_config=aed.out_model_config,
+            am_spm_model=spm.out_model if am_units else None,
+            prompt_pre_text=SPEECH_LLM_PROMPT[0] if prompt else "", prompt_post_text=SPEECH_LLM_PROMPT[1] if prompt else "")
+        job = SpeechLLMTrainingJob(setup, zips["train"], zips["dev"], spm.out_model, options=SPEECH_LLM_TRAINING)
+        job.add_alias(f"{PREFIX}/speech_llm/{name}/train")
+        return job
+
+    def recognise(name, train_job, with_ctc=False, **kwargs):
+        for split in ("dev", "test"):
+            if with_ctc:  # joint recognition with the CTC model (same units as the speech LLM)
+                kwargs["ctc_logprobs"] = ctc_logprobs[split]
+            rec = SpeechLLMRecogJob(train_job.out_last_checkpoint, train_job.out_setup, corpora[split], **kwargs)
+            wer = ScoreWERJob(rec.out_nbest, corpora[split], search_stats=rec.out_search_stats)
+            tk.register_output(f"{PREFIX}/speech_llm/{name}/{split}/wer.json", wer.out_report)
+            results.setdefault(name, {})[split] = wer.out_wer
+            if split == "test":
+                hallucination[name] = {"insertions": wer.out_insertion_rate, "overlong": wer.out_long_share,
+                                       "loops": wer.out_loop_share, "empty": wer.out_empty_share}
+
+    trained = {name: speech_llm(name, **changes) for name, changes in SPEECH_LLM_VARIANTS.items()}
+    trained["prefix-lora-k2-prompt"] = speech_llm("prefix-lora-k2-prompt", prompt=True)
+    trained["prefix-lora-k2-llm-units"] = speech_llm("prefix-lora-k2-llm-units", am_units=False)
+    for name, job in trained.items():
+        recognise(f"speech-llm {name}", job)
+    base = trained["prefix-lora-k2"]
+    recognise("speech-llm prefix-lora-k2 (alpha=0)", base, length_norm_exponent=0.0)
+    recognise("speech-llm prefix-lora-k2 + ctc (label-sync)", base, mode=SpeechLLMSearchMode.JOINT_LABEL_SYNC,
+              with_ctc=True, ctc_scale=0.3)
+    recognise("speech-llm prefix-lora-k2 + ctc (time-sync)", base, mode=SpeechLLMSearchMode.JOINT_TIME_SYNC,
+              with_ctc=True, ctc_scale=0.3)
+
+    # 8. report
     report = ReportTableJob(results, info=info)
     tk.register_output(f"{PREFIX}/report/results.md", report.out_table)
     tk.register_output(f"{PREFIX}/report/results.png", report.out_plot)
+    hall = ReportTableJob({n: {"test": results[n]["test"]} for n in hallucination}, info=hallucination)
+    tk.register_output(f"{PREFIX}/report/hallucination.md", hall.out_table)

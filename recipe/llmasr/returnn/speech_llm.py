@@ -1,0 +1,191 @@
+"""Speech LLM training through RETURNN: the AED's encoder -> adapter -> a pre-trained LLM, trained on OggZip data.
+
+:class:`SpeechLLMSetup` names everything the model is built from (it is part of the job hashes); the RETURNN
+config holds it as literals and :mod:`llmasr.returnn.speech_llm_steps` builds the model from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+from sisyphus import Job, Task, tk
+
+from llmasr.models.speech_llm import SpeechLLMConfig
+from llmasr.returnn.config import OCLR_CODE, LearningRateSchedule, TrainingOptions, training_params, write_config
+from llmasr.returnn.training import ogg_zip_seconds, run_returnn, spm_vocab_size
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechLLMSetup:
+    """What a speech LLM is built from.
+
+    :param config: adapter, interface, fine-tuning strategy, aux CTC (encoder_dim/bos/eos/prompt ids are filled in
+        when the model is built; ``ctc_vocab_size`` 0 with ``aux_ctc_scale`` > 0: the AM's units + blank)
+    :param llm: LLM directory (``save_pretrained``) or hub name (e.g. "Qwen/Qwen2-0.5B")
+    :param aed_checkpoint: trained AED (or CTC) checkpoint whose encoder initialises the speech encoder
+    :param aed_model_config: its ``model_config.json``
+    :param am_spm_model: if set, the LLM's vocabulary is swapped to these SentencePiece units (the AM's)
+    :param prompt_pre_text: text before the speech (e.g. "USER: ")
+    :param prompt_post_text: text after the speech (e.g. " Transcribe speech to text. ASSISTANT: ")
+    """
+
+    config: SpeechLLMConfig
+    llm: Union[tk.Path, str]
+    aed_checkpoint: tk.Path
+    aed_model_config: tk.Path
+    am_spm_model: Optional[tk.Path] = None
+    prompt_pre_text: str = ""
+    prompt_post_text: str = ""
+
+
+def _plain(value: Any) -> Any:
+    """Config value -> Python literal (enums by value, paths resolved)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tk.Path):
+        return value.get_path()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def setup_to_dict(setup: SpeechLLMSetup) -> Dict[str, Any]:
+    """The setup as a literal dict for a RETURNN config."""
+    cfg = {f.name: _plain(getattr(setup.config, f.name)) for f in dataclasses.fields(setup.config)}
+    return {"config": cfg, "llm": _plain(setup.llm), "aed_checkpoint": _plain(setup.aed_checkpoint),
+            "aed_model_config": _plain(setup.aed_model_config),
+            "am_spm_model": _plain(setup.am_spm_model) if setup.am_spm_model is not None else None,
+            "prompt_pre_text": setup.prompt_pre_text, "prompt_post_text": setup.prompt_post_text}
+
+
+def config_from_dict(d: Dict[str, Any]) -> SpeechLLMConfig:
+    """Inverse of the "config" entry of :func:`setup_to_dict` (enum values and tuples restored)."""
+    fields = {f.name: f for f in dataclasses.fields(SpeechLLMConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown SpeechLLMConfig fields {unknown}")
+    defaults = SpeechLLMConfig(encoder_dim=1)
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(defaults, name)
+        if isinstance(default, enum.Enum):
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return SpeechLLMConfig(**kwargs)
+
+
+def build_from_setup(setup: Union[SpeechLLMSetup, Dict[str, Any]], *, with_aed_weights: bool):
+    """(SpeechLLM, target tokenizer) from a setup (object or literal dict); AED encoder weights loaded if asked."""
+    from llmasr.models.speech_llm import build_speech_llm
+
+    d = setup_to_dict(setup) if isinstance(setup, SpeechLLMSetup) else setup
+    return build_speech_llm(config_from_dict(d["config"]), llm=d["llm"], aed_model_config=d["aed_model_config"],
+                            aed_checkpoint=d["aed_checkpoint"] if with_aed_weights else None,
+                            am_spm_model=d["am_spm_model"], prompt_pre_text=d["prompt_pre_text"],
+                            prompt_post_text=d["prompt_post_text"])
+
+
+def load_speech_llm(checkpoint: str, setup: Union[SpeechLLMSetup, Dict[str, Any]], *, device: str = "cpu"):
+    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint."""
+    import torch
+
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"speech LLM checkpoint {checkpoint} does not exist")
+    model, tokenizer = build_from_setup(setup, with_aed_weights=False)
+    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model.load_state_dict(data["model"] if isinstance(data, dict) and "model" in data else data)
+    return model.to(device).eval(), tokenizer
+
+
+SPEECH_LLM_TRAIN_IMPORTS = ["from llmasr.returnn.speech_llm_steps import get_model, train_step"]
+
+
+class SpeechLLMTrainingJob(Job):
+    """Trains a speech LLM with ``python -m returnn`` (PyTorch backend); resumable, one checkpoint per epoch."""
+
+    def __init__(
+        self,
+        setup: SpeechLLMSetup,
+        train_data: Union[tk.Path, Sequence[tk.Path]],
+        dev_data: Union[tk.Path, Sequence[tk.Path]],
+        spm_model: tk.Path,
+        *,
+        options: TrainingOptions = TrainingOptions(),
+        cpu: int = 2,
+        mem: int = 16,
+        time: float = 24,
+        gpu: int = 0,
+    ):
+        """
+        :param setup: encoder, adapter, LLM and fine-tuning choices
+        :param train_data: OggZip file(s) (targets: the AM's SentencePiece ids, see ``spm_model``)
+        :param dev_data: OggZip file(s) for dev scores
+        :param spm_model: the SentencePiece model of the OggZip targets (the AM's)
+        :param options: batching, optimiser and learning-rate schedule
+        :param cpu: cores; :param mem: GiB; :param time: hours; :param gpu: GPUs
+        """
+        if not isinstance(setup, SpeechLLMSetup):
+            raise TypeError(f"setup must be a SpeechLLMSetup, got {type(setup).__name__}")
+        options.check()
+        self.setup = setup
+        self.train_data = list(train_data) if isinstance(train_data, (list, tuple)) else [train_data]
+        self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
+        self.spm_model = spm_model
+        self.options = options
+        self.gpu = gpu
+        self.out_returnn_config = self.output_path("returnn.config")
+        self.out_model_dir = self.output_path("models", directory=True)
+        self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
+        self.out_learning_rates = self.output_path("learning_rates")
+        self.out_last_checkpoint = self.out_checkpoints[options.num_epochs]
+        self.out_setup = self.output_path("setup.json")
+        self.rqmt = {"cpu": cpu, "mem": mem, "time": time, "gpu": gpu}
+
+    def tasks(self):
+        yield Task("create_files", mini_task=True)
+        yield Task("run", rqmt=self.rqmt, resume="run")
+
+    def create_files(self):
+        spm_model = self.spm_model.get_path()
+        vocab = spm_vocab_size(spm_model)
+        setup = setup_to_dict(self.setup)
+        for key in ("aed_checkpoint", "aed_model_config", "am_spm_model"):
+            if setup[key] is not None and not os.path.exists(setup[key]):
+                raise FileNotFoundError(f"SpeechLLMSetup.{key}: {setup[key]} does not exist")
+        if setup["config"].get("aux_ctc_scale") and not setup["config"].get("ctc_vocab_size"):
+            setup["config"]["ctc_vocab_size"] = vocab + 1  # the AM's units + blank
+        if setup["config"].get("ctc_vocab_size") and setup["config"]["ctc_vocab_size"] != vocab + 1:
+            raise ValueError(f"SpeechLLMConfig.ctc_vocab_size={setup['config']['ctc_vocab_size']} but the aux CTC "
+                             f"over {spm_model} needs {vocab} labels + blank = {vocab + 1}")
+        train = [p.get_path() for p in self.train_data]
+        seconds = sum(sum(ogg_zip_seconds(z)) for z in train)
+        steps = max(1, math.ceil(seconds / self.options.batch_size_seconds / self.options.partition_epoch))
+        params = training_params({}, train, [p.get_path() for p in self.dev_data], spm_model, vocab,
+                                 os.path.join(self.out_model_dir.get_path(), "epoch"),
+                                 self.out_learning_rates.get_path(), self.options, steps)
+        del params["model_config"]
+        params["speech_llm_setup"] = setup
+        params["target_spm_model"] = spm_model
+        if self.gpu:
+            params["device"] = "cuda"
+        if self.gpu > 1:
+            params["torch_distributed"] = {}
+        extra = OCLR_CODE if self.options.schedule == LearningRateSchedule.ONE_CYCLE else ""
+        write_config(self.out_returnn_config.get_path(), params, imports=SPEECH_LLM_TRAIN_IMPORTS, extra_code=extra)
+        with open(self.out_setup.get_path() + ".tmp", "w") as f:
+            json.dump(setup, f, indent=1, sort_keys=True)
+        os.replace(self.out_setup.get_path() + ".tmp", self.out_setup.get_path())
+
+    def run(self):
+        os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
+        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
+                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
+        missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
+        if missing:
+            raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")

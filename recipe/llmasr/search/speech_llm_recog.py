@@ -1,0 +1,172 @@
+"""Recognition with a trained speech LLM: label-synchronous beam search over the LLM (KV cache, EOS, score/L^alpha),
+alone or jointly with a CTC model (label-synchronous with CTC prefix scores, or time-synchronous over the CTC frames).
+"""
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import time
+from typing import Dict, List, Optional
+
+from sisyphus import Job, Task, tk
+
+
+class SpeechLLMSearchMode(enum.Enum):
+    """How hypotheses are searched."""
+
+    BEAM = "beam"  # the speech LLM alone
+    JOINT_LABEL_SYNC = "joint_label_sync"  # + ctc_scale * CTC prefix score, label by label
+    JOINT_TIME_SYNC = "joint_time_sync"  # CTC prefix beam search over frames + model_scale * speech LLM per new label
+
+
+class SpeechLLMRecogJob(Job):
+    """Recognises a corpus with a speech LLM checkpoint; writes N-best lists and search statistics.
+
+    Joint recognition needs a CTC model over the speech LLM's labels, i.e. a speech LLM with the AM's units
+    (``SpeechLLMSetup.am_spm_model``) and the CTC log-probs of that AM (``DumpCtcLogProbsJob``) or of the speech
+    LLM's own aux CTC head.
+    """
+
+    def __init__(
+        self,
+        checkpoint: tk.Path,
+        setup: tk.Path,
+        corpus: tk.Path,
+        *,
+        mode: SpeechLLMSearchMode = SpeechLLMSearchMode.BEAM,
+        ctc_logprobs: Optional[tk.Path] = None,
+        ctc_scale: float = 0.3,
+        beam_size: int = 8,
+        nbest: int = 8,
+        length_norm_exponent: float = 1.0,
+        max_len_ratio: float = 1.0,
+        label_topk: Optional[int] = 8,
+        soft_collapse_threshold: Optional[float] = None,
+        utterances_per_batch: int = 8,
+        device: str = "cpu",
+        cpu: int = 2,
+    ):
+        """
+        :param checkpoint: speech LLM checkpoint (``SpeechLLMTrainingJob.out_checkpoints[e]``)
+        :param setup: the setup it was trained with (``SpeechLLMTrainingJob.out_setup``)
+        :param corpus: corpus manifest to recognise
+        :param mode: BEAM, JOINT_LABEL_SYNC or JOINT_TIME_SYNC
+        :param ctc_logprobs: per-utterance CTC log-probs (blank last), for the joint modes
+        :param ctc_scale: label-sync: weight of the CTC prefix score (the LLM gets 1 - ctc_scale);
+            time-sync: the LLM gets weight (1 - ctc_scale) / ctc_scale relative to CTC
+        :param beam_size: hypotheses per utterance; :param nbest: hypotheses written
+        :param length_norm_exponent: label-sync: final score / L^alpha (0: off)
+        :param max_len_ratio: label-sync: maximum labels per second of audio / 10 (i.e. per 100 ms)
+        :param label_topk: time-sync: labels tried per frame (CTC top-k pruning)
+        :param soft_collapse_threshold: time-sync: merge frames whose blank probability exceeds it
+        :param utterances_per_batch: utterances searched together
+        """
+        if not isinstance(mode, SpeechLLMSearchMode):
+            raise ValueError(f"mode must be a SpeechLLMSearchMode, got {mode!r}")
+        if mode != SpeechLLMSearchMode.BEAM:
+            if ctc_logprobs is None:
+                raise ValueError(f"mode {mode.name} needs ctc_logprobs")
+            if not 0.0 <= ctc_scale < 1.0:
+                raise ValueError(f"ctc_scale must be in [0, 1), got {ctc_scale}")
+        self.checkpoint = checkpoint
+        self.setup = setup
+        self.corpus = corpus
+        self.mode = mode
+        self.ctc_logprobs = ctc_logprobs
+        self.ctc_scale = ctc_scale
+        self.beam_size = beam_size
+        self.nbest = nbest
+        self.length_norm_exponent = length_norm_exponent
+        self.max_len_ratio = max_len_ratio
+        self.label_topk = label_topk
+        self.soft_collapse_threshold = soft_collapse_threshold
+        self.utterances_per_batch = utterances_per_batch
+        self.device = device
+        self.out_nbest = self.output_path("nbest.json.gz")
+        self.out_search_stats = self.output_path("search_stats.json")
+        self.rqmt = {"cpu": cpu, "mem": 8, "time": 4, "gpu": 1 if device == "cuda" else 0}
+
+    def tasks(self):
+        yield Task("run", rqmt=self.rqmt)
+
+    def run(self):
+        import torch
+
+        from llmasr.data.audio import load_audio
+        from llmasr.data.corpus import read_corpus
+        from llmasr.returnn.speech_llm import load_speech_llm
+        from llmasr.returnn.speech_llm_steps import batch_audio
+        from llmasr.search.beam_search import beam_search
+        from llmasr.search.delayed_fusion import read_ctc_logprobs
+        from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
+        from llmasr.search.nbest import write_nbest
+        from llmasr.search.speech_llm_scorer import SpeechLLMScorer
+
+        torch.set_num_threads(max(1, int(self.rqmt["cpu"])))
+        with open(self.setup.get_path()) as f:
+            setup = json.load(f)
+        if self.mode != SpeechLLMSearchMode.BEAM and not setup.get("am_spm_model"):
+            raise ValueError(f"mode {self.mode.name} needs a speech LLM over the CTC model's units, but "
+                             f"{self.setup.get_path()} has no am_spm_model (the LLM keeps its own tokenizer)")
+        model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=self.device)
+        bos, eos = model.cfg.bos_id, model.cfg.eos_id
+        entries = sorted(read_corpus(self.corpus.get_path()), key=lambda e: e.duration)
+        if not entries:
+            raise ValueError(f"{self.corpus.get_path()}: no utterances")
+        ctc: Dict[str, torch.Tensor] = {}
+        if self.mode != SpeechLLMSearchMode.BEAM:
+            ctc = {k: v.float() for k, v in read_ctc_logprobs(self.ctc_logprobs.get_path())}
+            missing = [e.id for e in entries if e.id not in ctc]
+            if missing:
+                raise ValueError(f"{self.ctc_logprobs.get_path()} has no CTC outputs for {len(missing)} utterances "
+                                 f"of {self.corpus.get_path()}, e.g. {missing[:3]}")
+        scorer = SpeechLLMScorer(model)
+        results: Dict[str, List[dict]] = {}
+        audio_s, t0 = 0.0, time.perf_counter()
+        for start in range(0, len(entries), self.utterances_per_batch):
+            batch = entries[start : start + self.utterances_per_batch]
+            audio, lens = batch_audio([torch.from_numpy(load_audio(e.audio, name=f"{e.id} ({e.audio})"))
+                                       for e in batch])
+            scorer.set_audio(audio.to(self.device), lens.to(self.device))
+            max_len = max(1, int(self.max_len_ratio * 10 * max(e.duration for e in batch)))
+            if self.mode == SpeechLLMSearchMode.BEAM:
+                out = beam_search({"am": (scorer, 1.0)}, len(batch), self.beam_size, bos, eos, max_len,
+                                  self.length_norm_exponent, nbest=self.nbest)
+            else:
+                lp = [ctc[e.id] for e in batch]
+                ctc_lens = torch.tensor([x.shape[0] for x in lp])
+                ctc_lp = torch.zeros(len(lp), int(ctc_lens.max()), lp[0].shape[1])  # padding masked by ctc_lens
+                for i, x in enumerate(lp):
+                    ctc_lp[i, : x.shape[0]] = x
+                blank = ctc_lp.shape[-1] - 1
+                if self.mode == SpeechLLMSearchMode.JOINT_LABEL_SYNC:
+                    out = joint_label_sync_search(
+                        {"am": (scorer, 1.0 - self.ctc_scale)}, ctc_lp, ctc_lens, ctc_scale=self.ctc_scale,
+                        blank=blank, bos=bos, eos=eos, beam_size=self.beam_size, max_len=max_len,
+                        length_norm_exponent=self.length_norm_exponent)
+                else:
+                    scale = (1.0 - self.ctc_scale) / max(self.ctc_scale, 1e-6)
+                    out = joint_time_sync_search(
+                        scorer, ctc_lp, ctc_lens, model_scale=scale, blank=blank, bos=bos, eos=eos,
+                        beam_size=self.beam_size, label_topk=self.label_topk,
+                        soft_collapse_threshold=self.soft_collapse_threshold, nbest=self.nbest)
+            for e, hyps in zip(batch, out):
+                results[e.id] = [_entry(h, tokenizer) for h in hyps[: self.nbest]]
+                audio_s += e.duration
+        decode_s = time.perf_counter() - t0
+        write_nbest(results, self.out_nbest.get_path())
+        tmp = self.out_search_stats.get_path() + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "utterances": len(results),
+                       "mode": self.mode.value}, f, indent=1)
+        os.replace(tmp, self.out_search_stats.get_path())
+        logging.info("recognised %d utterances, RTFx %.1f", len(results), audio_s / max(decode_s, 1e-9))
+
+
+def _entry(hyp: dict, tokenizer) -> dict:
+    """Search hypothesis -> N-best entry (speech LLM score as "am")."""
+    labels = [int(x) for x in hyp["labels"]]
+    return {"text": tokenizer.decode(labels).strip(), "labels": labels, "score": float(hyp["score"]),
+            "scores": {k: float(v) for k, v in hyp["scores"].items()}}

@@ -1,0 +1,108 @@
+"""Speech LLMs trained through ``python -m returnn`` (prefix and cross-attention interfaces, AM units and the LLM's
+own tokenizer, aux CTC), then recognised alone and jointly with CTC."""
+import json
+import os
+
+import pytest
+import torch
+
+from sisyphus import tk
+
+from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, build_model, model_config_to_dict,
+                                     tiny_encoder_config)
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, config_from_dict, setup_to_dict
+from llmasr.returnn.training import read_learning_rates
+from llmasr.search.nbest import read_nbest
+from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
+from tests.test_returnn_am import data, pytestmark  # noqa: F401  (espeak-ng corpus fixture, skip marker)
+
+OPTS = TrainingOptions(num_epochs=1, batch_size_seconds=8, learning_rate=1e-3, torch_threads=1,
+                       schedule=LearningRateSchedule.CONSTANT)
+
+
+def _parts(data, tmp_path, run_job):
+    from llmasr.llm.train import CreateTinyLLMJob
+    from llmasr.models.llm import TinyLLMConfig
+
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=data["spm"].get_path()).get_piece_size()
+    cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=vocab,
+                         decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64))
+    torch.manual_seed(0)
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "aed.pt")
+    (tmp_path / "aed.json").write_text(json.dumps(model_config_to_dict(cfg)))
+    llm = run_job(CreateTinyLLMJob(data["spm"], config=TinyLLMConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)))
+    return tk.Path(str(tmp_path / "aed.pt")), tk.Path(str(tmp_path / "aed.json")), llm.out_model, vocab
+
+
+def _corpus(zip_path: tk.Path) -> tk.Path:
+    return tk.Path(os.path.join(zip_path.get_path()[: -len(".zip")], "corpus.jsonl.gz"))
+
+
+def test_setup_config_round_trip():
+    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=2, interface=SpeechInterface.CROSS_ATTENTION,
+                          llm_training=LLMTraining.LORA, prompt_pre=(3, 4))
+    setup = SpeechLLMSetup(config=cfg, llm="Qwen/Qwen2-0.5B", aed_checkpoint=tk.Path("/a.pt"),
+                           aed_model_config=tk.Path("/a.json"))
+    d = setup_to_dict(setup)
+    assert d["config"]["interface"] == "cross_attention" and d["llm"] == "Qwen/Qwen2-0.5B"
+    assert config_from_dict(d["config"]) == cfg
+    with pytest.raises(ValueError, match="adapter_kk"):
+        config_from_dict({**d["config"], "adapter_kk": 2})
+
+
+def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_path):
+    aed_ckpt, aed_cfg, llm, vocab = _parts(data, tmp_path, run_job)
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+                                                  aux_ctc_scale=0.3),
+                           llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"],
+                           prompt_pre_text="the", prompt_post_text="cat")
+    job = run_job(SpeechLLMTrainingJob(setup, data["train"], data["dev"], data["spm"], options=OPTS, cpu=1))
+    scores = read_learning_rates(job.out_learning_rates.get_path())
+    assert {"dev_loss_ce", "dev_loss_aux_ctc", "train_loss_ce"} <= set(scores[1]["error"])
+    written = json.load(open(job.out_setup.get_path()))
+    assert written["config"]["ctc_vocab_size"] == vocab + 1
+    state = torch.load(job.out_last_checkpoint.get_path(), map_location="cpu")["model"]
+    aed_state = torch.load(aed_ckpt.get_path())["model"]
+    # LoRA adapters in the LLM; the encoder starts from the AED's and trains
+    assert any("lora" in k for k in state)
+    assert any(not torch.equal(v, aed_state[k]) for k, v in state.items() if k.startswith("encoder."))
+
+    corpus = _corpus(data["dev"])
+    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus, beam_size=3, nbest=2,
+                                     max_len_ratio=0.5))
+    out = read_nbest(beam.out_nbest.get_path())
+    assert sorted(out) == [f"en-gb/{i}" for i in range(4)]
+    assert all(1 <= len(h) <= 2 and all(x < vocab for x in h[0]["labels"]) for h in out.values())
+    # joint recognition with CTC log-probs over the same units (random here; blank last)
+    g = torch.Generator().manual_seed(0)
+    ctc = {k: torch.randn(12, vocab + 1, generator=g).log_softmax(-1) for k in out}
+    torch.save(ctc, tmp_path / "ctc.pt")
+    for mode in (SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC):
+        joint = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus, mode=mode,
+                                          ctc_logprobs=tk.Path(str(tmp_path / "ctc.pt")), beam_size=3, nbest=2,
+                                          max_len_ratio=0.5))
+        jo = read_nbest(joint.out_nbest.get_path())
+        assert sorted(jo) == sorted(out) and all("ctc" in h[0]["scores"] for h in jo.values())
+
+
+def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path):
+    aed_ckpt, aed_cfg, llm, _ = _parts(data, tmp_path, run_job)
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, interface=SpeechInterface.CROSS_ATTENTION,
+                                                  llm_training=LLMTraining.FROZEN, freeze_encoder=True),
+                           llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg)
+    job = run_job(SpeechLLMTrainingJob(setup, data["train"], data["dev"], data["spm"], options=OPTS, cpu=1))
+    state = torch.load(job.out_last_checkpoint.get_path(), map_location="cpu")["model"]
+    aed_state = torch.load(aed_ckpt.get_path())["model"]
+    enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    assert enc and all(torch.equal(v, aed_state[k]) for k, v in enc.items())  # frozen encoder = the AED's
+    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]), beam_size=2,
+                                     nbest=1, max_len_ratio=0.5))
+    assert len(read_nbest(beam.out_nbest.get_path())) == 4
+    with pytest.raises(ValueError, match="needs ctc_logprobs"):
+        SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
+                          mode=SpeechLLMSearchMode.JOINT_TIME_SYNC)
