@@ -10,7 +10,7 @@ from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModel
                                      build_model, load_model_checkpoint, model_config_from_dict,
                                      model_config_to_dict, paper_aed_config, tiny_encoder_config)
 from llmasr.returnn.config import one_cycle_lr
-from llmasr.returnn.steps import CtcPrefixScorerFull, aed_beam_search, ctc_greedy, ctc_prefix_beam
+from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy
 from llmasr.returnn.training import average_checkpoints, best_epoch, read_learning_rates
 
 V = 11
@@ -148,9 +148,9 @@ def _exact_ctc_logprob(lp: torch.Tensor, labels, blank) -> float:
 def test_ctc_searches_against_brute_force():
     g = torch.Generator().manual_seed(0)
     lp = (2 * torch.randn(5, 4, generator=g)).log_softmax(-1)  # T=5, labels 0..2, blank 3
-    hyps = ctc_prefix_beam(lp, 5, blank=3, beam_size=50, label_topk=4)
-    for labels, score in hyps[:5]:
-        assert score == pytest.approx(_exact_ctc_logprob(lp, labels, 3), abs=1e-4)
+    hyps = ctc_beam(lp[None], torch.tensor([5]), 3, beam_size=50, label_topk=4, nbest=50)[0]
+    for labels, score, comps in hyps[:5]:
+        assert score == pytest.approx(_exact_ctc_logprob(lp, labels, 3), abs=1e-4) and comps["ctc"] == score
     # the beam with enough width finds the most probable label sequence
     all_seqs = {tuple(c for i, c in enumerate(p) if c != 3 and (i == 0 or c != p[i - 1]))
                 for p in itertools.product(range(4), repeat=5)}
@@ -159,16 +159,7 @@ def test_ctc_searches_against_brute_force():
     greedy = ctc_greedy(lp[None], torch.tensor([5]), blank=3)[0][0]
     path = lp.argmax(-1).tolist()
     assert greedy[0] == [c for i, c in enumerate(path) if c != 3 and (i == 0 or c != path[i - 1])]
-    # prefix scorer: EOS entry = full-sequence probability, extension scores = prefix probabilities
-    scorer = CtcPrefixScorerFull(lp, 5, blank=3, eos=2)
-    state = scorer.initial()
-    psi, r = scorer.extend(state)
-    assert float(psi[2]) == pytest.approx(_exact_ctc_logprob(lp, [], 3), abs=1e-4)
-    state = (r[:, :, 0], float(psi[0]), 0)
-    psi, _ = scorer.extend(state)
-    assert float(psi[2]) == pytest.approx(_exact_ctc_logprob(lp, [0], 3), abs=1e-4)
-    prefix_prob = sum(math.exp(_exact_ctc_logprob(lp, s, 3)) for s in all_seqs if s[:2] == (0, 1))
-    assert float(psi[1]) == pytest.approx(math.log(prefix_prob), abs=1e-4)
+    assert greedy[1] == pytest.approx(float(lp.max(-1).values.sum()))
 
 
 def test_aed_beam_search_scores_and_length_norm():
@@ -176,21 +167,23 @@ def test_aed_beam_search_scores_and_length_norm():
     model = _aed()
     audio, lengths = _audio()
     enc, el, ctc = model.encode(audio, lengths, with_ctc=True)
-    res = aed_beam_search(model, enc, el, beam_size=3, max_len_ratio=0.5, length_norm_exponent=1.0)
+    res = aed_search(model, enc, el, beam_size=3, max_len_ratio=0.5, length_norm_exponent=1.0)
     assert len(res) == 2
     for b, hyps in enumerate(res):
         assert [h[1] for h in hyps] == sorted([h[1] for h in hyps], reverse=True)
-        labels, score, comps = hyps[0]
-        seq = [model.cfg.bos_idx] + labels
-        lp = model.decoder(torch.tensor([seq]), enc[b:b + 1], el[b:b + 1]).log_softmax(-1)[0]
-        ref = sum(float(lp[i, c]) for i, c in enumerate(labels))
-        if comps["raw"] == pytest.approx(comps["am"]) and len(labels) < int(int(el[b]) * 0.5):
-            ref += float(lp[len(labels), model.cfg.eos_idx])  # ended with EOS
-            assert score == pytest.approx(ref / (len(labels) + 1), abs=1e-3)
-        assert comps["am"] == pytest.approx(ref, abs=1e-3)
-    joint = aed_beam_search(model, enc, el, beam_size=3, max_len_ratio=0.5, ctc_scale=0.5,
-                            ctc_log_probs=ctc[2].log_softmax(-1))
+        for labels, score, comps in hyps:
+            # the cached decoder steps give the full forward's log-probs, EOS included (forced at max length)
+            seq = [model.cfg.bos_idx] + labels
+            lp = model.decoder(torch.tensor([seq]), enc[b:b + 1], el[b:b + 1]).log_softmax(-1)[0]
+            ref = sum(float(lp[i, c]) for i, c in enumerate(labels)) + float(lp[len(labels), model.cfg.eos_idx])
+            assert comps["am"] == pytest.approx(ref, abs=1e-3)
+            assert score == pytest.approx(ref / max(len(labels), 1), abs=1e-3)
+    joint = aed_search(model, enc, el, beam_size=3, max_len_ratio=0.5, ctc_scale=0.5,
+                       ctc_log_probs=ctc[2].log_softmax(-1))
     assert all("ctc" in h[2] for r in joint for h in r)
+    for r in joint:
+        for labels, score, comps in r:
+            assert score == pytest.approx((0.5 * comps["am"] + 0.5 * comps["ctc"]) / max(len(labels), 1), abs=1e-3)
 
 
 def test_one_cycle_lr_and_checkpoint_helpers(tmp_path):

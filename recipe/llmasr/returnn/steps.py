@@ -6,7 +6,6 @@ They read their settings from the RETURNN config: ``model_config`` (dict, see
 """
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -57,160 +56,47 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# searches (used inside forward_step)
+# searches (used inside forward_step; the search code itself lives in llmasr.search)
+
+Hyps = List[List[Tuple[List[int], float, dict]]]  # per utterance: (labels, score, component scores), best first
 
 
-def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> List[List[Tuple[List[int], float]]]:
-    """Best path per utterance: argmax, merge repeats, drop blanks; score = sum of the frame maxima."""
-    best, idx = log_probs.max(dim=-1)  # [B, T]
-    out = []
-    for b in range(log_probs.shape[0]):
-        n = int(lengths[b])
-        seq = idx[b, :n].tolist()
-        labels = [c for i, c in enumerate(seq) if c != blank and (i == 0 or c != seq[i - 1])]
-        out.append([(labels, float(best[b, :n].sum()))])
-    return out
+def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> Hyps:
+    """Best path per utterance; score = sum of the frame maxima."""
+    from llmasr.search.ctc import ctc_greedy_search
+
+    best = log_probs.max(dim=-1).values
+    seqs = ctc_greedy_search(log_probs, lengths, blank)
+    return [[(seq, float(best[b, : int(lengths[b])].sum()), {"ctc": float(best[b, : int(lengths[b])].sum())})]
+            for b, seq in enumerate(seqs)]
 
 
-def _logaddexp(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = max(a, b)
-    return m + float(torch.log1p(torch.exp(torch.tensor(-abs(a - b)))))
+def ctc_beam(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int, *, beam_size: int, label_topk: int,
+             nbest: int) -> Hyps:
+    """CTC prefix beam search with recombination (:func:`llmasr.search.ctc.ctc_beam_search`)."""
+    from llmasr.search.ctc import ctc_beam_search
+
+    out = ctc_beam_search(log_probs.float().cpu(), lengths.cpu(), blank=blank, beam_size=beam_size,
+                          label_topk=label_topk, nbest=nbest)
+    return [[(h["labels"], h["score"], {"ctc": h["scores"]["ctc"]}) for h in hyps] for hyps in out]
 
 
-def ctc_prefix_beam(log_probs: torch.Tensor, length: int, blank: int, beam_size: int,
-                    label_topk: int = 8) -> List[Tuple[List[int], float]]:
-    """CTC prefix beam search for one utterance ([T, V] log-probs); returns (labels, log p(labels)) best first."""
-    beams: Dict[Tuple[int, ...], Tuple[float, float]] = {(): (0.0, NEG_INF)}  # prefix -> (p_blank, p_nonblank)
-    lp = log_probs[:length].float()
-    top = lp.topk(min(label_topk, lp.shape[1]), dim=-1).indices.tolist()
-    lp_list = lp.tolist()
-    for t in range(length):
-        frame = lp_list[t]
-        cands = set(top[t]) | {blank}
-        new: Dict[Tuple[int, ...], List[float]] = {}
+def aed_search(model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor, *, beam_size: int,
+               max_len_ratio: float = 1.0, length_norm_exponent: float = 1.0, ctc_scale: float = 0.0,
+               ctc_log_probs: torch.Tensor = None, nbest: int = 0) -> Hyps:
+    """AED beam search (score/L^alpha), optionally joint with the aux CTC's prefix scores (decoder weight
+    1 - ctc_scale), through :func:`llmasr.search.joint_ctc.joint_label_sync_search`."""
+    from llmasr.search.joint_ctc import joint_label_sync_search
 
-        def add(prefix, pb, pnb):
-            cur = new.setdefault(prefix, [NEG_INF, NEG_INF])
-            cur[0] = _logaddexp(cur[0], pb)
-            cur[1] = _logaddexp(cur[1], pnb)
-
-        for prefix, (pb, pnb) in beams.items():
-            total = _logaddexp(pb, pnb)
-            add(prefix, total + frame[blank], NEG_INF)
-            for c in cands:
-                if c == blank:
-                    continue
-                if prefix and prefix[-1] == c:
-                    add(prefix, NEG_INF, pnb + frame[c])  # repeat collapses
-                    add(prefix + (c,), NEG_INF, pb + frame[c])  # needs a blank in between
-                else:
-                    add(prefix + (c,), NEG_INF, total + frame[c])
-        ranked = sorted(new.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam_size]
-        beams = {k: (v[0], v[1]) for k, v in ranked}
-    ranked = sorted(beams.items(), key=lambda kv: -_logaddexp(*kv[1]))
-    return [(list(k), _logaddexp(*v)) for k, v in ranked]
-
-
-class CtcPrefixScorerFull:
-    """CTC prefix probabilities log p(prefix + c, ...) for all labels c (ESPnet-style, vectorised over T and V).
-
-    Used for joint AED + CTC search: the label score is the difference of the prefix probabilities.
-    """
-
-    def __init__(self, log_probs: torch.Tensor, length: int, blank: int, eos: int):
-        self.lp = log_probs[:length].float()  # [T, V+1]
-        self.T = length
-        self.blank = blank
-        self.eos = eos
-
-    def initial(self):
-        # r[t, 0]: prefix ends in non-blank at t, r[t, 1]: ends in blank; empty prefix
-        r = torch.full((self.T, 2), NEG_INF)
-        r[:, 1] = torch.cumsum(self.lp[:, self.blank], dim=0)
-        return r, 0.0, None  # state, prefix score, last label
-
-    def extend(self, state) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Prefix scores for every label [V] (EOS: full-sequence probability) and the per-label r [T, 2, V]."""
-        r_prev, _, last = state
-        lp = self.lp[:, : self.blank]  # [T, V]
-        v = lp.shape[1]
-        r_sum = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # [T]
-        phi = r_sum[:, None].expand(self.T, v).clone()
-        if last is not None:
-            phi[:, last] = r_prev[:, 1]
-        r = torch.full((self.T, 2, v), NEG_INF)
-        r[0, 0] = lp[0] if last is None else torch.full((v,), NEG_INF)
-        log_psi = r[0, 0].clone()
-        for t in range(1, self.T):
-            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + lp[t]
-            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + self.lp[t, self.blank]
-            log_psi = torch.logaddexp(log_psi, phi[t - 1] + lp[t])
-        log_psi[self.eos] = float(r_sum[-1])
-        return log_psi, r
-
-
-def aed_beam_search(model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor, *, beam_size: int,
-                    max_len_ratio: float = 1.0, length_norm_exponent: float = 1.0, ctc_scale: float = 0.0,
-                    ctc_log_probs: torch.Tensor = None, nbest: int = 0) -> List[List[Tuple[List[int], float, dict]]]:
-    """Label-synchronous beam search of the AED decoder (optionally joint with CTC prefix scores), one utterance
-    at a time; final ranking by score / length^exponent. Returns per utterance (labels, score, component scores)."""
-    eos, bos = model.cfg.eos_idx, model.cfg.bos_idx
-    scorer = model.decoder_scorer(enc, enc_lengths)
-    results = []
-    for b in range(enc.shape[0]):
-        t_len = int(enc_lengths[b])
-        max_len = max(1, int(t_len * max_len_ratio))
-        state = scorer.initial_state(torch.tensor([b]))
-        ctc = CtcPrefixScorerFull(ctc_log_probs[b], t_len, model.blank_idx, eos) if ctc_scale else None
-        ctc_states = [ctc.initial()] if ctc else [None]
-        hyps = [([], 0.0, 0.0, 0.0)]  # labels, total, am, ctc
-        labels = torch.tensor([bos])
-        finished = []
-        for step in range(max_len):
-            logp, state = scorer.score(state, labels)  # [N, V]
-            total = logp * (1.0 if not ctc else 1.0 - ctc_scale)
-            ctc_ext = []
-            if ctc:
-                for i, cs in enumerate(ctc_states):
-                    psi, r = ctc.extend(cs)
-                    ctc_ext.append((psi, r))
-                    total[i] = total[i] + ctc_scale * (psi - cs[1])
-            total[:, bos] = NEG_INF
-            prev = torch.tensor([h[1] for h in hyps])[:, None]
-            cand = (prev + total).flatten()
-            k = min(beam_size * 2, int(torch.isfinite(cand).sum()))
-            top = cand.topk(k)
-            new_hyps, rows, new_ctc = [], [], []
-            for sc, flat in zip(top.values.tolist(), top.indices.tolist()):
-                row, lab = divmod(flat, logp.shape[1])
-                h = hyps[row]
-                am = h[2] + float(logp[row, lab])
-                ctc_sc = float(ctc_ext[row][0][lab]) if ctc else 0.0
-                if lab == eos:
-                    norm = max(1, len(h[0]) + 1) ** length_norm_exponent
-                    finished.append((h[0], sc / norm, {"am": am, "ctc": ctc_sc, "length": len(h[0]), "raw": sc}))
-                elif len(new_hyps) < beam_size:
-                    new_hyps.append((h[0] + [lab], sc, am, ctc_sc))
-                    rows.append(row)
-                    if ctc:
-                        r = ctc_ext[row][1][:, :, lab]
-                        new_ctc.append((r, ctc_sc, lab))
-            if len(finished) >= beam_size or not new_hyps:
-                break
-            hyps = new_hyps
-            state = scorer.select(state, torch.tensor(rows))
-            ctc_states = new_ctc if ctc else [None] * len(hyps)
-            labels = torch.tensor([h[0][-1] for h in hyps])
-        if not finished:  # no EOS within max_len: take the open hypotheses
-            finished = [(h[0], h[1] / max(1, len(h[0])) ** length_norm_exponent,
-                         {"am": h[2], "ctc": h[3], "length": len(h[0]), "raw": h[1]}) for h in hyps]
-        finished.sort(key=lambda x: -x[1])
-        results.append(finished[: nbest or beam_size])
-    return results
+    max_len = max(1, int(int(enc_lengths.max()) * max_len_ratio))
+    scorers = {"am": (model.decoder_scorer(enc, enc_lengths), 1.0 - ctc_scale)}
+    if ctc_scale and ctc_log_probs is None:
+        raise ValueError("aed_search with ctc_scale > 0 needs ctc_log_probs")
+    lp = ctc_log_probs if ctc_scale else torch.zeros(enc.shape[0], enc.shape[1], model.blank_idx + 1)
+    out = joint_label_sync_search(scorers, lp, enc_lengths, ctc_scale=ctc_scale, blank=model.blank_idx,
+                                  bos=model.cfg.bos_idx, eos=model.cfg.eos_idx, beam_size=beam_size, max_len=max_len,
+                                  length_norm_exponent=length_norm_exponent)
+    return [[(h["labels"], h["score"], h["scores"]) for h in hyps[: nbest or beam_size]] for hyps in out]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,23 +146,20 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
             ctx.mark_as_output(lengths.to(torch.int32), "num_frames")
             return
         if mode == "ctc_greedy":
-            res = [[(seq, sc, {"ctc": sc}) for seq, sc in r] for r in ctc_greedy(log_probs, lengths, blank)]
+            res = ctc_greedy(log_probs, lengths, blank)
         else:
-            res = []
-            for b in range(log_probs.shape[0]):
-                hyps = ctc_prefix_beam(log_probs[b], int(lengths[b]), blank, int(opts.get("beam_size", 8)),
-                                       int(opts.get("label_topk", 8)))
-                res.append([(seq, sc, {"ctc": sc}) for seq, sc in hyps[: int(opts.get("nbest", 8))]])
+            res = ctc_beam(log_probs, lengths, blank, beam_size=int(opts.get("beam_size", 8)),
+                           label_topk=int(opts.get("label_topk", 8)), nbest=int(opts.get("nbest", 8)))
     elif mode in ("aed_beam", "aed_ctc"):
         if not isinstance(model, ConformerAedModel):
             raise ValueError(f"recog_mode {mode!r} needs an AED model, got {type(model).__name__}")
         enc, lengths, ctc = model.encode(audio, audio_lengths, with_ctc=(mode == "aed_ctc"))
         ctc_lp = ctc[max(ctc)].log_softmax(-1) if mode == "aed_ctc" else None
-        res = aed_beam_search(model, enc, lengths, beam_size=int(opts.get("beam_size", 4)),
-                              max_len_ratio=float(opts.get("max_len_ratio", 1.0)),
-                              length_norm_exponent=float(opts.get("length_norm_exponent", 1.0)),
-                              ctc_scale=float(opts.get("ctc_scale", 0.3)) if mode == "aed_ctc" else 0.0,
-                              ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)))
+        res = aed_search(model, enc, lengths, beam_size=int(opts.get("beam_size", 4)),
+                         max_len_ratio=float(opts.get("max_len_ratio", 1.0)),
+                         length_norm_exponent=float(opts.get("length_norm_exponent", 1.0)),
+                         ctc_scale=float(opts.get("ctc_scale", 0.3)) if mode == "aed_ctc" else 0.0,
+                         ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)))
     else:
         raise ValueError(f"RETURNN config: unknown recog_mode {mode!r} "
                          f"(expected ctc_greedy, ctc_beam, aed_beam, aed_ctc, ctc_prior, ctc_logprobs)")
@@ -287,18 +170,10 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
 
 
 def write_nbest_file(nbest: Dict[str, List[dict]], path: str) -> None:
-    """Writes the shared gzipped-JSON N-best format (through ``llmasr.search.nbest`` when available)."""
-    try:
-        from llmasr.search.nbest import write_nbest
-    except ImportError:
-        write_nbest = None
-    if write_nbest is not None:
-        write_nbest(nbest, path)
-        return
-    tmp = path + ".tmp"
-    with gzip.open(tmp, "wt", encoding="utf-8") as f:
-        json.dump(nbest, f)
-    os.replace(tmp, path)
+    """Writes the shared gzipped-JSON N-best format."""
+    from llmasr.search.nbest import write_nbest
+
+    write_nbest(nbest, path)
 
 
 class SearchCallback:
