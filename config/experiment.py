@@ -1,0 +1,238 @@
+"""The comparison as graph-building functions shared by the toy and the paper-scale configs.
+
+Stages after data, label units and LLMs: acoustic models and their recognition (:func:`acoustic_models`), the LLM
+joined at search time (:func:`shallow_fusion`), speech LLMs alone and with CTC (:func:`speech_llms`), and the
+tables (:meth:`Results.report`). Sizes and variants are arguments; the configs hold the numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from sisyphus import tk
+
+from llmasr.models.conformer import AedModelConfig, CtcModelConfig
+from llmasr.models.speech_llm import SpeechLLMConfig
+from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
+from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
+from llmasr.scoring.report import ReportTableJob
+from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.aed_fusion import AedFusionSearchJob
+from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
+from llmasr.search.rescoring import RescoreNBestJob
+from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
+from llmasr.tuning.scales import TuneScalesJob
+
+Zips = Union[tk.Path, List[tk.Path]]
+
+
+@dataclasses.dataclass
+class ExperimentData:
+    """What the later stages read.
+
+    :param corpora: evaluation set -> corpus manifest (references, audio for the non-RETURNN searches)
+    :param zips: evaluation set -> OggZip (RETURNN forward jobs)
+    :param train_zips: AM / speech-LLM training data; :param dev_zips: their dev data (checkpoint selection)
+    :param spm_model: the AM's SentencePiece model
+    :param tune_set: the evaluation set the scales are tuned on; :param eval_sets: the sets in the tables
+    :param prior_zips: data for the CTC prior (default: the training data)
+    """
+
+    corpora: Dict[str, tk.Path]
+    zips: Dict[str, tk.Path]
+    train_zips: Zips
+    dev_zips: Zips
+    spm_model: tk.Path
+    tune_set: str
+    eval_sets: Tuple[str, ...]
+    prior_zips: Optional[Zips] = None
+
+
+@dataclasses.dataclass
+class Results:
+    """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures."""
+
+    prefix: str
+    wer: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
+    info: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
+    hallucination: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
+
+    def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
+              search_stats: Optional[tk.Path] = None, *, hallucination: bool = False) -> ScoreWERJob:
+        """Scores an N-best output and files the WER (and on the last set the hallucination figures)."""
+        job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
+        tk.register_output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
+        self.wer.setdefault(system, {})[eval_set] = job.out_wer
+        if hallucination and eval_set == data.eval_sets[-1]:
+            self.hallucination[system] = {"insertions": job.out_insertion_rate, "overlong": job.out_long_share,
+                                          "loops": job.out_loop_share, "empty": job.out_empty_share}
+        return job
+
+    def report(self, eval_set_for_hallucination: str) -> None:
+        """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
+        report = ReportTableJob(self.wer, info=self.info)
+        tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
+        tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
+        if self.hallucination:
+            hall = ReportTableJob({n: {eval_set_for_hallucination: self.wer[n][eval_set_for_hallucination]}
+                                   for n in self.hallucination}, info=self.hallucination,
+                                  metric="WER [%] and hallucination figures [%]")
+            tk.register_output(f"{self.prefix}/report/hallucination.md", hall.out_table)
+
+
+@dataclasses.dataclass
+class AcousticModels:
+    """The trained AMs and what fusion and speech LLMs reuse from them."""
+
+    ctc: ReturnnTrainingJob
+    ctc_checkpoint: tk.Path
+    aed: ReturnnTrainingJob
+    aed_checkpoint: tk.Path
+    nbest: Dict[Tuple[str, str], tk.Path]  # (system, eval set) -> N-best
+    ctc_logprobs: Dict[str, tk.Path]  # eval set -> CTC log-probs
+    prior: EstimateCtcPriorJob
+
+
+def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
+                    aed_config: AedModelConfig, options: TrainingOptions, aed_average: int = 2,
+                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2,
+                    device: str = "cpu") -> AcousticModels:
+    """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
+    CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps."""
+    ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
+                             cpu=cpu, gpu=gpu, mem=mem)
+    ctc.add_alias(f"{prefix}/am/ctc/train")
+    ctc_ckpt = GetBestCheckpointJob(ctc, score_key="dev_loss_ctc").out_checkpoint
+    aed = ReturnnTrainingJob(aed_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
+                             cpu=cpu, gpu=gpu, mem=mem)
+    aed.add_alias(f"{prefix}/am/aed/train")
+    aed_ckpt = AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce").out_checkpoint
+    systems = {
+        "ctc-greedy": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_GREEDY),
+        "ctc-beam": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_BEAM),
+        "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
+        "aed+ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
+    }
+    nbest = {}
+    for name, (ckpt, model_config, mode) in systems.items():
+        for eval_set in data.eval_sets:
+            rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode,
+                                    cpu=search_cpu, device=device)
+            nbest[name, eval_set] = rec.out_nbest
+            results.score(name, eval_set, data, rec.out_nbest, rec.out_search_stats)
+    kwargs = dict(cpu=search_cpu, device=device)
+    prior = EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips, data.spm_model,
+                                **kwargs)
+    logprobs = {s: DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model,
+                                      **kwargs).out_ctc_logprobs for s in data.eval_sets}
+    return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningGrid:
+    """Grids of the scale tuning (refined around the best point by :class:`TuneScalesJob`)."""
+
+    lm_scales: Tuple[float, ...] = tuple(x / 10 for x in range(0, 11))
+    prior_scales: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    length_rewards: Tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+
+
+def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
+                   results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
+                   delays: Sequence[Optional[int]] = (1, 5, 20, None), grid: TuningGrid = TuningGrid(),
+                   device: str = "cpu") -> None:
+    """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
+    and delayed fusion (CTC with the LLM's own tokenizer, several delays); scales tuned on the tuning set's
+    rescored N-best lists and used on every evaluation set."""
+    prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
+
+    def tune(am_system: str, llm_name: str, *, am_key: str, use_labels: bool, with_prior: bool) -> TuneScalesJob:
+        rescored = RescoreNBestJob(am.nbest[am_system, data.tune_set], llms[llm_name], use_labels=use_labels,
+                                   am_key=am_key, log_prior=prior_labels if with_prior else None,
+                                   device=device).out_nbest
+        job = TuneScalesJob(rescored, data.corpora[data.tune_set], lm_scales=grid.lm_scales,
+                            prior_scales=grid.prior_scales if with_prior else (0.0,),
+                            length_rewards=grid.length_rewards, am_key=am_key)
+        job.add_alias(f"{prefix}/tuning/{am_system}/{llm_name}")
+        tk.register_output(f"{prefix}/tuning/{am_system}/{llm_name}/scales.json", job.out_scales)
+        return job
+
+    def scales(job: TuneScalesJob) -> Dict[str, object]:
+        return {"lm_scale": job.out_lm_scale, "prior_scale": job.out_prior_scale,
+                "length_reward": job.out_length_reward}
+
+    for am_system, am_key, with_prior in (("ctc-beam", "ctc", True), ("aed-beam", "am", False)):
+        for llm_name in rescoring_llms:
+            t = tune(am_system, llm_name, am_key=am_key, use_labels=False, with_prior=with_prior)
+            name = f"{am_system} + rescoring ({llm_name})"
+            results.info[name] = scales(t)
+            for s in data.eval_sets:
+                job = RescoreNBestJob(am.nbest[am_system, s], llms[llm_name], am_key=am_key, **scales(t),
+                                      log_prior=prior_labels if with_prior else None, device=device)
+                results.score(name, s, data, job.out_nbest)
+
+    t = tune("ctc-beam", am_units_llm, am_key="ctc", use_labels=True, with_prior=True)
+    results.info["ctc + label-wise fusion"] = scales(t)
+    for s in data.eval_sets:
+        job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
+                                 **scales(t), log_prior=prior_all, corpus=data.corpora[s], device=device)
+        results.score("ctc + label-wise fusion", s, data, job.out_nbest, job.out_search_stats)
+    t = tune("aed-beam", am_units_llm, am_key="am", use_labels=True, with_prior=False)
+    results.info["aed + label-wise fusion"] = scales(t)
+    for s in data.eval_sets:
+        job = AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
+                                 llms[am_units_llm], lm_scale=t.out_lm_scale, length_reward=t.out_length_reward,
+                                 device=device)
+        results.score("aed + label-wise fusion", s, data, job.out_nbest, job.out_search_stats)
+
+    t = tune("ctc-beam", own_units_llm, am_key="ctc", use_labels=False, with_prior=True)
+    for delay in delays:
+        name = f"ctc + delayed fusion (k={delay or 'end'})"
+        results.info[name] = scales(t)
+        for s in data.eval_sets:
+            job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[own_units_llm],
+                                     mode=FusionMode.DELAYED, delay=delay, **scales(t), log_prior=prior_all,
+                                     corpus=data.corpora[s], device=device)
+            results.score(name, s, data, job.out_nbest, job.out_search_stats)
+
+
+def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
+                base: Mapping[str, object], variants: Mapping[str, Mapping[str, object]], options: TrainingOptions,
+                prompt: Tuple[str, str], joint_ctc_scale: float = 0.3, cpu: int = 2, gpu: int = 0, mem: int = 16,
+                device: str = "cpu") -> Dict[str, SpeechLLMTrainingJob]:
+    """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant; each variant is a dict of
+    :class:`SpeechLLMConfig` changes to ``base`` plus optional ``am_units`` (default True) and ``prompt``
+    (default False). The first variant is also recognised with alpha = 0 and jointly with the CTC model."""
+    trained = {}
+    for name, changes in variants.items():
+        changes = dict(changes)
+        am_units = bool(changes.pop("am_units", True))
+        with_prompt = bool(changes.pop("prompt", False))
+        setup = SpeechLLMSetup(
+            config=SpeechLLMConfig(encoder_dim=0, **{**base, **changes}), llm=llm,
+            aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
+            am_spm_model=data.spm_model if am_units else None,
+            prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")
+        job = SpeechLLMTrainingJob(setup, data.train_zips, data.dev_zips, data.spm_model, options=options,
+                                   cpu=cpu, gpu=gpu, mem=mem)
+        job.add_alias(f"{prefix}/speech_llm/{name}/train")
+        trained[name] = job
+
+    def recognise(system: str, job: SpeechLLMTrainingJob, with_ctc: bool = False, **kwargs) -> None:
+        for s in data.eval_sets:
+            if with_ctc:
+                kwargs["ctc_logprobs"] = am.ctc_logprobs[s]
+            rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device, **kwargs)
+            results.score(system, s, data, rec.out_nbest, rec.out_search_stats, hallucination=True)
+
+    for name, job in trained.items():
+        recognise(f"speech-llm {name}", job)
+    first, job = next(iter(trained.items()))
+    recognise(f"speech-llm {first} (alpha=0)", job, length_norm_exponent=0.0)
+    recognise(f"speech-llm {first} + ctc (label-sync)", job, with_ctc=True,
+              mode=SpeechLLMSearchMode.JOINT_LABEL_SYNC, ctc_scale=joint_ctc_scale)
+    recognise(f"speech-llm {first} + ctc (time-sync)", job, with_ctc=True,
+              mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=joint_ctc_scale)
+    return trained
