@@ -11,6 +11,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sisyphus import tk
 
+from llmasr.llm.perplexity import ComputePerplexityJob
+from llmasr.llm.train import FineTuneLLMJob, FineTuneMethod, FineTuneUnits, TrainConfig
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig
 from llmasr.models.speech_llm import SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
@@ -52,34 +54,58 @@ class ExperimentData:
 
 @dataclasses.dataclass
 class Results:
-    """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures."""
+    """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures (on
+    ``hallucination_set``)."""
 
     prefix: str
+    hallucination_set: str
     wer: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
     info: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
     hallucination: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
 
     def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
-              search_stats: Optional[tk.Path] = None, *, hallucination: bool = False) -> ScoreWERJob:
-        """Scores an N-best output and files the WER (and on the last set the hallucination figures)."""
+              search_stats: Optional[tk.Path] = None, *, hallucination: bool = True) -> ScoreWERJob:
+        """Scores an N-best output and files the WER (and, if asked, the hallucination figures)."""
         job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
         tk.register_output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
         self.wer.setdefault(system, {})[eval_set] = job.out_wer
-        if hallucination and eval_set == data.eval_sets[-1]:
+        if hallucination and eval_set == self.hallucination_set:
             self.hallucination[system] = {"insertions": job.out_insertion_rate, "overlong": job.out_long_share,
                                           "loops": job.out_loop_share, "empty": job.out_empty_share}
         return job
 
-    def report(self, eval_set_for_hallucination: str) -> None:
+    def report(self) -> None:
         """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
+        hall_set = self.hallucination_set
         report = ReportTableJob(self.wer, info=self.info)
         tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
         tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
         if self.hallucination:
-            hall = ReportTableJob({n: {eval_set_for_hallucination: self.wer[n][eval_set_for_hallucination]}
+            hall = ReportTableJob({n: {hall_set: self.wer[n][hall_set]}
                                    for n in self.hallucination}, info=self.hallucination,
                                   metric="WER [%] and hallucination figures [%]")
             tk.register_output(f"{self.prefix}/report/hallucination.md", hall.out_table)
+
+
+def hub_llms(prefix: str, hub_models: Mapping[str, str], text: tk.Path, spm_model: tk.Path,
+             ppl_corpora: Mapping[str, tk.Path], *, train_config: TrainConfig, device: str = "cuda",
+             cpu: int = 4) -> Dict[str, object]:
+    """Hub LLMs as they are (``name``), fine-tuned on ``text`` with their own tokenizer lower-cased (``name-ft``),
+    and fine-tuned with the AM's units by a vocabulary swap (``name-ft-am-units``); perplexities registered."""
+    llms: Dict[str, object] = {}
+    for name, hub in hub_models.items():
+        llms[name] = hub
+        llms[f"{name}-ft"] = FineTuneLLMJob(hub, text, units=FineTuneUnits.LLM, lowercase=True,
+                                            method=FineTuneMethod.FULL, train_config=train_config, device=device,
+                                            cpu=cpu).out_model
+        llms[f"{name}-ft-am-units"] = FineTuneLLMJob(hub, text, units=FineTuneUnits.AM, am_spm_model=spm_model,
+                                                     method=FineTuneMethod.FULL, train_config=train_config,
+                                                     device=device, cpu=cpu).out_model
+    for name, model in llms.items():
+        for eval_set, corpus in ppl_corpora.items():
+            ppl = ComputePerplexityJob(model, corpus, device=device)
+            tk.register_output(f"{prefix}/llm/{name}/{eval_set}/ppl.json", ppl.out_ppl)
+    return llms
 
 
 @dataclasses.dataclass
@@ -142,10 +168,12 @@ class TuningGrid:
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
                    delays: Sequence[Optional[int]] = (1, 5, 20, None), grid: TuningGrid = TuningGrid(),
-                   device: str = "cpu") -> None:
+                   device: str = "cpu", tag: str = "") -> None:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
     and delayed fusion (CTC with the LLM's own tokenizer, several delays); scales tuned on the tuning set's
-    rescored N-best lists and used on every evaluation set."""
+    rescored N-best lists and used on every evaluation set. ``tag`` is appended to the fusion system names
+    (e.g. the LLM size when the function is called once per LLM)."""
+    suffix = f" [{tag}]" if tag else ""
     prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
 
     def tune(am_system: str, llm_name: str, *, am_key: str, use_labels: bool, with_prior: bool) -> TuneScalesJob:
@@ -168,28 +196,28 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
             t = tune(am_system, llm_name, am_key=am_key, use_labels=False, with_prior=with_prior)
             name = f"{am_system} + rescoring ({llm_name})"
             results.info[name] = scales(t)
-            for s in data.eval_sets:
+            for s in data.eval_sets:  # rescoring systems are named by their LLM already
                 job = RescoreNBestJob(am.nbest[am_system, s], llms[llm_name], am_key=am_key, **scales(t),
                                       log_prior=prior_labels if with_prior else None, device=device)
                 results.score(name, s, data, job.out_nbest)
 
     t = tune("ctc-beam", am_units_llm, am_key="ctc", use_labels=True, with_prior=True)
-    results.info["ctc + label-wise fusion"] = scales(t)
+    results.info["ctc + label-wise fusion" + suffix] = scales(t)
     for s in data.eval_sets:
         job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
                                  **scales(t), log_prior=prior_all, corpus=data.corpora[s], device=device)
-        results.score("ctc + label-wise fusion", s, data, job.out_nbest, job.out_search_stats)
+        results.score("ctc + label-wise fusion" + suffix, s, data, job.out_nbest, job.out_search_stats)
     t = tune("aed-beam", am_units_llm, am_key="am", use_labels=True, with_prior=False)
-    results.info["aed + label-wise fusion"] = scales(t)
+    results.info["aed + label-wise fusion" + suffix] = scales(t)
     for s in data.eval_sets:
         job = AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
                                  llms[am_units_llm], lm_scale=t.out_lm_scale, length_reward=t.out_length_reward,
                                  device=device)
-        results.score("aed + label-wise fusion", s, data, job.out_nbest, job.out_search_stats)
+        results.score("aed + label-wise fusion" + suffix, s, data, job.out_nbest, job.out_search_stats)
 
     t = tune("ctc-beam", own_units_llm, am_key="ctc", use_labels=False, with_prior=True)
     for delay in delays:
-        name = f"ctc + delayed fusion (k={delay or 'end'})"
+        name = f"ctc + delayed fusion (k={delay or 'end'})" + suffix
         results.info[name] = scales(t)
         for s in data.eval_sets:
             job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[own_units_llm],
@@ -225,7 +253,7 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
             if with_ctc:
                 kwargs["ctc_logprobs"] = am.ctc_logprobs[s]
             rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device, **kwargs)
-            results.score(system, s, data, rec.out_nbest, rec.out_search_stats, hallucination=True)
+            results.score(system, s, data, rec.out_nbest, rec.out_search_stats)
 
     for name, job in trained.items():
         recognise(f"speech-llm {name}", job)

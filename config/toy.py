@@ -90,7 +90,7 @@ def py():
     data = ExperimentData(corpora={s: corpus.out_corpora[s] for s in ("dev", "test")},
                           zips={s: zips[s] for s in ("dev", "test")}, train_zips=zips["train"], dev_zips=zips["dev"],
                           spm_model=spm.out_model, tune_set="dev", eval_sets=("dev", "test"))
-    results = Results(PREFIX)
+    results = Results(PREFIX, hallucination_set="test")
     am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING)
 
     # 5. combination: the LLM joined at search time, scales tuned on dev
@@ -102,4 +102,4 @@ def py():
                 options=SPEECH_LLM_TRAINING, prompt=SPEECH_LLM_PROMPT)
 
     # 7. tables
-    results.report("test")
+    results.report()
