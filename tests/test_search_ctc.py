@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llmasr.search.beam_search import beam_search
-from llmasr.search.ctc import ctc_beam_search, ctc_greedy_search, soft_collapse
+from llmasr.search.ctc import CTCSearchStats, ctc_beam_search, ctc_greedy_search, soft_collapse
 from llmasr.search.ctc_prefix_scorer import CTCPrefixScorer
 from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
 from llmasr.search.nbest import best_hypotheses, read_nbest, write_nbest
@@ -201,6 +201,155 @@ def test_joint_time_sync_adds_model_score(lp):
         am = sum(float(sc.table[a, c]) for a, c in zip(labs[:-1], labs[1:]))
         assert h["scores"]["am"] == pytest.approx(am, abs=1e-4)
         assert h["score"] == pytest.approx(h["scores"]["ctc"] + 0.7 * am, abs=1e-4)
+
+
+def _peaky(B, T, V, seed, label_frac=0.4):
+    """Peaky CTC log-probs like a trained model: confident blank, label spikes of 1-2 frames with a competitor."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g)
+    for b in range(B):
+        t = 0
+        while t < T:
+            if float(torch.rand((), generator=g)) < label_frac:
+                lab, comp = torch.randint(1, V, (2,), generator=g).tolist()
+                for tt in range(t, min(T, t + 1 + int(float(torch.rand((), generator=g)) < 0.3))):
+                    logits[b, tt, lab] += 9.0
+                    logits[b, tt, comp] += 5.0
+                    logits[b, tt, BLANK] += 4.0
+                    t = tt
+            else:
+                logits[b, t, BLANK] += 12.0
+            t += 1
+    return logits.log_softmax(-1)
+
+
+def _speech_llm_scorer(V, B, seed=0):
+    """SpeechLLMScorer of a random tiny prefix-interface speech LLM (stand-in encoder) over labels 0..V (EOS = V)."""
+    from torch import nn
+
+    from llmasr.models.llm import tiny_random_qwen2
+    from llmasr.models.speech_llm import SpeechLLM, SpeechLLMConfig
+    from llmasr.search.speech_llm_scorer import SpeechLLMScorer
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 8)
+
+        def forward(self, audio, lens):
+            t = audio.shape[1] // 4
+            return torch.tanh(self.lin(audio[:, : t * 4].reshape(audio.shape[0], t, 4))), lens // 4
+
+    torch.manual_seed(seed)
+    llm = tiny_random_qwen2(V + 1, bos_id=BLANK, eos_id=V)
+    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=2, bos_id=BLANK, eos_id=V, prompt_pre=(1,), prompt_post=(2,))
+    sc = SpeechLLMScorer(SpeechLLM(cfg, Encoder(), llm).eval())
+    sc.set_audio(torch.randn(B, 48), torch.tensor([48, 40, 32][:B]))
+    return sc
+
+
+def _same(a, b, abs_tol=1e-4):
+    """Same N-best label sequences per utterance and the same scores."""
+    assert [[h["labels"] for h in u] for u in a] == [[h["labels"] for h in u] for u in b]
+    for ua, ub in zip(a, b):
+        for ha, hb in zip(ua, ub):
+            assert ha["score"] == pytest.approx(hb["score"], abs=abs_tol)
+            for k in ha["scores"]:
+                assert ha["scores"][k] == pytest.approx(hb["scores"][k], abs=abs_tol)
+
+
+NAIVE = dict(score_new_labels_only=False, batch_size=1, batch_hyps=False)
+
+
+@pytest.mark.parametrize("opts", [dict(score_new_labels_only=False), dict(batch_size=1), dict(batch_size=2),
+                                  dict(batch_hyps=False), NAIVE])
+def test_time_sync_exact_options_same_results_table_scorer(opts):
+    """Scoring only new labels and batching do not change results (exact scorer, non-peaky posteriors)."""
+    V = 5
+    x = torch.randn(3, 9, V, generator=torch.Generator().manual_seed(5)).mul(2).log_softmax(-1)
+    lens = torch.tensor([9, 7, 4])
+    table = torch.randn(V + 1, V + 1, generator=torch.Generator().manual_seed(6)).log_softmax(-1)
+    kw = dict(model_scale=0.6, blank=BLANK, bos=0, eos=V, beam_size=4, nbest=4)
+    ref = joint_time_sync_search(TableScorer(table), x, lens, **kw)
+    _same(ref, joint_time_sync_search(TableScorer(table), x, lens, **kw, **opts), abs_tol=1e-9)
+
+
+def test_time_sync_naive_equals_optimised_speech_llm_and_counts_work():
+    """Speech LLM joint search: naive (every hypothesis scored every frame, one call per hypothesis and
+    utterance) = optimised; the counters show far fewer scored rows and calls when optimised."""
+    torch.set_num_threads(1)
+    V, B = 20, 3
+    sc = _speech_llm_scorer(V, B)
+    x = _peaky(B, 12, V, seed=1, label_frac=0.5)
+    lens = torch.tensor([12, 10, 7])
+    kw = dict(model_scale=0.5, blank=BLANK, bos=BLANK, eos=V, beam_size=4, nbest=3)
+    stats = {}
+    results = {}
+    for name, opts in [("opt", {}), ("all_rows", dict(score_new_labels_only=False)), ("per_utt", dict(batch_size=1)),
+                       ("per_hyp", dict(batch_hyps=False)), ("naive", NAIVE)]:
+        stats[name] = CTCSearchStats()
+        results[name] = joint_time_sync_search(sc, x, lens, stats=stats[name], **kw, **opts)
+        _same(results["opt"], results[name])
+    s = stats
+    assert s["opt"].frames == s["naive"].frames == int(lens.sum())
+    assert s["opt"].scored_rows < s["all_rows"].scored_rows == s["naive"].scored_rows
+    assert s["opt"].scored_rows == s["per_utt"].scored_rows == s["per_hyp"].scored_rows
+    assert s["opt"].scorer_calls < s["per_utt"].scorer_calls < s["per_hyp"].scorer_calls == s["per_hyp"].scored_rows
+    assert s["naive"].scorer_calls == s["naive"].scored_rows > 2 * s["opt"].scored_rows
+
+
+def test_naive_rows_are_every_hypothesis_every_frame():
+    """Without score_new_labels_only every hypothesis of every active beam is scored per frame (+ BOS rows)."""
+    V = 4
+    x = torch.randn(2, 6, V, generator=torch.Generator().manual_seed(2)).log_softmax(-1)
+    lens = torch.tensor([6, 3])
+    sizes = []
+
+    def hook(t, beams):
+        sizes.append(sum(len(beam) for b, beam in enumerate(beams) if t < int(lens[b])))
+
+    st = CTCSearchStats()
+    ctc_beam_search(x, lens, blank=BLANK, beam_size=3, scorers={"lm": (_lm(V, 7), 0.5)}, bos=0,
+                    score_new_labels_only=False, batch_hyps=False, hook=hook, stats=st)
+    assert st.scored_rows == st.scorer_calls == 2 + sum(sizes)
+    assert st.frames == 9
+
+
+def test_label_topk_and_soft_collapse_keep_best_on_peaky_example():
+    """On peaky posteriors top-k label pruning and soft collapse find the same best hypothesis as the full
+    search while searching fewer frames / expansions and scoring fewer rows."""
+    torch.set_num_threads(1)
+    V, B = 20, 3
+    sc = _speech_llm_scorer(V, B)
+    x = _peaky(B, 30, V, seed=3)
+    lens = torch.tensor([30, 26, 20])
+    kw = dict(model_scale=0.3, blank=BLANK, bos=BLANK, eos=V, beam_size=4, nbest=1)
+    full_stats = CTCSearchStats()
+    full = joint_time_sync_search(sc, x, lens, stats=full_stats, **kw)
+    assert all(len(u[0]["labels"]) >= 5 for u in full)
+    both = dict(label_topk=3, soft_collapse_threshold=0.99)
+    for opts in [dict(label_topk=3), dict(soft_collapse_threshold=0.99), both]:
+        st = CTCSearchStats()
+        res = joint_time_sync_search(sc, x, lens, stats=st, **kw, **opts)
+        assert [u[0]["labels"] for u in res] == [u[0]["labels"] for u in full], opts
+        assert st.expansions < full_stats.expansions / 2
+        assert st.scored_rows <= full_stats.scored_rows
+        if "soft_collapse_threshold" in opts:
+            assert st.frames < 0.8 * full_stats.frames
+
+
+def test_soft_collapse_keeps_peak_of_a_label_run():
+    """A run of frames with the same label keeps its most confident frame (keep="max") or its first one."""
+    lp = torch.full((1, 4, 3), -9.0)
+    lp[0, 0, 0] = 0.0
+    lp[0, 1, 1], lp[0, 1, 0] = 0.0, -0.5  # onset: label 1 barely above blank
+    lp[0, 2, 1] = 0.0
+    lp[0, 3, 0] = 0.0
+    lp = lp.log_softmax(-1)
+    c, L = soft_collapse(lp, torch.tensor([4]), blank=BLANK, blank_threshold=0.99)
+    assert int(L[0]) == 3 and torch.equal(c[0, 1], lp[0, 2])
+    c, L = soft_collapse(lp, torch.tensor([4]), blank=BLANK, blank_threshold=0.99, keep="first")
+    assert int(L[0]) == 3 and torch.equal(c[0, 1], lp[0, 1])
 
 
 def test_nbest_roundtrip(tmp_path):

@@ -1,14 +1,20 @@
 """CTC greedy search and time-synchronous CTC prefix beam search with label-wise external scorers.
 
 The beam search recombines equal label sequences (blank / non-blank prefix probabilities), adds
-``scale * log p_scorer(label | prefix)`` when a hypothesis emits a new label (scorers are only called for
-hypotheses that got a new label), subtracts ``prior_scale * log_prior[label]`` per emitted label
-(label-wise prior correction, recorded as score "prior" = sum log prior), and calls an optional
-``hook(t, hyps_per_utt)`` every ``hook_interval`` frames (for delayed fusion: hooks may set
-``hyp.scores[...]``, ``hyp.extra`` (added to the total) and ``hyp.user_state``).
+``scale * log p_scorer(label | prefix)`` when a hypothesis emits a new label, subtracts
+``prior_scale * log_prior[label]`` per emitted label (label-wise prior correction, recorded as score
+"prior" = sum log prior), and calls an optional ``hook(t, hyps_per_utt)`` every ``hook_interval`` frames
+(for delayed fusion: hooks may set ``hyp.scores[...]``, ``hyp.extra`` (added to the total) and ``hyp.user_state``).
+
+Optimisations, each with a switch (see :func:`ctc_beam_search`): the (hypothesis, label) expansions of a
+frame are scored as tensors and only the best are turned into hypotheses; optional top-k label pruning by CTC
+(``label_topk``); scorers are only run for hypotheses that got a new label (``score_new_labels_only``); scorer
+calls are batched over the hypotheses of all beams (``batch_hyps``) and utterances (``batch_size``).
+Frame merging (:func:`soft_collapse`) is applied by the caller. :class:`CTCSearchStats` counts the work done.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -20,12 +26,13 @@ NEG = float("-inf")
 
 
 def _lae(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) on Python floats."""
     if a == NEG:
         return b
     if b == NEG:
         return a
     m = max(a, b)
-    return m + float(torch.log1p(torch.exp(torch.tensor(-abs(a - b)))))
+    return m + math.log1p(math.exp(-abs(a - b)))
 
 
 def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> List[List[int]]:
@@ -43,6 +50,20 @@ def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int
 
 
 @dataclass
+class CTCSearchStats:
+    """Work counters of :func:`ctc_beam_search`, accumulated over calls (to measure what each optimisation saves).
+
+    ``frames``: utterance frames searched; ``expansions``: (hypothesis, label) extensions considered;
+    ``scorer_calls``: ``LabelScorer.score`` calls (all scorers, BOS step included); ``scored_rows``: rows in them.
+    """
+
+    frames: int = 0
+    expansions: int = 0
+    scorer_calls: int = 0
+    scored_rows: int = 0
+
+
+@dataclass
 class Hypothesis:
     """A CTC prefix hypothesis: labels, log p_blank / p_nonblank of the prefix, per-source scores, user slot."""
 
@@ -52,8 +73,12 @@ class Hypothesis:
     scores: Dict[str, float] = field(default_factory=dict)  # unscaled: scorer names, "prior"
     extra: float = 0.0  # weighted score added by a hook (e.g. delayed LM fusion)
     user_state: Any = None
-    # scorer name -> (batched state object, row, next-label log-probs [V])
+    # scorer name -> (batched state object, row, next-label log-probs [V]) after the last label
     scorer_cache: Dict[str, Tuple[Any, int, torch.Tensor]] = field(default_factory=dict, repr=False)
+    # scorer name -> (batched state object, row) before the last label (kept only to re-score, naive mode)
+    scorer_prev: Dict[str, Tuple[Any, int]] = field(default_factory=dict, repr=False)
+    # (label, scorer name -> (state, row)) still to be fed to the scorers, None when up to date
+    pending: Optional[Tuple[int, Dict[str, Tuple[Any, int]]]] = field(default=None, repr=False)
 
     @property
     def ctc(self) -> float:
@@ -81,6 +106,10 @@ def ctc_beam_search(
     hook: Optional[Callable[[int, List[List[Hypothesis]]], None]] = None,
     hook_interval: int = 1,
     nbest: Optional[int] = None,
+    score_new_labels_only: bool = True,
+    batch_size: Optional[int] = None,
+    batch_hyps: bool = True,
+    stats: Optional[CTCSearchStats] = None,
 ) -> List[List[dict]]:
     """CTC prefix beam search over ``log_probs`` [B, T, V] (log-softmax) with ``lengths`` [B].
 
@@ -88,70 +117,64 @@ def ctc_beam_search(
         they get ``bos`` first; at the end ``scale * log p(eos | labels)`` is added when ``eos`` is given
     :param log_prior: [V] log label prior; ``prior_scale * log_prior[c]`` is subtracted per emitted label c
     :param label_topk: per frame only the top-k non-blank labels may be emitted (None = all)
+    :param score_new_labels_only: run the scorers only for hypotheses that got a new label; False re-scores
+        every hypothesis of every beam every frame (naive reference, same results)
+    :param batch_size: utterances searched together (None = all, 1 = one at a time; same results); a ``hook``
+        then sees the beams of the current group only
+    :param batch_hyps: one scorer call for all hypotheses (of all utterances searched together) that share a
+        state object; False = one call per hypothesis (same results)
+    :param stats: work counters to add to
     :returns: per utterance up to ``nbest`` hypotheses best first, as dicts
         ``{"labels", "scores": {"ctc", <scorer names>, "prior", "length"}, "score"}``
     """
     scorers = scorers or {}
-    weights = {n: w for n, (_, w) in scorers.items()}
-    B, T, V = log_probs.shape
-    x = log_probs.float().cpu()
     if scorers and bos is None:
         raise ValueError("ctc_beam_search with scorers needs bos")
+    B = log_probs.shape[0]
+    step = B if batch_size is None else max(1, int(batch_size))
+    opts = dict(blank=blank, beam_size=beam_size, scorers=scorers, bos=bos, eos=eos, log_prior=log_prior,
+                prior_scale=prior_scale, length_reward=length_reward, label_topk=label_topk, hook=hook,
+                hook_interval=hook_interval, nbest=nbest, score_new_labels_only=score_new_labels_only,
+                batch_hyps=batch_hyps, stats=stats if stats is not None else CTCSearchStats())
+    out: List[List[dict]] = []
+    for s in range(0, B, step):
+        e = min(B, s + step)
+        out += _search(log_probs[s:e], lengths[s:e], torch.arange(s, e), **opts)
+    return out
+
+
+def _search(log_probs, lengths, utt_ids, *, blank, beam_size, scorers, bos, eos, log_prior, prior_scale,
+            length_reward, label_topk, hook, hook_interval, nbest, score_new_labels_only, batch_hyps, stats):
+    """:func:`ctc_beam_search` for the utterances ``utt_ids`` (their rows of the scorers' batch)."""
+    weights = {n: w for n, (_, w) in scorers.items()}
+    B, T, V = log_probs.shape
+    x = log_probs.detach().cpu().double()  # float64: extension scores equal the Python float arithmetic
+    lp_prior = log_prior.detach().cpu().double() if log_prior is not None else None
+    init = {n: s.initial_state(utt_ids) for n, (s, _) in scorers.items()}
     beams: List[List[Hypothesis]] = []
-    init_cache: Dict[str, Tuple[Any, torch.Tensor]] = {}
-    for n, (s, _) in scorers.items():
-        st = s.initial_state(torch.arange(B))
-        lp, st = s.score(st, torch.full((B,), bos, dtype=torch.long))
-        init_cache[n] = (st, lp.float().cpu())
     for b in range(B):
         h = Hypothesis((), pb=0.0, scores={n: 0.0 for n in scorers} | {"prior": 0.0})
-        for n in scorers:
-            st, lp = init_cache[n]
-            h.scorer_cache[n] = (st, b, lp[b])
+        if scorers:
+            h.pending = (bos, {n: (init[n], b) for n in scorers})
         beams.append([h])
-    lp_prior = log_prior.float().cpu() if log_prior is not None else None
+    _update_scorers(beams, scorers, bos, score_new_labels_only, batch_hyps, stats)
+    all_labels = torch.tensor([c for c in range(V) if c != blank], dtype=torch.long)
 
+    lengths = [int(n) for n in lengths]
     for t in range(T):
-        for b in range(B):
-            if t >= int(lengths[b]):
-                continue
-            xt = x[b, t]  # [V]
+        active = [b for b in range(B) if t < lengths[b]]
+        for b in active:
+            xt = x[b, t]
             if label_topk is not None and label_topk < V:
-                cand = [c for c in xt.topk(min(label_topk + 1, V)).indices.tolist() if c != blank][:label_topk]
+                cand = torch.tensor([c for c in xt.topk(min(label_topk + 1, V)).indices.tolist() if c != blank]
+                                    [:label_topk], dtype=torch.long)
             else:
-                cand = [c for c in range(V) if c != blank]
-            new: Dict[Tuple[int, ...], Hypothesis] = {}
-
-            def get(labels, parent, c=None):
-                h = new.get(labels)
-                if h is None:
-                    if c is None:
-                        h = Hypothesis(labels, scores=dict(parent.scores), extra=parent.extra,
-                                       user_state=parent.user_state, scorer_cache=parent.scorer_cache)
-                    else:
-                        sc = dict(parent.scores)
-                        for n in scorers:
-                            sc[n] += float(parent.scorer_cache[n][2][c])
-                        if lp_prior is not None:
-                            sc["prior"] += float(lp_prior[c])
-                        h = Hypothesis(labels, scores=sc, extra=parent.extra, user_state=parent.user_state,
-                                       scorer_cache={"__parent__": (parent, c, None)} if scorers else {})
-                    new[labels] = h
-                return h
-
-            for h in beams[b]:
-                p = h.ctc
-                hb = get(h.labels, h)
-                hb.pb = _lae(hb.pb, p + float(xt[blank]))
-                last = h.labels[-1] if h.labels else None
-                if last is not None:
-                    hb.pnb = _lae(hb.pnb, h.pnb + float(xt[last]))
-                for c in cand:
-                    hn = get(h.labels + (c,), h, c)
-                    src = h.pb if c == last else p
-                    hn.pnb = _lae(hn.pnb, src + float(xt[c]))
-            beams[b] = sorted((hh for hh in new.values() if hh.ctc > NEG), key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
-        _update_scorers(beams, scorers)
+                cand = all_labels
+            stats.frames += 1
+            stats.expansions += len(cand) * len(beams[b])
+            beams[b] = _expand(beams[b], xt, cand, blank, beam_size, scorers, weights, lp_prior, prior_scale,
+                               length_reward)
+        _update_scorers([beams[b] for b in active], scorers, bos, score_new_labels_only, batch_hyps, stats)
         if hook is not None and (t + 1) % hook_interval == 0:
             hook(t, beams)
     out = []
@@ -173,51 +196,137 @@ def ctc_beam_search(
     return out
 
 
-def _update_scorers(beams: List[List[Hypothesis]], scorers: Dict[str, Tuple[LabelScorer, float]]) -> None:
-    """Scores the hypotheses that got a new label, one batched call per parent state object."""
-    pending = [h for beam in beams for h in beam if "__parent__" in h.scorer_cache]
+def _expand(hyps: List[Hypothesis], xt: torch.Tensor, cand: torch.Tensor, blank: int, beam_size: int,
+            scorers, weights: Dict[str, float], lp_prior: Optional[torch.Tensor], prior_scale: float,
+            length_reward: float) -> List[Hypothesis]:
+    """One frame of one utterance: the next beam from ``hyps``, CTC frame log-probs ``xt`` [V] (float64) and
+    the labels ``cand`` [K] that may be emitted. Extensions are scored as an [N, K] tensor; only the best
+    ``beam_size`` of them become :class:`Hypothesis` objects."""
+    new: Dict[Tuple[int, ...], Hypothesis] = {}
+    x_blank = float(xt[blank])
+    for h in hyps:  # same label sequence: a blank or a repeat of the last label
+        last = h.labels[-1] if h.labels else None
+        new[h.labels] = Hypothesis(
+            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + float(xt[last]) if last is not None else NEG,
+            scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
+            scorer_prev=h.scorer_prev)
+    K = len(cand)
+    if K == 0:
+        return sorted((h for h in new.values() if h.ctc > NEG),
+                      key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+    N = len(hyps)
+    p = torch.tensor([h.ctc for h in hyps], dtype=torch.float64)
+    pb = torch.tensor([h.pb for h in hyps], dtype=torch.float64)
+    last = torch.tensor([h.labels[-1] if h.labels else -1 for h in hyps], dtype=torch.long)
+    # extending with the last label needs a blank in between
+    pnb = torch.where(cand[None, :] == last[:, None], pb[:, None], p[:, None]) + xt[cand][None, :]  # [N, K]
+    # an extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call)
+    index = {h.labels: i for i, h in enumerate(hyps)}
+    pos = {c: k for k, c in enumerate(cand.tolist())}
+    for h in hyps:
+        if h.labels:
+            i, k = index.get(h.labels[:-1]), pos.get(h.labels[-1])
+            if i is not None and k is not None:
+                hn = new[h.labels]
+                hn.pnb = _lae(hn.pnb, float(pnb[i, k]))
+                pnb[i, k] = NEG
+    total = pnb + torch.tensor([sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
+                                - prior_scale * h.scores.get("prior", 0.0) + length_reward * (len(h.labels) + 1)
+                                + h.extra for h in hyps], dtype=torch.float64)[:, None]
+    for n, w in weights.items():
+        total = total + w * torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
+    if lp_prior is not None:
+        total = total - prior_scale * lp_prior[cand][None, :]
+    valid = pnb > NEG
+    total = torch.where(valid, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
+    best = total.topk(min(beam_size, N * K)).indices.tolist()
+    cand_l = cand.tolist()
+    pnb_l = pnb.flatten()
+    for j in best:
+        i, k = divmod(j, K)
+        if not bool(valid[i, k]):
+            continue
+        parent, c = hyps[i], cand_l[k]
+        sc = dict(parent.scores)
+        for n in scorers:
+            sc[n] += float(parent.scorer_cache[n][2][c])
+        if lp_prior is not None:
+            sc["prior"] += float(lp_prior[c])
+        new[parent.labels + (c,)] = Hypothesis(
+            parent.labels + (c,), pnb=float(pnb_l[j]), scores=sc, extra=parent.extra, user_state=parent.user_state,
+            pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
+    return sorted((h for h in new.values() if h.ctc > NEG),
+                  key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+
+
+def _update_scorers(beams: List[List[Hypothesis]], scorers: Dict[str, Tuple[LabelScorer, float]], bos: Optional[int],
+                    new_labels_only: bool, batch_hyps: bool, stats: CTCSearchStats) -> None:
+    """Feeds pending labels to the scorers: one batched call per state object (``batch_hyps``) or per hypothesis.
+    Without ``new_labels_only`` every hypothesis re-scores its last label (or BOS) from its previous state."""
+    if not scorers:
+        return
+    pending = []
+    for beam in beams:
+        for h in beam:
+            if h.pending is None and not new_labels_only:
+                h.pending = (h.labels[-1] if h.labels else bos, h.scorer_prev)
+            if h.pending is not None:
+                pending.append(h)
     if not pending:
         return
     for n, (s, _) in scorers.items():
         groups: Dict[int, List[Hypothesis]] = {}
         for h in pending:
-            parent = h.scorer_cache["__parent__"][0]
-            groups.setdefault(id(parent.scorer_cache[n][0]), []).append(h)
+            groups.setdefault(id(h.pending[1][n][0]) if batch_hyps else id(h), []).append(h)
         for hs in groups.values():
-            st0 = hs[0].scorer_cache["__parent__"][0].scorer_cache[n][0]
-            rows = torch.tensor([h.scorer_cache["__parent__"][0].scorer_cache[n][1] for h in hs], dtype=torch.long)
-            labs = torch.tensor([h.scorer_cache["__parent__"][1] for h in hs], dtype=torch.long)
+            st0 = hs[0].pending[1][n][0]
+            rows = torch.tensor([h.pending[1][n][1] for h in hs], dtype=torch.long)
+            labs = torch.tensor([h.pending[0] for h in hs], dtype=torch.long)
             lp, st = s.score(s.select(st0, rows), labs)
-            lp = lp.float().cpu()
+            stats.scorer_calls += 1
+            stats.scored_rows += len(hs)
+            lp = lp.detach().float().cpu()
             for i, h in enumerate(hs):
+                h.scorer_cache = dict(h.scorer_cache)
                 h.scorer_cache[n] = (st, i, lp[i])
     for h in pending:
-        del h.scorer_cache["__parent__"]
+        if not new_labels_only:
+            h.scorer_prev = dict(h.pending[1])
+        h.pending = None
 
 
 def soft_collapse(log_probs: torch.Tensor, lengths: torch.Tensor, *, blank: int,
-                  blank_threshold: float = 0.999) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Shrinks each run of frames with p(blank) > threshold to one frame and merges runs of frames with the same non-blank argmax
-    (keeping the first) so that CTC search runs on fewer frames; returns (log_probs [B, T', V], lengths [B])."""
+                  blank_threshold: float = 0.999, keep: str = "max") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Shrinks each run of frames with p(blank) > threshold to one frame and merges runs of frames with the same
+    non-blank argmax so that CTC search runs on fewer frames; returns (log_probs [B, T', V], lengths [B]).
+
+    :param keep: which frame of a same-label run is kept: "max" the one where the label is most probable (the
+        peak; a run often starts with a weaker onset frame), "first" the first one
+    """
+    if keep not in ("max", "first"):
+        raise ValueError(f"soft_collapse keep={keep!r}: use 'max' or 'first'")
     B, T, V = log_probs.shape
     keep_all = []
     for b in range(B):
         L = int(lengths[b])
-        am = log_probs[b, :L].argmax(-1)
-        pb = log_probs[b, :L, blank].exp()
-        keep, prev = [], None
+        top, am = log_probs[b, :L].max(-1)
+        am, top = am.tolist(), top.tolist()
+        pb = log_probs[b, :L, blank].exp().tolist()
+        kept, prev = [], None
         for t in range(L):
-            a = int(am[t])
-            if float(pb[t]) > blank_threshold:
+            a = am[t]
+            if pb[t] > blank_threshold:
                 if prev != "blank_run":  # keep one frame per run of confident blanks (separates repeats)
-                    keep.append(t)
+                    kept.append(t)
                 prev = "blank_run"
                 continue
             if a != blank and a == prev:
+                if keep == "max" and top[t] > top[kept[-1]]:
+                    kept[-1] = t
                 continue
-            keep.append(t)
+            kept.append(t)
             prev = a
-        keep_all.append(keep)
+        keep_all.append(kept)
     Tn = max(1, max(len(k) for k in keep_all))
     out = torch.zeros(B, Tn, V, dtype=log_probs.dtype)
     out[:, :, blank] = 0.0

@@ -1,4 +1,9 @@
-"""LabelScorer for a :class:`SpeechLLM`: the speech prefix is run once, then next tokens use the KV cache."""
+"""LabelScorer for a :class:`SpeechLLM`: the LLM prefix before BOS is run once, then next tokens use the KV cache.
+
+PREFIX interface: the prefix is [prompt_pre, speech, prompt_post]. CROSS_ATTENTION interface: the prefix is only the
+text prompt, and every LLM call attends to the speech memory of each row's utterance (its keys/values are projected
+once per batch).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +16,14 @@ from llmasr.search.scorer import LabelScorer
 
 @dataclasses.dataclass
 class SpeechLLMState:
-    """Per-row state: HF DynamicCache (None before the first step), attention mask [N,T], next position [N]."""
+    """Per-row state: HF DynamicCache (None while nothing was consumed; the prefix embeddings [N,L,H] when
+    uncached), attention mask [N,T], next position [N], utterance of each row [N] (speech memory)."""
 
     cache: object
     mask: torch.Tensor
     pos: torch.Tensor
     logprobs: Optional[torch.Tensor] = None  # log p(next | prefix) after the last consumed label
+    rows: Optional[torch.Tensor] = None
 
 
 def _select_cache(cache, indices: torch.Tensor):
@@ -29,7 +36,7 @@ def _select_cache(cache, indices: torch.Tensor):
 class SpeechLLMScorer(LabelScorer):
     """Scores LLM tokens given the speech of each utterance; call :meth:`set_audio` per batch first.
 
-    :param model: a :class:`llmasr.models.speech_llm.SpeechLLM`
+    :param model: a :class:`llmasr.models.speech_llm.SpeechLLM` (either interface)
     :param use_cache: False recomputes the full sequence every step (reference for tests)
     """
 
@@ -38,46 +45,58 @@ class SpeechLLMScorer(LabelScorer):
         self.use_cache = use_cache
         self.eos_id = model.cfg.eos_id
         self._prefix = None
+        self._memory = None
 
     @torch.no_grad()
     def set_audio(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> None:
-        """Computes the (left-padded) prefix embeddings for the utterances of the batch."""
-        self._prefix = self.model.prefix_embeddings(audio, audio_lens)
+        """Computes the (left-padded) prefix embeddings and the speech memory for the utterances of the batch."""
+        prefix, mask, self._memory = self.model.speech_inputs(audio, audio_lens)
+        self._prefix = (prefix, mask)
+
+    def _memory_for(self, rows: torch.Tensor):
+        return None if self._memory is None else self._memory.for_rows(rows)
 
     @torch.no_grad()
     def initial_state(self, batch_indices: torch.Tensor) -> SpeechLLMState:
-        from transformers import DynamicCache
-
+        if self._prefix is None:
+            raise RuntimeError("SpeechLLMScorer.initial_state before set_audio")
         emb, mask = self._prefix
-        emb, mask = emb[batch_indices], mask[batch_indices]
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        if not self.use_cache:
-            return SpeechLLMState(cache=emb, mask=mask, pos=pos[:, -1] + 1)
-        cache = DynamicCache()
-        self.model.llm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                       use_cache=True)
-        return SpeechLLMState(cache=cache, mask=mask, pos=pos[:, -1] + 1)
+        rows = batch_indices.to(emb.device)
+        emb, mask = emb.index_select(0, rows), mask.index_select(0, rows)
+        pos = mask.sum(1)
+        if not self.use_cache or emb.shape[1] == 0:
+            return SpeechLLMState(cache=emb if not self.use_cache else None, mask=mask, pos=pos, rows=rows)
+        out = self.model.run_llm(self._memory_for(rows), inputs_embeds=emb, attention_mask=mask,
+                                 position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+        return SpeechLLMState(cache=out.cache, mask=mask, pos=pos, rows=rows)
 
     @torch.no_grad()
     def score(self, state: SpeechLLMState, labels: torch.Tensor) -> Tuple[torch.Tensor, SpeechLLMState]:
         tok_emb = self.model.embed(labels)[:, None]
-        mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1])], 1)
+        mask = torch.cat([state.mask, state.mask.new_ones(state.mask.shape[0], 1)], 1)
+        memory = self._memory_for(state.rows)
         if self.use_cache:
-            out = self.model.llm(inputs_embeds=tok_emb, attention_mask=mask, position_ids=state.pos[:, None],
-                                 past_key_values=state.cache, use_cache=True)
-            cache = out.past_key_values
+            out = self.model.run_llm(memory, inputs_embeds=tok_emb, attention_mask=mask,
+                                     position_ids=state.pos[:, None], cache=state.cache, use_cache=True)
+            cache = out.cache
         else:
             cache = torch.cat([state.cache, tok_emb], 1)
             pos = (mask.cumsum(1) - 1).clamp(min=0)
-            out = self.model.llm(inputs_embeds=cache, attention_mask=mask, position_ids=pos)
+            out = self.model.run_llm(memory, inputs_embeds=cache, attention_mask=mask, position_ids=pos)
         logprobs = out.logits[:, -1].float().log_softmax(-1)
-        return logprobs, SpeechLLMState(cache=cache, mask=mask, pos=state.pos + 1, logprobs=logprobs)
+        return logprobs, SpeechLLMState(cache=cache, mask=mask, pos=state.pos + 1, logprobs=logprobs, rows=state.rows)
 
     def select(self, state: SpeechLLMState, indices: torch.Tensor) -> SpeechLLMState:
-        cache = _select_cache(state.cache, indices) if self.use_cache else state.cache.index_select(0, indices)
+        if state.cache is None:
+            cache = None
+        elif self.use_cache:
+            cache = _select_cache(state.cache, indices)
+        else:
+            cache = state.cache.index_select(0, indices)
         lp = None if state.logprobs is None else state.logprobs.index_select(0, indices)
+        rows = None if state.rows is None else state.rows.index_select(0, indices)
         return SpeechLLMState(cache=cache, mask=state.mask.index_select(0, indices),
-                              pos=state.pos.index_select(0, indices), logprobs=lp)
+                              pos=state.pos.index_select(0, indices), logprobs=lp, rows=rows)
 
     def final_score(self, state: SpeechLLMState) -> torch.Tensor:
         """log p(EOS | prefix) from the last step."""
