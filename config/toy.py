@@ -37,9 +37,11 @@ LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_laye
 DELAYS = (1, 5, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
 TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=(0.0, 0.1, 0.2, 0.3),
                     length_rewards=(0.0, 0.5, 1.0, 1.5))
-SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=4, batch_size_seconds=20, learning_rate=1e-3)
+SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=3, batch_size_seconds=20, learning_rate=1e-3)
 # speech LLM variants: each changes one choice of the first (prefix, LoRA, 2x extra downsampling, AM units, no prompt)
-SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2)
+# the toy keeps the AED encoder frozen (CPU time); the paper-scale configs train it
+SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2,
+                       freeze_encoder=True)
 SPEECH_LLM_VARIANTS = {
     "prefix-lora-k2": {},
     "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
