@@ -19,6 +19,7 @@ from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
+from llmasr.scoring.attention_plot import PlotAttentionJob
 from llmasr.scoring.report import ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
@@ -232,7 +233,8 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
                 device: str = "cpu") -> Dict[str, SpeechLLMTrainingJob]:
     """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant; each variant is a dict of
     :class:`SpeechLLMConfig` changes to ``base`` plus optional ``am_units`` (default True) and ``prompt``
-    (default False). The first variant is also recognised with alpha = 0 and jointly with the CTC model."""
+    (default False). The first variant is also recognised with alpha = 0 and jointly with the CTC model; the
+    attention weights of the first and last LLM layer are plotted for two utterances of the last evaluation set."""
     trained = {}
     for name, changes in variants.items():
         changes = dict(changes)
@@ -257,6 +259,9 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
 
     for name, job in trained.items():
         recognise(f"speech-llm {name}", job)
+        plot = PlotAttentionJob(job.out_last_checkpoint, job.out_setup, data.corpora[data.eval_sets[-1]],
+                                utterances=2, layers=(0, -1))
+        tk.register_output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
     first, job = next(iter(trained.items()))
     recognise(f"speech-llm {first} (alpha=0)", job, length_norm_exponent=0.0)
     recognise(f"speech-llm {first} + ctc (label-sync)", job, with_ctc=True,
