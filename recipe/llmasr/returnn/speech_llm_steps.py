@@ -7,7 +7,7 @@ targets as they are. The aux CTC loss uses the AM ids.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import torch
 
@@ -64,12 +64,3 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     ctx = rf.get_run_ctx()
     for name, (loss, scale) in losses.items():
         ctx.mark_as_loss(loss / norms.get(name, 1), name, scale=scale)
-
-
-def batch_audio(wavs: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Zero-padded [B, S] audio and lengths [B] from a list of 1-D waveforms."""
-    lens = torch.tensor([len(w) for w in wavs])
-    audio = torch.zeros(len(wavs), int(lens.max()))
-    for i, w in enumerate(wavs):
-        audio[i, : len(w)] = w
-    return audio, lens

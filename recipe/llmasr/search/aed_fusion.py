@@ -5,9 +5,7 @@ labels); hypotheses end at the decoder's EOS, which also adds the LLM's EOS scor
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import List, Optional, Union
 
@@ -76,12 +74,10 @@ class AedFusionSearchJob(Job):
     def run(self):
         import torch
 
-        from llmasr.data.audio import load_audio
-        from llmasr.data.corpus import read_corpus
         from llmasr.models.conformer import ConformerAedModel, load_model_checkpoint
         from llmasr.search.beam_search import beam_search
+        from llmasr.search.corpus_search import audio_batches, write_search_outputs
         from llmasr.search.llm_scorer import LLMScorer
-        from llmasr.search.nbest import write_nbest
         from llmasr.search.scorers import LengthRewardScorer
         from llmasr.text.units import AmUnits
 
@@ -106,17 +102,8 @@ class AedFusionSearchJob(Job):
             l2t[cfg.eos_idx] = tok.eos_id
             llm_scorer = LLMScorer(load_llm(loc, device=self.device), bos_id=tok.bos_id, eos_id=tok.eos_id,
                                    label_to_token=l2t)
-        entries = sorted(read_corpus(self.corpus.get_path()), key=lambda e: e.duration)
-        if not entries:
-            raise ValueError(f"{self.corpus.get_path()}: no utterances")
         results, audio_s, t0 = {}, 0.0, time.perf_counter()
-        for start in range(0, len(entries), self.utterances_per_batch):
-            batch = entries[start : start + self.utterances_per_batch]
-            wavs = [torch.from_numpy(load_audio(e.audio, name=f"{e.id} ({e.audio})")) for e in batch]
-            lens = torch.tensor([len(w) for w in wavs])
-            audio = torch.zeros(len(wavs), int(lens.max()))
-            for i, w in enumerate(wavs):
-                audio[i, : len(w)] = w
+        for batch, audio, lens in audio_batches(self.corpus.get_path(), self.utterances_per_batch):
             with torch.no_grad():
                 enc, enc_lens, _ = model.encode(audio.to(self.device), lens.to(self.device))
                 scorers = {"decoder": (model.decoder_scorer(enc, enc_lens), 1.0)}
@@ -131,14 +118,10 @@ class AedFusionSearchJob(Job):
                 results[e.id] = [_to_entry(h, units) for h in hyps]
                 audio_s += e.duration
         decode_s = time.perf_counter() - t0
-        write_nbest(results, self.out_nbest.get_path())
         stats = {"audio_seconds": audio_s, "decode_seconds": decode_s, "utterances": len(results)}
         if llm_scorer is not None:
             stats["llm_forward_calls"] = llm_scorer.num_forward_calls
-        tmp = self.out_search_stats.get_path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(stats, f, indent=1)
-        os.replace(tmp, self.out_search_stats.get_path())
+        write_search_outputs(results, stats, self.out_nbest.get_path(), self.out_search_stats.get_path())
         logging.info("searched %d utterances, RTFx %.1f", len(results), audio_s / max(decode_s, 1e-9))
 
 

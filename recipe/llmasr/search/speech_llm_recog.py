@@ -6,7 +6,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import time
 from typing import Dict, List, Optional
 
@@ -94,14 +93,12 @@ class SpeechLLMRecogJob(Job):
     def run(self):
         import torch
 
-        from llmasr.data.audio import load_audio
         from llmasr.data.corpus import read_corpus
         from llmasr.returnn.speech_llm import load_speech_llm
-        from llmasr.returnn.speech_llm_steps import batch_audio
         from llmasr.search.beam_search import beam_search
+        from llmasr.search.corpus_search import audio_batches, write_search_outputs
         from llmasr.search.delayed_fusion import read_ctc_logprobs
         from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
-        from llmasr.search.nbest import write_nbest
         from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
         torch.set_num_threads(max(1, int(self.rqmt["cpu"])))
@@ -112,11 +109,9 @@ class SpeechLLMRecogJob(Job):
                              f"{self.setup.get_path()} has no am_spm_model (the LLM keeps its own tokenizer)")
         model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=self.device)
         bos, eos = model.cfg.bos_id, model.cfg.eos_id
-        entries = sorted(read_corpus(self.corpus.get_path()), key=lambda e: e.duration)
-        if not entries:
-            raise ValueError(f"{self.corpus.get_path()}: no utterances")
         ctc: Dict[str, torch.Tensor] = {}
         if self.mode != SpeechLLMSearchMode.BEAM:
+            entries = read_corpus(self.corpus.get_path())
             ctc = {k: v.float() for k, v in read_ctc_logprobs(self.ctc_logprobs.get_path())}
             missing = [e.id for e in entries if e.id not in ctc]
             if missing:
@@ -125,10 +120,7 @@ class SpeechLLMRecogJob(Job):
         scorer = SpeechLLMScorer(model)
         results: Dict[str, List[dict]] = {}
         audio_s, t0 = 0.0, time.perf_counter()
-        for start in range(0, len(entries), self.utterances_per_batch):
-            batch = entries[start : start + self.utterances_per_batch]
-            audio, lens = batch_audio([torch.from_numpy(load_audio(e.audio, name=f"{e.id} ({e.audio})"))
-                                       for e in batch])
+        for batch, audio, lens in audio_batches(self.corpus.get_path(), self.utterances_per_batch):
             scorer.set_audio(audio.to(self.device), lens.to(self.device))
             max_len = max(1, int(self.max_len_ratio * 10 * max(e.duration for e in batch)))
             if self.mode == SpeechLLMSearchMode.BEAM:
@@ -156,12 +148,9 @@ class SpeechLLMRecogJob(Job):
                 results[e.id] = [_entry(h, tokenizer) for h in hyps[: self.nbest]]
                 audio_s += e.duration
         decode_s = time.perf_counter() - t0
-        write_nbest(results, self.out_nbest.get_path())
-        tmp = self.out_search_stats.get_path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "utterances": len(results),
-                       "mode": self.mode.value}, f, indent=1)
-        os.replace(tmp, self.out_search_stats.get_path())
+        write_search_outputs(results, {"audio_seconds": audio_s, "decode_seconds": decode_s,
+                                       "utterances": len(results), "mode": self.mode.value},
+                             self.out_nbest.get_path(), self.out_search_stats.get_path())
         logging.info("recognised %d utterances, RTFx %.1f", len(results), audio_s / max(decode_s, 1e-9))
 
 
