@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
-import math
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import tk
 
 from llmasr.models.speech_llm import SpeechLLMConfig
-from llmasr.returnn.config import OCLR_CODE, LearningRateSchedule, TrainingOptions, training_params, write_config
-from llmasr.returnn.training import ogg_zip_seconds, run_returnn, spm_vocab_size
+from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.training import ReturnnTrainingBase, spm_vocab_size, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +104,7 @@ def load_speech_llm(checkpoint: str, setup: Union[SpeechLLMSetup, Dict[str, Any]
 SPEECH_LLM_TRAIN_IMPORTS = ["from llmasr.returnn.speech_llm_steps import get_model, train_step"]
 
 
-class SpeechLLMTrainingJob(Job):
+class SpeechLLMTrainingJob(ReturnnTrainingBase):
     """Trains a speech LLM with ``python -m returnn`` (PyTorch backend); resumable, one checkpoint per epoch."""
 
     def __init__(
@@ -132,24 +130,9 @@ class SpeechLLMTrainingJob(Job):
         """
         if not isinstance(setup, SpeechLLMSetup):
             raise TypeError(f"setup must be a SpeechLLMSetup, got {type(setup).__name__}")
-        options.check()
         self.setup = setup
-        self.train_data = list(train_data) if isinstance(train_data, (list, tuple)) else [train_data]
-        self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
-        self.spm_model = spm_model
-        self.options = options
-        self.gpu = gpu
-        self.out_returnn_config = self.output_path("returnn.config")
-        self.out_model_dir = self.output_path("models", directory=True)
-        self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
-        self.out_learning_rates = self.output_path("learning_rates")
-        self.out_last_checkpoint = self.out_checkpoints[options.num_epochs]
+        self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_setup = self.output_path("setup.json")
-        self.rqmt = {"cpu": cpu, "mem": mem, "time": time, "gpu": gpu}
-
-    def tasks(self):
-        yield Task("create_files", mini_task=True)
-        yield Task("run", rqmt=self.rqmt, resume="run")
 
     def create_files(self):
         spm_model = self.spm_model.get_path()
@@ -163,29 +146,9 @@ class SpeechLLMTrainingJob(Job):
         if setup["config"].get("ctc_vocab_size") and setup["config"]["ctc_vocab_size"] != vocab + 1:
             raise ValueError(f"SpeechLLMConfig.ctc_vocab_size={setup['config']['ctc_vocab_size']} but the aux CTC "
                              f"over {spm_model} needs {vocab} labels + blank = {vocab + 1}")
-        train = [p.get_path() for p in self.train_data]
-        seconds = sum(sum(ogg_zip_seconds(z)) for z in train)
-        steps = max(1, math.ceil(seconds / self.options.batch_size_seconds / self.options.partition_epoch))
-        params = training_params({}, train, [p.get_path() for p in self.dev_data], spm_model, vocab,
-                                 os.path.join(self.out_model_dir.get_path(), "epoch"),
-                                 self.out_learning_rates.get_path(), self.options, steps)
+        params = self._training_params({}, vocab)
         del params["model_config"]
         params["speech_llm_setup"] = setup
         params["target_spm_model"] = spm_model
-        if self.gpu:
-            params["device"] = "cuda"
-        if self.gpu > 1:
-            params["torch_distributed"] = {}
-        extra = OCLR_CODE if self.options.schedule == LearningRateSchedule.ONE_CYCLE else ""
-        write_config(self.out_returnn_config.get_path(), params, imports=SPEECH_LLM_TRAIN_IMPORTS, extra_code=extra)
-        with open(self.out_setup.get_path() + ".tmp", "w") as f:
-            json.dump(setup, f, indent=1, sort_keys=True)
-        os.replace(self.out_setup.get_path() + ".tmp", self.out_setup.get_path())
-
-    def run(self):
-        os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
-        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
-        missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
-        if missing:
-            raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
+        self._write_returnn_config(params, SPEECH_LLM_TRAIN_IMPORTS)
+        write_json(setup, self.out_setup.get_path())

@@ -76,7 +76,66 @@ def resolve_model_config(model_config: Union[CtcModelConfig, AedModelConfig], vo
     return d
 
 
-class ReturnnTrainingJob(Job):
+class ReturnnTrainingBase(Job):
+    """What every RETURNN training job shares: per-epoch checkpoint outputs, the learning-rates file, a resumable
+    ``run`` task, and writing the config (data, batching, optimiser, schedule, device, multi-GPU)."""
+
+    def _init_training(self, train_data, dev_data, spm_model: tk.Path, options: TrainingOptions, *, cpu: int,
+                       mem: int, time: float, gpu: int) -> None:
+        options.check()
+        self.train_data = list(train_data) if isinstance(train_data, (list, tuple)) else [train_data]
+        self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
+        self.spm_model = spm_model
+        self.options = options
+        self.gpu = gpu
+        self.out_returnn_config = self.output_path("returnn.config")
+        self.out_model_dir = self.output_path("models", directory=True)
+        self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
+        self.out_learning_rates = self.output_path("learning_rates")
+        self.out_last_checkpoint = self.out_checkpoints[options.num_epochs]
+        self.rqmt = {"cpu": cpu, "mem": mem, "time": time, "gpu": gpu}
+
+    def tasks(self):
+        yield Task("create_files", mini_task=True)
+        yield Task("run", rqmt=self.rqmt, resume="run")
+
+    def _training_params(self, model_config: Dict, vocab: int) -> Dict:
+        """The RETURNN settings for this job's data, options and device."""
+        train = [p.get_path() for p in self.train_data]
+        seconds = sum(sum(ogg_zip_seconds(z)) for z in train)
+        steps = max(1, math.ceil(seconds / self.options.batch_size_seconds / self.options.partition_epoch))
+        params = training_params(model_config, train, [p.get_path() for p in self.dev_data],
+                                 self.spm_model.get_path(), vocab, os.path.join(self.out_model_dir.get_path(), "epoch"),
+                                 self.out_learning_rates.get_path(), self.options, steps)
+        if self.gpu:
+            params["device"] = "cuda"
+        if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
+            params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
+        return params
+
+    def _write_returnn_config(self, params: Dict, imports: Sequence[str]) -> None:
+        extra = OCLR_CODE if self.options.schedule == LearningRateSchedule.ONE_CYCLE else ""
+        if self.options.torch_threads:
+            extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
+        write_config(self.out_returnn_config.get_path(), params, imports=imports, extra_code=extra)
+
+    def run(self):
+        os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
+        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
+                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
+        missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
+        if missing:
+            raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
+
+
+def write_json(obj, path: str) -> None:
+    """JSON file written atomically."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+class ReturnnTrainingJob(ReturnnTrainingBase):
     """Trains a Conformer CTC or AED model with ``python -m returnn`` (PyTorch backend) on OggZip data.
 
     Resumable: a killed run continues from its last checkpoint. Outputs one checkpoint per epoch.
@@ -101,58 +160,20 @@ class ReturnnTrainingJob(Job):
         :param dev_data: OggZip file(s) for the dev scores (checkpoint selection, learning-rate control)
         :param spm_model: SentencePiece model of the targets
         :param options: batching, optimiser and learning-rate schedule
-        :param cpu: cores (torch threads); :param mem: GiB; :param time: hours; :param gpu: GPUs (device "cuda")
+        :param cpu: cores (torch threads); :param mem: GiB; :param time: hours; :param gpu: GPUs (device "cuda";
+            more than one: DDP through torch.distributed.run)
         """
         if not isinstance(model_config, (CtcModelConfig, AedModelConfig)):
             raise TypeError(f"model_config must be CtcModelConfig or AedModelConfig, got {type(model_config).__name__}")
-        options.check()
         self.model_config = model_config
-        self.train_data = list(train_data) if isinstance(train_data, (list, tuple)) else [train_data]
-        self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
-        self.spm_model = spm_model
-        self.options = options
-        self.gpu = gpu
-        self.out_returnn_config = self.output_path("returnn.config")
+        self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_model_config = self.output_path("model_config.json")
-        self.out_model_dir = self.output_path("models", directory=True)
-        self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
-        self.out_learning_rates = self.output_path("learning_rates")
-        self.out_last_checkpoint = self.out_checkpoints[options.num_epochs]
-        self.rqmt = {"cpu": cpu, "mem": mem, "time": time, "gpu": gpu}
-
-    def tasks(self):
-        yield Task("create_files", mini_task=True)
-        yield Task("run", rqmt=self.rqmt, resume="run")
 
     def create_files(self):
-        spm_model = self.spm_model.get_path()
-        vocab = spm_vocab_size(spm_model)
+        vocab = spm_vocab_size(self.spm_model.get_path())
         model_dict = resolve_model_config(self.model_config, vocab)
-        train = [p.get_path() for p in self.train_data]
-        seconds = sum(sum(ogg_zip_seconds(z)) for z in train)
-        steps = max(1, math.ceil(seconds / self.options.batch_size_seconds / self.options.partition_epoch))
-        params = training_params(model_dict, train, [p.get_path() for p in self.dev_data], spm_model, vocab,
-                                 os.path.join(self.out_model_dir.get_path(), "epoch"),
-                                 self.out_learning_rates.get_path(), self.options, steps)
-        if self.gpu:
-            params["device"] = "cuda"
-        if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
-            params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
-        extra = OCLR_CODE if self.options.schedule == LearningRateSchedule.ONE_CYCLE else ""
-        if self.options.torch_threads:
-            extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
-        write_config(self.out_returnn_config.get_path(), params, imports=TRAIN_IMPORTS, extra_code=extra)
-        with open(self.out_model_config.get_path() + ".tmp", "w") as f:
-            json.dump(model_dict, f, indent=1, sort_keys=True)
-        os.replace(self.out_model_config.get_path() + ".tmp", self.out_model_config.get_path())
-
-    def run(self):
-        os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
-        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
-        missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
-        if missing:
-            raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
+        self._write_returnn_config(self._training_params(model_dict, vocab), TRAIN_IMPORTS)
+        write_json(model_dict, self.out_model_config.get_path())
 
 
 class _EpochData(dict):
