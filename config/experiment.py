@@ -14,7 +14,7 @@ from sisyphus import tk
 from llmasr.llm.perplexity import ComputePerplexityJob
 from llmasr.llm.train import FineTuneLLMJob, FineTuneMethod, FineTuneUnits, TrainConfig
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig
-from llmasr.models.speech_llm import SpeechLLMConfig
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
@@ -29,6 +29,19 @@ from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMod
 from llmasr.tuning.scales import TuneScalesJob
 
 Zips = Union[tk.Path, List[tk.Path]]
+
+# speech LLM variants of the comparison: each changes one choice of the first (the configs' base: prefix, LoRA,
+# 2x extra downsampling), "am_units": False keeps the LLM's tokenizer, "prompt": True adds the text prompt
+SPEECH_LLM_VARIANTS: Dict[str, Dict[str, object]] = {
+    "prefix-lora-k2": {},
+    "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
+    "prefix-full-k2": dict(llm_training=LLMTraining.FULL),
+    "prefix-lora-k1": dict(adapter_k=1),
+    "xattn-lora-k2": dict(interface=SpeechInterface.CROSS_ATTENTION),
+    "prefix-lora-k2-prompt": dict(prompt=True),
+    "prefix-lora-k2-llm-units": dict(am_units=False),
+}
+SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")
 
 
 @dataclasses.dataclass

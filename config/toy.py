@@ -6,7 +6,8 @@ the shared builders of :mod:`config.experiment`.
 """
 from sisyphus import tk
 
-from config.experiment import ExperimentData, Results, TuningGrid, acoustic_models, shallow_fusion, speech_llms
+from config.experiment import (SPEECH_LLM_PROMPT, SPEECH_LLM_VARIANTS, ExperimentData, Results, TuningGrid,
+                               acoustic_models, shallow_fusion, speech_llms)
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import MakeToyCorpusJob
 from llmasr.llm.perplexity import ComputePerplexityJob
@@ -38,20 +39,10 @@ DELAYS = (1, 5, 20, None)  # delayed fusion: frames between LLM calls (None: onl
 TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=(0.0, 0.1, 0.2, 0.3),
                     length_rewards=(0.0, 0.5, 1.0, 1.5))
 SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=3, batch_size_seconds=20, learning_rate=1e-3)
-# speech LLM variants: each changes one choice of the first (prefix, LoRA, 2x extra downsampling, AM units, no prompt)
+# speech LLMs: the variants of config.experiment.SPEECH_LLM_VARIANTS on this base (prefix, LoRA, 2x downsampling);
 # the toy keeps the AED encoder frozen (CPU time); the paper-scale configs train it
 SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2,
                        freeze_encoder=True)
-SPEECH_LLM_VARIANTS = {
-    "prefix-lora-k2": {},
-    "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
-    "prefix-full-k2": dict(llm_training=LLMTraining.FULL),
-    "prefix-lora-k1": dict(adapter_k=1),
-    "xattn-lora-k2": dict(interface=SpeechInterface.CROSS_ATTENTION),
-    "prefix-lora-k2-prompt": dict(prompt=True),
-    "prefix-lora-k2-llm-units": dict(am_units=False),
-}
-SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")
 
 
 def py():

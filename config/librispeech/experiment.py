@@ -1,7 +1,8 @@
 """Paper-scale LibriSpeech 960 h experiment: Conformer CTC and AED (16 x 1024, 6-layer decoder, unigram 10k),
 Qwen2-0.5B/1.5B for shallow fusion (as they are and fine-tuned on the LM text) and as speech-LLM decoders;
 evaluated on LibriSpeech dev/test and the Open ASR Leaderboard sets. Needs GPU nodes (see README, cluster)."""
-from config.experiment import ExperimentData, Results, TuningGrid, acoustic_models, shallow_fusion, speech_llms
+from config.experiment import (SPEECH_LLM_PROMPT, SPEECH_LLM_VARIANTS, ExperimentData, Results, TuningGrid,
+                               acoustic_models, shallow_fusion, speech_llms)
 from config.librispeech.data import AM_VOCAB_SIZE, DEV_SUBSETS, PREFIX, TEST_SUBSETS, librispeech_data
 from config.librispeech.llm import QWEN2, librispeech_llms
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
@@ -15,16 +16,6 @@ SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=40, partition_epoch=20, batch_s
                                       learning_rate=1e-4, num_workers=2)
 GPU = dict(cpu=4, gpu=1, mem=32)
 SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2, lora_rank=16)
-SPEECH_LLM_VARIANTS = {
-    "prefix-lora-k2": {},
-    "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
-    "prefix-full-k2": dict(llm_training=LLMTraining.FULL),
-    "prefix-lora-k1": dict(adapter_k=1),
-    "xattn-lora-k2": dict(interface=SpeechInterface.CROSS_ATTENTION),
-    "prefix-lora-k2-prompt": dict(prompt=True),
-    "prefix-lora-k2-llm-units": dict(am_units=False),
-}
-PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")
 
 
 def py():
@@ -47,5 +38,5 @@ def py():
                        device="cuda", tag=size)
         speech_llms(PREFIX, data, am, QWEN2[size], results, base=SPEECH_LLM_BASE,
                     variants={f"{size} {n}": v for n, v in SPEECH_LLM_VARIANTS.items()},
-                    options=SPEECH_LLM_TRAINING, prompt=PROMPT, device="cuda", **GPU)
+                    options=SPEECH_LLM_TRAINING, prompt=SPEECH_LLM_PROMPT, device="cuda", **GPU)
     results.report()

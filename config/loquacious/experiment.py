@@ -1,7 +1,8 @@
 """Paper-scale Loquacious experiment: the same comparison as config/librispeech/experiment.py on the Loquacious
 training set, evaluated per source on its dev/test sets and on the Open ASR Leaderboard sets."""
 from config.experiment import ExperimentData, Results, TuningGrid, acoustic_models, hub_llms, shallow_fusion, speech_llms
-from config.librispeech.experiment import GPU, PROMPT, SPEECH_LLM_BASE, SPEECH_LLM_VARIANTS
+from config.experiment import SPEECH_LLM_PROMPT, SPEECH_LLM_VARIANTS
+from config.librispeech.experiment import GPU, SPEECH_LLM_BASE
 from config.librispeech.llm import GPU_TRAIN, QWEN2
 from config.loquacious.data import AM_VOCAB_SIZE, PREFIX, loquacious_data
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
@@ -36,5 +37,5 @@ def py():
                        device="cuda", tag=size)
         speech_llms(PREFIX, data, am, QWEN2[size], results, base=SPEECH_LLM_BASE,
                     variants={f"{size} {n}": v for n, v in SPEECH_LLM_VARIANTS.items()},
-                    options=SPEECH_LLM_TRAINING, prompt=PROMPT, device="cuda", **GPU)
+                    options=SPEECH_LLM_TRAINING, prompt=SPEECH_LLM_PROMPT, device="cuda", **GPU)
     results.report()
