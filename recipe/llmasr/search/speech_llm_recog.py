@@ -57,7 +57,7 @@ class SpeechLLMRecogJob(Job):
             time-sync: the LLM gets weight (1 - ctc_scale) / ctc_scale relative to CTC
         :param beam_size: hypotheses per utterance; :param nbest: hypotheses written
         :param length_norm_exponent: label-sync: final score / L^alpha (0: off)
-        :param max_len_ratio: label-sync: maximum labels per second of audio / 10 (i.e. per 100 ms)
+        :param max_len_ratio: label-sync: maximum output labels per 100 ms of audio
         :param label_topk: time-sync: labels tried per frame (CTC top-k pruning)
         :param soft_collapse_threshold: time-sync: merge frames whose blank probability exceeds it
         :param utterances_per_batch: utterances searched together
