@@ -1,15 +1,14 @@
 """AedFusionSearchJob on a random tiny AED and a random tiny LLM over the AM units: scores add up, the cached LLM
 score of each hypothesis equals a full forward, and lm_scale 0 keeps the plain AED search."""
 import json
-import random
 
-import numpy as np
 import pytest
 import torch
 
 from sisyphus import tk
 
 from llmasr.search.aed_fusion import AedFusionSearchJob
+from tests.tiny_models import save_tiny_aed, write_noise_corpus
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she sells sea shells", "birds fly over the hill"]
 
@@ -18,30 +17,13 @@ SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she sells sea s
 def setup(tmp_path):
     import sentencepiece as spm
 
-    from llmasr.data.audio import write_audio
-    from llmasr.data.corpus import CorpusEntry, write_corpus
-    from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, build_model,
-                                         model_config_to_dict, tiny_encoder_config)
-
     torch.set_num_threads(1)
     (tmp_path / "text.txt").write_text("\n".join(SENTENCES * 10) + "\n")
     spm.SentencePieceTrainer.train(input=str(tmp_path / "text.txt"), model_prefix=str(tmp_path / "am"),
                                    vocab_size=30, hard_vocab_limit=False, minloglevel=2)
     vocab = spm.SentencePieceProcessor(model_file=str(tmp_path / "am.model")).get_piece_size()
-    cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=vocab,
-                         decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64))
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    torch.save({"model": model.state_dict()}, tmp_path / "epoch.001.pt")
-    (tmp_path / "model_config.json").write_text(json.dumps(model_config_to_dict(cfg)))
-    rng = np.random.default_rng(0)
-    entries = []
-    for i, text in enumerate(SENTENCES[:3]):
-        path = str(tmp_path / f"u{i}.flac")
-        write_audio((0.1 * rng.standard_normal(8000 + 2000 * i)).astype("float32"), path)
-        entries.append(CorpusEntry(id=f"u{i}", audio=path, duration=(8000 + 2000 * i) / 16000, speaker="s",
-                                   text=text))
-    write_corpus(entries, str(tmp_path / "dev.jsonl.gz"))
+    ckpt, config, _ = save_tiny_aed(str(tmp_path), vocab, name="epoch.001.pt")
+    write_noise_corpus(str(tmp_path), SENTENCES[:3])
     return {"ckpt": tk.Path(str(tmp_path / "epoch.001.pt")), "config": tk.Path(str(tmp_path / "model_config.json")),
             "corpus": tk.Path(str(tmp_path / "dev.jsonl.gz")), "spm": tk.Path(str(tmp_path / "am.model"))}
 

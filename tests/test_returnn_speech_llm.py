@@ -8,8 +8,6 @@ import torch
 
 from sisyphus import tk
 
-from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, build_model, model_config_to_dict,
-                                     tiny_encoder_config)
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, config_from_dict, setup_to_dict
@@ -17,6 +15,7 @@ from llmasr.returnn.training import read_learning_rates
 from llmasr.search.nbest import read_nbest
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from tests.test_returnn_am import data, pytestmark  # noqa: F401  (espeak-ng corpus fixture, skip marker)
+from tests.tiny_models import save_tiny_aed
 
 OPTS = TrainingOptions(num_epochs=1, batch_size_seconds=8, learning_rate=1e-3, torch_threads=1,
                        schedule=LearningRateSchedule.CONSTANT)
@@ -29,14 +28,10 @@ def _parts(data, tmp_path, run_job):
     import sentencepiece as spm
 
     vocab = spm.SentencePieceProcessor(model_file=data["spm"].get_path()).get_piece_size()
-    cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=vocab,
-                         decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64))
-    torch.manual_seed(0)
-    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "aed.pt")
-    (tmp_path / "aed.json").write_text(json.dumps(model_config_to_dict(cfg)))
+    ckpt, config, _ = save_tiny_aed(str(tmp_path), vocab)
     llm = run_job(CreateTinyLLMJob(data["spm"], config=TinyLLMConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)))
-    return tk.Path(str(tmp_path / "aed.pt")), tk.Path(str(tmp_path / "aed.json")), llm.out_model, vocab
+    return tk.Path(ckpt), tk.Path(config), llm.out_model, vocab
 
 
 def _corpus(zip_path: tk.Path) -> tk.Path:

@@ -12,6 +12,7 @@ from llmasr.models.llm import tiny_random_qwen2
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLM, SpeechLLMConfig
 from llmasr.search.beam_search import beam_search
 from llmasr.search.speech_llm_scorer import SpeechLLMScorer
+from tests.tiny_models import save_tiny_aed, write_noise_corpus
 
 V, BOS, EOS = 20, 0, 1
 
@@ -253,13 +254,8 @@ SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she sells sea s
 def speech_llm_files(tmp_path, *, vocab_am: int = 30):
     """A tiny random AED checkpoint + config, its SentencePiece model, a tiny random LLM dir with its own
     SentencePiece tokenizer, and a corpus of 3 random-noise utterances; returns the paths and the AED model."""
-    import numpy as np
     import sentencepiece as spm
 
-    from llmasr.data.audio import write_audio
-    from llmasr.data.corpus import CorpusEntry, write_corpus
-    from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, build_model, model_config_to_dict,
-                                         tiny_encoder_config)
     from llmasr.models.llm import LLMTokenizer, TinyLLMConfig, save_llm
 
     (tmp_path / "text.txt").write_text("\n".join(SENTENCES * 10) + "\n")
@@ -267,24 +263,12 @@ def speech_llm_files(tmp_path, *, vocab_am: int = 30):
         spm.SentencePieceTrainer.train(input=str(tmp_path / "text.txt"), model_prefix=str(tmp_path / name),
                                        vocab_size=size, hard_vocab_limit=False, minloglevel=2)
     vocab = spm.SentencePieceProcessor(model_file=str(tmp_path / "am.model")).get_piece_size()
-    cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=vocab,
-                         decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64))
-    torch.manual_seed(0)
-    aed = build_model(cfg)
-    torch.save({"model": aed.state_dict()}, tmp_path / "aed.pt")
-    (tmp_path / "model_config.json").write_text(json.dumps(model_config_to_dict(cfg)))
+    _, _, aed = save_tiny_aed(str(tmp_path), vocab)
     tok = LLMTokenizer(spm_model=str(tmp_path / "llm_spm.model"))
     llm = tiny_random_qwen2(tok.vocab_size, bos_id=tok.bos_id, eos_id=tok.eos_id, cfg=TinyLLMConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
     save_llm(llm, tok, str(tmp_path / "llm"))
-    rng = np.random.default_rng(0)
-    entries = []
-    for i, text in enumerate(SENTENCES[:3]):
-        path = str(tmp_path / f"u{i}.flac")
-        write_audio((0.1 * rng.standard_normal(8000 + 2000 * i)).astype("float32"), path)
-        entries.append(CorpusEntry(id=f"u{i}", audio=path, duration=(8000 + 2000 * i) / 16000, speaker="s",
-                                   text=text))
-    write_corpus(entries, str(tmp_path / "dev.jsonl.gz"))
+    write_noise_corpus(str(tmp_path), SENTENCES[:3])
     return {"aed_checkpoint": str(tmp_path / "aed.pt"), "aed_model_config": str(tmp_path / "model_config.json"),
             "am_spm_model": str(tmp_path / "am.model"), "llm": str(tmp_path / "llm"),
             "corpus": str(tmp_path / "dev.jsonl.gz"), "am_vocab": vocab, "aed": aed}

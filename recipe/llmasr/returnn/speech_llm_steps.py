@@ -50,9 +50,9 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     """CE over the transcription tokens (+ EOS) per token, and the aux CTC loss per AM label."""
     import returnn.frontend as rf
 
-    from llmasr.returnn.steps import _audio
+    from llmasr.returnn.steps import audio_from_extern_data
 
-    audio, audio_lengths = _audio(extern_data)
+    audio, audio_lengths = audio_from_extern_data(extern_data)
     classes = extern_data["classes"]
     labels = classes.raw_tensor.long().cpu()
     lengths = classes.dims[1].dyn_size_ext.raw_tensor.long().cpu()

@@ -31,7 +31,7 @@ def get_model(*, epoch: int = 0, step: int = 0, **_kwargs) -> torch.nn.Module:
     return build_model(model_config_from_dict(_config().typed_value("model_config")))
 
 
-def _audio(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
+def audio_from_extern_data(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
     data = extern_data["data"]
     audio = data.raw_tensor
     if audio.dim() == 3:
@@ -44,7 +44,7 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     """Marks the model's losses (summed over the batch, normalised by the number of target labels)."""
     import returnn.frontend as rf
 
-    audio, audio_lengths = _audio(extern_data)
+    audio, audio_lengths = audio_from_extern_data(extern_data)
     targets = extern_data["classes"]
     target_lengths = targets.dims[1].dyn_size_ext
     labels = targets.raw_tensor.long()
@@ -129,7 +129,7 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     config = _config()
     mode = config.typed_value("recog_mode")
     opts = config.typed_value("recog_opts") or {}
-    audio, audio_lengths = _audio(extern_data)
+    audio, audio_lengths = audio_from_extern_data(extern_data)
     ctx = rf.get_run_ctx()
     ctx.mark_as_output(audio_lengths.to(torch.int32), "audio_samples")
     start = time.perf_counter()

@@ -9,12 +9,14 @@ import logging
 import time
 from typing import List, Optional, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import tk
+
+from llmasr.search.corpus_search import CorpusSearchJob
 
 from llmasr.search.rescoring import Scale, resolve_scale
 
 
-class AedFusionSearchJob(Job):
+class AedFusionSearchJob(CorpusSearchJob):
     """Label-synchronous AED beam search, alone (``llm=None``) or fused label-wise with an LLM over the AM units.
 
     Writes the N-best lists (scores "am" = decoder, "lm", "length") and search statistics.
@@ -64,16 +66,12 @@ class AedFusionSearchJob(Job):
         self.max_len_ratio = max_len_ratio
         self.utterances_per_batch = utterances_per_batch
         self.device = device
-        self.out_nbest = self.output_path("nbest.json.gz")
-        self.out_search_stats = self.output_path("search_stats.json")
-        self.rqmt = {"cpu": cpu, "mem": 8, "time": 4, "gpu": 1 if device == "cuda" else 0}
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
+        self._init_search_outputs(cpu=cpu, device=device)
 
     def run(self):
         import torch
 
+        from llmasr.data.corpus import read_corpus
         from llmasr.models.conformer import ConformerAedModel, load_model_checkpoint
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
@@ -103,7 +101,10 @@ class AedFusionSearchJob(Job):
             llm_scorer = LLMScorer(load_llm(loc, device=self.device), bos_id=tok.bos_id, eos_id=tok.eos_id,
                                    label_to_token=l2t)
         results, audio_s, t0 = {}, 0.0, time.perf_counter()
-        for batch, audio, lens in audio_batches(self.corpus.get_path(), self.utterances_per_batch):
+        entries = read_corpus(self.corpus.get_path())
+        if not entries:
+            raise ValueError(f"{self.corpus.get_path()}: no utterances")
+        for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
             with torch.no_grad():
                 enc, enc_lens, _ = model.encode(audio.to(self.device), lens.to(self.device))
                 scorers = {"decoder": (model.decoder_scorer(enc, enc_lens), 1.0)}

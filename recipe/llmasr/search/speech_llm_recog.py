@@ -9,7 +9,9 @@ import logging
 import time
 from typing import Dict, List, Optional
 
-from sisyphus import Job, Task, tk
+from sisyphus import tk
+
+from llmasr.search.corpus_search import CorpusSearchJob
 
 
 class SpeechLLMSearchMode(enum.Enum):
@@ -20,7 +22,7 @@ class SpeechLLMSearchMode(enum.Enum):
     JOINT_TIME_SYNC = "joint_time_sync"  # CTC prefix beam search over frames + model_scale * speech LLM per new label
 
 
-class SpeechLLMRecogJob(Job):
+class SpeechLLMRecogJob(CorpusSearchJob):
     """Recognises a corpus with a speech LLM checkpoint; writes N-best lists and search statistics.
 
     Joint recognition needs a CTC model over the speech LLM's labels, i.e. a speech LLM with the AM's units
@@ -83,12 +85,7 @@ class SpeechLLMRecogJob(Job):
         self.soft_collapse_threshold = soft_collapse_threshold
         self.utterances_per_batch = utterances_per_batch
         self.device = device
-        self.out_nbest = self.output_path("nbest.json.gz")
-        self.out_search_stats = self.output_path("search_stats.json")
-        self.rqmt = {"cpu": cpu, "mem": 8, "time": 4, "gpu": 1 if device == "cuda" else 0}
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
+        self._init_search_outputs(cpu=cpu, device=device)
 
     def run(self):
         import torch
@@ -109,9 +106,11 @@ class SpeechLLMRecogJob(Job):
                              f"{self.setup.get_path()} has no am_spm_model (the LLM keeps its own tokenizer)")
         model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=self.device)
         bos, eos = model.cfg.bos_id, model.cfg.eos_id
+        entries = read_corpus(self.corpus.get_path())
+        if not entries:
+            raise ValueError(f"{self.corpus.get_path()}: no utterances")
         ctc: Dict[str, torch.Tensor] = {}
         if self.mode != SpeechLLMSearchMode.BEAM:
-            entries = read_corpus(self.corpus.get_path())
             ctc = {k: v.float() for k, v in read_ctc_logprobs(self.ctc_logprobs.get_path())}
             missing = [e.id for e in entries if e.id not in ctc]
             if missing:
@@ -120,7 +119,7 @@ class SpeechLLMRecogJob(Job):
         scorer = SpeechLLMScorer(model)
         results: Dict[str, List[dict]] = {}
         audio_s, t0 = 0.0, time.perf_counter()
-        for batch, audio, lens in audio_batches(self.corpus.get_path(), self.utterances_per_batch):
+        for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
             scorer.set_audio(audio.to(self.device), lens.to(self.device))
             max_len = max(1, int(self.max_len_ratio * 10 * max(e.duration for e in batch)))
             if self.mode == SpeechLLMSearchMode.BEAM:
