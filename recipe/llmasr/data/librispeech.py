@@ -18,6 +18,7 @@ from sisyphus import Job, Task, tk
 
 from llmasr.data.audio import SampleRatePolicy, check_transcript, map_parallel, prepare_audio_file, task_workers
 from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.data.corpus_job import ParallelCorpusJob
 
 OPENSLR_12 = "https://www.openslr.org/resources/12"
 LIBRISPEECH_SUBSETS = (
@@ -147,7 +148,7 @@ def read_librispeech_subset(subset_dir: str) -> List[CorpusEntry]:
     return entries
 
 
-class LibriSpeechCorpusJob(Job):
+class LibriSpeechCorpusJob(ParallelCorpusJob):
     """Converts one extracted LibriSpeech subset to the corpus manifest, checking every audio file."""
 
     def __init__(
@@ -176,14 +177,6 @@ class LibriSpeechCorpusJob(Job):
         self.out_num_utterances = self.output_var("num_utterances")
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 2, "time": 4}
-
-    @classmethod
-    def hash(cls, parsed_args):
-        """The number of processes does not change the output: left out of the hash."""
-        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         subset_dir = os.path.join(self.librispeech_dir.get_path(), self.subset)

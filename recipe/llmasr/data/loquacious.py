@@ -18,6 +18,7 @@ from sisyphus import Job, Task, tk
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, check_transcript, task_workers
 from llmasr.data.corpus import CorpusEntry, iter_corpus, write_corpus
+from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.data.hf_audio import audio_file_name, audio_source, encode_all, iter_hub_rows, iter_local_rows, parquet_files
 from llmasr.text.normalize import normalize_for_training
 
@@ -40,7 +41,7 @@ class LoquaciousSubset(enum.Enum):
         return self in (LoquaciousSubset.DEV, LoquaciousSubset.TEST)
 
 
-class LoquaciousCorpusJob(Job):
+class LoquaciousCorpusJob(ParallelCorpusJob):
     """Converts one Loquacious subset (hub or local parquet) to 16 kHz audio files and the corpus manifest."""
 
     def __init__(
@@ -85,14 +86,6 @@ class LoquaciousCorpusJob(Job):
         self.out_num_utterances = self.output_var("num_utterances")
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 4, "time": 24}
-
-    @classmethod
-    def hash(cls, parsed_args):
-        """The number of processes does not change the output: left out of the hash."""
-        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def _rows(self):
         if self.local_dir is not None:

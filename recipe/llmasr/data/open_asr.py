@@ -12,10 +12,11 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from sisyphus import Job, Task, tk
+from sisyphus import tk
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, check_transcript, task_workers
 from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.data.hf_audio import audio_file_name, audio_source, encode_all, iter_hub_rows, iter_local_rows, parquet_files
 from llmasr.text.normalize import normalize_for_scoring
 
@@ -35,7 +36,7 @@ IGNORE_REFERENCE = "ignore time segment in scoring"
 TEXT_COLUMNS = ("text", "sentence", "normalized_text", "transcript", "transcription")
 
 
-class OpenAsrTestSetJob(Job):
+class OpenAsrTestSetJob(ParallelCorpusJob):
     """Converts one Open ASR Leaderboard test set (hub or local parquet copy) to 16 kHz audio and a manifest."""
 
     def __init__(
@@ -73,14 +74,6 @@ class OpenAsrTestSetJob(Job):
         self.out_num_dropped = self.output_var("num_dropped")
         self.out_hours = self.output_var("hours")
         self.rqmt = {"cpu": cpu, "mem": 4, "time": 8}
-
-    @classmethod
-    def hash(cls, parsed_args):
-        """The number of processes does not change the output: left out of the hash."""
-        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         config, split = OPEN_ASR_TEST_SETS[self.test_set]

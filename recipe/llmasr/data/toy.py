@@ -19,10 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from sisyphus import Job, Task, tk
+from sisyphus import tk
 
 from llmasr.data.audio import check_audio_file
 from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.text.normalize import normalize_for_training
 
 SPLITS = ("train", "dev", "test")
@@ -275,7 +276,7 @@ def write_lm_text(sentences: Iterable[str], path: str) -> int:
     return n
 
 
-class MakeToyCorpusJob(Job):
+class MakeToyCorpusJob(ParallelCorpusJob):
     """Synthesises the toy corpus (train/dev/test manifests + audio in LibriSpeech layout) and its LM text."""
 
     def __init__(
@@ -316,14 +317,6 @@ class MakeToyCorpusJob(Job):
         self.out_speakers = self.output_path("speakers.txt")
         self.out_num_lm_sentences = self.output_var("num_lm_sentences")
         self.rqmt = {"cpu": cpu, "mem": 2, "time": 2}
-
-    @classmethod
-    def hash(cls, parsed_args):
-        """The number of processes does not change the output: left out of the hash."""
-        return super().hash({k: v for k, v in parsed_args.items() if k != "cpu"})
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         start = time.time()

@@ -70,6 +70,23 @@ def _as_list(x):
 
 
 class _ForwardJobBase(Job):
+    """A RETURNN forward pass of a trained AM over OggZip data; subclasses add their outputs and options."""
+
+    def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
+                 spm_model: tk.Path, *, batch_seconds: float, max_seqs: int, cpu: int, device: str):
+        self.checkpoint = checkpoint
+        self.model_config = model_config
+        self.data = _as_list(data)
+        self.spm_model = spm_model
+        self.batch_seconds = batch_seconds
+        self.max_seqs = max_seqs
+        self.device = device
+        self.out_returnn_config = self.output_path("returnn.config")
+        self.rqmt = {"cpu": cpu, "mem": 4, "time": 4, "gpu": 1 if device == "cuda" else 0}
+
+    def tasks(self):
+        yield Task("run", rqmt=self.rqmt)
+
     def _write_and_run(self, mode: str, opts: Dict[str, Any], outputs: Dict[str, str]) -> None:
         config = self.out_returnn_config.get_path()
         params = forward_params(self.model_config.get_path(), self.checkpoint.get_path(),
@@ -122,10 +139,8 @@ class ReturnnForwardJob(_ForwardJobBase):
             raise ValueError(f"mode must be a RecogMode, got {mode!r}")
         if beam_size < 1 or nbest < 1:
             raise ValueError(f"beam_size and nbest must be >= 1, got {beam_size}, {nbest}")
-        self.checkpoint = checkpoint
-        self.model_config = model_config
-        self.data = _as_list(data)
-        self.spm_model = spm_model
+        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
+                         cpu=cpu, device=device)
         self.mode = mode
         self.beam_size = beam_size
         self.nbest = nbest
@@ -133,16 +148,8 @@ class ReturnnForwardJob(_ForwardJobBase):
         self.length_norm_exponent = length_norm_exponent
         self.ctc_scale = ctc_scale
         self.max_len_ratio = max_len_ratio
-        self.batch_seconds = batch_seconds
-        self.max_seqs = max_seqs
-        self.device = device
-        self.out_returnn_config = self.output_path("returnn.config")
         self.out_nbest = self.output_path("nbest.json.gz")
         self.out_search_stats = self.output_path("search_stats.json")
-        self.rqmt = {"cpu": cpu, "mem": 4, "time": 4, "gpu": 1 if device == "cuda" else 0}
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         opts = {"beam_size": self.beam_size, "nbest": self.nbest, "label_topk": self.label_topk,
@@ -169,20 +176,10 @@ class EstimateCtcPriorJob(_ForwardJobBase):
         :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
         :param device: "cpu" or "cuda"
         """
-        self.checkpoint = checkpoint
-        self.model_config = model_config
-        self.data = _as_list(data)
-        self.spm_model = spm_model
-        self.batch_seconds = batch_seconds
-        self.max_seqs = max_seqs
-        self.device = device
-        self.out_returnn_config = self.output_path("returnn.config")
+        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
+                         cpu=cpu, device=device)
         self.out_log_prior = self.output_path("log_prior.txt")
         self.out_log_label_prior = self.output_path("log_label_prior.txt")
-        self.rqmt = {"cpu": cpu, "mem": 4, "time": 4, "gpu": 1 if device == "cuda" else 0}
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         self._write_and_run("ctc_prior", {}, {"prior_file": self.out_log_prior.get_path(),
@@ -201,19 +198,9 @@ class DumpCtcLogProbsJob(_ForwardJobBase):
         :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
         :param device: "cpu" or "cuda"
         """
-        self.checkpoint = checkpoint
-        self.model_config = model_config
-        self.data = _as_list(data)
-        self.spm_model = spm_model
-        self.batch_seconds = batch_seconds
-        self.max_seqs = max_seqs
-        self.device = device
-        self.out_returnn_config = self.output_path("returnn.config")
+        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
+                         cpu=cpu, device=device)
         self.out_ctc_logprobs = self.output_path("ctc_logprobs.pt")
-        self.rqmt = {"cpu": cpu, "mem": 4, "time": 4, "gpu": 1 if device == "cuda" else 0}
-
-    def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
 
     def run(self):
         self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})
