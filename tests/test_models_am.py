@@ -8,9 +8,10 @@ import torch
 
 from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModelConfig, TransformerDecoderConfig,
                                      build_model, load_model_checkpoint, model_config_from_dict,
-                                     model_config_to_dict, paper_aed_config, tiny_encoder_config)
+                                     model_config_to_dict, paper_aed_config, SpecAugmentConfig,
+                                     tiny_encoder_config)
 from llmasr.returnn.config import one_cycle_lr
-from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy
+from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy, set_train_step
 from llmasr.returnn.training import average_checkpoints, best_epoch, read_learning_rates
 
 V = 11
@@ -208,3 +209,21 @@ def test_one_cycle_lr_and_checkpoint_helpers(tmp_path):
     avg = torch.load(out)
     assert torch.allclose(avg["model"]["w"], torch.full((2,), 1.0)) and int(avg["model"]["n"]) == 2
     assert not os.path.exists(out + ".tmp")
+
+
+def test_specaugment_starts_at_its_step():
+    torch.set_num_threads(1)
+    encoder = tiny_encoder_config(specaug=SpecAugmentConfig(start_step=100))
+    model = build_model(CtcModelConfig(encoder=encoder, vocab_size=V))
+    audio, lengths = _audio()
+    model.eval()
+    ref, _, _ = model(audio, lengths)
+    model.train()
+    set_train_step(model, 99)  # before start_step: no masking (dropout is 0 in the tiny config)
+    torch.manual_seed(3)
+    before, _, _ = model(audio, lengths)
+    assert torch.allclose(ref, before, atol=1e-6)
+    set_train_step(model, 100)
+    torch.manual_seed(3)
+    after, _, _ = model(audio, lengths)
+    assert not torch.allclose(ref, after)

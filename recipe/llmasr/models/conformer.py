@@ -59,6 +59,7 @@ class SpecAugmentConfig:
     freq_max_num_masks: int = 5
     freq_mask_max_size: int = 8
     enabled: bool = True
+    start_step: int = 0  # training steps without masking first (CTC learns its alignments faster on clean input)
 
 
 @dataclass
@@ -264,6 +265,7 @@ class ConformerEncoder(nn.Module):
                 num_layers=cfg.num_layers, frontend=ModuleFactoryV1(VGG4LayerActFrontendV1, frontend),
                 block_cfg=block))
         self.downsampling = p1 * p2
+        self.train_step: Optional[int] = None  # set by the training loop for SpecAugment's start_step
 
     @property
     def out_dim(self) -> int:
@@ -279,7 +281,7 @@ class ConformerEncoder(nn.Module):
         """
         with torch.no_grad():
             feats, feat_lens = self.features(audio, audio_lengths)
-            if self.training and self.cfg.specaug.enabled:
+            if self.training and self.cfg.specaug.enabled and (self.train_step or 0) >= self.cfg.specaug.start_step:
                 s = self.cfg.specaug
                 feats = specaugment_v1_by_length(
                     feats, time_min_num_masks=s.time_min_num_masks,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from sisyphus import tk
 

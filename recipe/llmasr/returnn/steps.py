@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from llmasr.models.conformer import ConformerAedModel, build_model, model_config_from_dict
+from llmasr.models.conformer import ConformerAedModel, ConformerEncoder, build_model, model_config_from_dict
 
 NEG_INF = float("-inf")
 
@@ -40,16 +40,24 @@ def audio_from_extern_data(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
     return audio.float(), lengths.long()
 
 
+def set_train_step(model: torch.nn.Module, step: int) -> None:
+    """Tells every Conformer encoder in ``model`` the global training step (SpecAugment's ``start_step``)."""
+    for module in model.modules():
+        if isinstance(module, ConformerEncoder):
+            module.train_step = step
+
+
 def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     """Marks the model's losses (summed over the batch, normalised by the number of target labels)."""
     import returnn.frontend as rf
 
+    ctx = rf.get_run_ctx()
+    set_train_step(model, int(ctx.step))
     audio, audio_lengths = audio_from_extern_data(extern_data)
     targets = extern_data["classes"]
     target_lengths = targets.dims[1].dyn_size_ext
     labels = targets.raw_tensor.long()
     losses = model.compute_losses(audio, audio_lengths, labels, target_lengths.raw_tensor.to(labels.device).long())
-    ctx = rf.get_run_ctx()
     for name, (loss, scale) in losses.items():
         ctx.mark_as_loss(loss, name, dims=(), scale=scale, custom_inv_norm_factor=target_lengths,
                          use_normalized_loss=True)
