@@ -57,7 +57,7 @@ def main():
 
     print(f"{args.utts} utterances x {args.frames} frames, beam {args.beam}, vocab {args.vocab}, "
           f"LLM {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {args.threads} thread(s)")
-    print(f"{"search":34s} {'LLM calls':>10s} {'LLM tokens':>12s} {'ms/utt':>10s}")
+    print(f"{'search':34s} {'LLM calls':>10s} {'LLM tokens':>12s} {'ms/utt':>10s}")
     for cached in (True, False):
         def lw(u, stats, cached=cached):
             scorer = LLMScorer(model, bos_id=1, eos_id=2, label_to_token=torch.tensor(l2t), use_cache=cached)

@@ -32,6 +32,7 @@ CTC_MODEL = CtcModelConfig(encoder=AM_ENCODER, aux_ctc_layers=(3,), aux_ctc_scal
 AED_MODEL = AedModelConfig(encoder=AM_ENCODER, decoder=TransformerDecoderConfig(num_layers=2, dim=144, num_heads=4,
                                                                                 ff_dim=576),
                            aux_ctc_layers=(6,), aux_ctc_scales=(0.3,))
+AED_ENCODER_FROM_CTC = True  # the toy AED starts from the CTC encoder: from scratch it stays far behind in 12 epochs
 AM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, learning_rate=1e-3)  # 3e-3 stalls in CTC's plateau
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
 LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
@@ -86,7 +87,8 @@ def py():
                           zips={s: zips[s] for s in ("dev", "test")}, train_zips=zips["train"], dev_zips=zips["dev"],
                           spm_model=spm.out_model, tune_set="dev", eval_sets=("dev", "test"))
     results = Results(PREFIX, hallucination_set="test")
-    am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING)
+    am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING,
+                         aed_encoder_from_ctc=AED_ENCODER_FROM_CTC)
 
     # 5. combination: the LLM joined at search time, scales tuned on dev
     shallow_fusion(PREFIX, data, am, llms, results, rescoring_llms=("pretrained", "ft-own"), own_units_llm="ft-own",

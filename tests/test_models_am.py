@@ -12,7 +12,7 @@ from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModel
                                      tiny_encoder_config)
 from llmasr.returnn.config import one_cycle_lr
 from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy, set_train_step
-from llmasr.returnn.training import average_checkpoints, best_epoch, read_learning_rates
+from llmasr.returnn.training import average_checkpoints, best_epoch, preload_options, read_learning_rates
 
 V = 11
 
@@ -227,3 +227,25 @@ def test_specaugment_starts_at_its_step():
     torch.manual_seed(3)
     after, _, _ = model(audio, lengths)
     assert not torch.allclose(ref, after)
+
+
+def test_preload_options_take_the_encoder_of_another_model(tmp_path):
+    ctc = build_model(CtcModelConfig(encoder=tiny_encoder_config(), vocab_size=V, aux_ctc_layers=(1,),
+                                     aux_ctc_scales=(0.3,)))
+    path = str(tmp_path / "epoch.001.pt")
+    torch.save({"model": ctc.state_dict(), "epoch": 1}, path)
+    opts = preload_options(path, ("encoder.",))
+    assert opts["filename"] == path and opts["init_for_train"] is True and opts["ignore_missing"] is True
+    assert set(opts["ignore_params"]) == {n for n in ctc.state_dict() if not n.startswith("encoder.")}
+    assert "output.weight" in opts["ignore_params"]
+    # what RETURNN then does: the AED's encoder equals the CTC model's, the decoder keeps its own initialisation
+    aed = build_model(AedModelConfig(encoder=tiny_encoder_config(), vocab_size=V))
+    state = {k: v for k, v in ctc.state_dict().items() if k not in opts["ignore_params"]}
+    missing, unexpected = aed.load_state_dict(state, strict=False)
+    assert not unexpected and all(not k.startswith("encoder.") for k in missing)
+    aed_state = aed.state_dict()
+    assert state and all(torch.equal(aed_state[k], v) for k, v in state.items())
+    with pytest.raises(ValueError, match="no parameter starting with"):
+        preload_options(path, ("decoder.",))
+    with pytest.raises(FileNotFoundError, match="init checkpoint"):
+        preload_options(str(tmp_path / "missing.pt"), ("encoder.",))

@@ -138,8 +138,12 @@ def write_json(obj, path: str) -> None:
 class ReturnnTrainingJob(ReturnnTrainingBase):
     """Trains a Conformer CTC or AED model with ``python -m returnn`` (PyTorch backend) on OggZip data.
 
-    Resumable: a killed run continues from its last checkpoint. Outputs one checkpoint per epoch.
+    Resumable: a killed run continues from its last checkpoint. Outputs one checkpoint per epoch. With
+    ``init_checkpoint`` the parameters under ``init_prefixes`` (default: the encoder) start from another trained
+    model, e.g. the AED's encoder from the CTC model (RETURNN's ``preload_from_files``, first epoch only).
     """
+
+    __sis_hash_exclude__ = {"init_checkpoint": None, "init_prefixes": ("encoder.",)}
 
     def __init__(
         self,
@@ -153,6 +157,8 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         mem: int = 8,
         time: float = 24,
         gpu: int = 0,
+        init_checkpoint: Optional[tk.Path] = None,
+        init_prefixes: Sequence[str] = ("encoder.",),
     ):
         """
         :param model_config: CtcModelConfig or AedModelConfig (vocab_size 0: from ``spm_model``)
@@ -162,18 +168,45 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         :param options: batching, optimiser and learning-rate schedule
         :param cpu: cores (torch threads); :param mem: GiB; :param time: hours; :param gpu: GPUs (device "cuda";
             more than one: DDP through torch.distributed.run)
+        :param init_checkpoint: checkpoint of another model to start from (None: random initialisation)
+        :param init_prefixes: names of the parameters taken from ``init_checkpoint`` start with one of these
         """
         if not isinstance(model_config, (CtcModelConfig, AedModelConfig)):
             raise TypeError(f"model_config must be CtcModelConfig or AedModelConfig, got {type(model_config).__name__}")
+        if init_checkpoint is not None and not init_prefixes:
+            raise ValueError("init_prefixes must name at least one parameter prefix when init_checkpoint is given")
         self.model_config = model_config
+        self.init_checkpoint = init_checkpoint
+        self.init_prefixes = tuple(init_prefixes)
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_model_config = self.output_path("model_config.json")
 
     def create_files(self):
         vocab = spm_vocab_size(self.spm_model.get_path())
         model_dict = resolve_model_config(self.model_config, vocab)
-        self._write_returnn_config(self._training_params(model_dict, vocab), TRAIN_IMPORTS)
+        params = self._training_params(model_dict, vocab)
+        if self.init_checkpoint is not None:
+            params["preload_from_files"] = {"init": preload_options(self.init_checkpoint.get_path(),
+                                                                    self.init_prefixes)}
+        self._write_returnn_config(params, TRAIN_IMPORTS)
         write_json(model_dict, self.out_model_config.get_path())
+
+
+def preload_options(checkpoint: str, prefixes: Sequence[str]) -> Dict:
+    """RETURNN ``preload_from_files`` entry that initialises (first epoch only) the parameters of ``checkpoint``
+    whose names start with one of ``prefixes``; the other parameters of the checkpoint are ignored."""
+    import torch
+
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"init checkpoint {checkpoint} does not exist")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    names = list(state["model"] if isinstance(state, dict) and "model" in state else state)
+    taken = [n for n in names if n.startswith(tuple(prefixes))]
+    if not taken:
+        raise ValueError(f"init checkpoint {checkpoint} has no parameter starting with {list(prefixes)} "
+                         f"(it has e.g. {names[:5]})")
+    return {"filename": checkpoint, "init_for_train": True, "ignore_missing": True,
+            "ignore_params": [n for n in names if n not in taken]}
 
 
 class _EpochData(dict):
