@@ -28,6 +28,7 @@ from i6_models.parts.conformer.norm import LayerNormNC
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
 
+from llmasr.models.checkpoint import read_state_dict
 from llmasr.search.scorer import LabelScorer
 
 
@@ -596,18 +597,14 @@ def load_model_checkpoint(checkpoint: str, model_config: Union[ModelConfig, str,
     :param model_config: the config, a dict, or the path of the training job's ``model_config.json``
     """
     import json
-    import os
 
     if isinstance(model_config, str):
         with open(model_config) as f:
             model_config = json.load(f)
     if isinstance(model_config, dict):
         model_config = model_config_from_dict(model_config)
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    state = read_state_dict(checkpoint)
     model = build_model(model_config)
-    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = data["model"] if isinstance(data, dict) and "model" in data else data
     model.load_state_dict(state)
     return model.eval()
 

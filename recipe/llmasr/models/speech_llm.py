@@ -19,7 +19,6 @@ import dataclasses
 import enum
 import logging
 import math
-import os
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmasr.models.adapter import FrameStackAdapter
+from llmasr.models.checkpoint import read_state_dict
 
 if TYPE_CHECKING:
     from llmasr.models.llm import LLMTokenizer
@@ -502,10 +502,7 @@ class SpeechLLM(nn.Module):
 
 def load_encoder_from_aed_checkpoint(encoder: nn.Module, checkpoint: str, *, prefix: str = "encoder.") -> None:
     """Copies the encoder parameters (keys starting with ``prefix``) of a trained AED checkpoint into ``encoder``."""
-    if not os.path.exists(checkpoint):
-        raise FileNotFoundError(f"AED checkpoint not found: {checkpoint}")
-    ckpt = torch.load(checkpoint, map_location="cpu")
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    state = read_state_dict(checkpoint, what="AED checkpoint")
     enc = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not enc:
         raise ValueError(f"no parameters with prefix {prefix!r} in AED checkpoint {checkpoint}")

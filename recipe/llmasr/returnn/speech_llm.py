@@ -91,13 +91,11 @@ def build_from_setup(setup: Union[SpeechLLMSetup, Dict[str, Any]], *, with_aed_w
 
 def load_speech_llm(checkpoint: str, setup: Union[SpeechLLMSetup, Dict[str, Any]], *, device: str = "cpu"):
     """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint."""
-    import torch
+    from llmasr.models.checkpoint import read_state_dict
 
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"speech LLM checkpoint {checkpoint} does not exist")
+    state = read_state_dict(checkpoint, what="speech LLM checkpoint")
     model, tokenizer = build_from_setup(setup, with_aed_weights=False)
-    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model.load_state_dict(data["model"] if isinstance(data, dict) and "model" in data else data)
+    model.load_state_dict(state)
     return model.to(device).eval(), tokenizer
 
 

@@ -195,12 +195,9 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
 def preload_options(checkpoint: str, prefixes: Sequence[str]) -> Dict:
     """RETURNN ``preload_from_files`` entry that initialises (first epoch only) the parameters of ``checkpoint``
     whose names start with one of ``prefixes``; the other parameters of the checkpoint are ignored."""
-    import torch
+    from llmasr.models.checkpoint import read_state_dict
 
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"init checkpoint {checkpoint} does not exist")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    names = list(state["model"] if isinstance(state, dict) and "model" in state else state)
+    names = list(read_state_dict(checkpoint, what="init checkpoint", mmap=True))
     taken = [n for n in names if n.startswith(tuple(prefixes))]
     if not taken:
         raise ValueError(f"init checkpoint {checkpoint} has no parameter starting with {list(prefixes)} "

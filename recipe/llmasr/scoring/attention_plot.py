@@ -201,16 +201,15 @@ class PlotAttentionJob(Job):
 
         from llmasr.data.audio import load_audio
         from llmasr.data.corpus import read_corpus
+        from llmasr.models.checkpoint import read_state_dict
         from llmasr.models.speech_llm import SpeechInterface, build_speech_llm, find_decoder_layers, hf_model
 
         kwargs = self._build_kwargs()
         cfg = kwargs.pop("config")
         ckpt = _location(self.checkpoint)
-        if not os.path.isfile(ckpt):
-            raise FileNotFoundError(f"speech LLM checkpoint {ckpt} does not exist")
+        state = read_state_dict(ckpt, what="speech LLM checkpoint")
         model, tokenizer = build_speech_llm(cfg, aed_checkpoint=None, **kwargs)
-        data = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(data["model"] if isinstance(data, dict) and "model" in data else data)
+        model.load_state_dict(state)
         model.eval()
         entries = read_corpus(_location(self.corpus))[: self.utterances]
         if not entries:
