@@ -10,14 +10,13 @@ import time
 
 import pytest
 
-import sisyphus.global_settings as gs
 from sisyphus import tk
 from sisyphus.console import Console
 from sisyphus.graph import graph
 from sisyphus.job import created_jobs
 from sisyphus.localengine import LocalEngine
 from sisyphus.manager import Manager
-from tests.engine_jobs import ArrayJob, ConcatJob, CountJob, FailJob, SleepJob, WriteTextJob
+from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, SleepJob, WriteTextJob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +126,9 @@ def test_missing_input_file_is_reported(sis_setup_dir):
 def test_local_engine_never_exceeds_cpus(sis_setup_dir):
     record = sis_setup_dir / "record"
     record.mkdir()
-    jobs = [SleepJob(f"s{i}", 0.8, str(record), cpu=1 + (i % 2)) for i in range(5)]
+    # four 1-cpu tasks and one 2-cpu task: in whatever order the manager submits them, two 1-cpu tasks are
+    # neighbours in the first-in-first-out queue and must run side by side
+    jobs = [SleepJob(f"s{i}", 0.8, str(record), cpu=2 if i == 2 else 1) for i in range(5)]
     for j in jobs:
         tk.register_output(f"sleep/{j.name}", j.out_done)
     engine = LocalEngine(cpus=2, mem=4)

@@ -1,7 +1,6 @@
 """Tests of the speech LLM: adapter, both speech interfaces (prefix, gated cross-attention), losses incl. aux CTC,
 cached scorer, joint search with CTC, and building from an AED checkpoint and an LLM directory."""
 import copy
-import json
 
 import pytest
 import torch

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import sisyphus.global_settings as gs
 
