@@ -136,19 +136,20 @@ class AcousticModels:
 
 
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
-                    aed_config: AedModelConfig, options: TrainingOptions, aed_average: int = 2,
-                    aed_encoder_from_ctc: bool = False, cpu: int = 2, gpu: int = 0, mem: int = 8,
+                    aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
+                    aed_average: int = 2, aed_encoder_from_ctc: bool = False, cpu: int = 2, gpu: int = 0, mem: int = 8,
                     search_cpu: int = 2, device: str = "cpu") -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
-    ``aed_encoder_from_ctc`` starts the AED's encoder from the CTC model (same encoder config needed)."""
+    ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
+    the CTC model (same encoder config needed), so that it can train for fewer epochs."""
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
     ctc.add_alias(f"{prefix}/am/ctc/train")
     ctc_ckpt = GetBestCheckpointJob(ctc, score_key="dev_loss_ctc").out_checkpoint
     if aed_encoder_from_ctc and aed_config.encoder != ctc_config.encoder:
         raise ValueError("aed_encoder_from_ctc needs the same encoder config in ctc_config and aed_config")
-    aed = ReturnnTrainingJob(aed_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
+    aed = ReturnnTrainingJob(aed_config, data.train_zips, data.dev_zips, data.spm_model, options=aed_options or options,
                              cpu=cpu, gpu=gpu, mem=mem, init_checkpoint=ctc_ckpt if aed_encoder_from_ctc else None)
     aed.add_alias(f"{prefix}/am/aed/train")
     aed_ckpt = AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce").out_checkpoint

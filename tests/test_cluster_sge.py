@@ -44,6 +44,15 @@ def _wait(cond, timeout=60, what=""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _sge_state(job_id: str) -> str:
+    """State column of ``job_id`` in qstat ("" when not listed)."""
+    for line in subprocess.run(["qstat"], capture_output=True, text=True).stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[0] == job_id:
+            return fields[4]
+    return ""
+
+
 def test_parsing_and_arguments():
     assert map_sge_state("qw") == gs.STATE_QUEUE and map_sge_state("r") == gs.STATE_RUNNING
     assert map_sge_state("Eqw") == gs.STATE_QUEUE_ERROR and map_sge_state("hqw") == gs.STATE_QUEUE
@@ -76,7 +85,9 @@ def test_restart_while_queued_cancel_and_time_limit(sge, shared_dir, monkeypatch
                               "smp", str(os.cpu_count()), "sleep", "300"], capture_output=True, text=True,
                              check=True).stdout.strip()
     try:
-        _wait(lambda: " r " in subprocess.run(["qstat"], capture_output=True, text=True).stdout, what="blocker")
+        # the blocker itself must run: a job of an earlier test that qstat still lists as running could hold a
+        # slot, and the 1-cpu job would then start next to a waiting blocker
+        _wait(lambda: _sge_state(blocker) == "r", what="blocker")
         j = SleepJob("queued", 0.5, str(shared_dir), cpu=1)
         tk.register_output("q/done", j.out_done)
         assert manager(SGE(), max_time=3)[0] == 2

@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 from llmasr.data.corpus import read_corpus
-from llmasr.data.toy import MakeToyCorpusJob, make_speakers, plan_corpus, read_verses, split_clauses
+from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, make_speakers, plan_corpus, read_verses,
+                             split_clauses)
 from llmasr.text.normalize import normalize_for_training
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -55,6 +56,20 @@ def test_plan_keeps_dev_test_out_of_train_and_lm_text():
 def test_speakers_are_deterministic():
     assert make_speakers(5) == make_speakers(5)
     assert make_speakers(5) != make_speakers(6)
+
+
+def test_train_variants_widen_the_train_speakers_and_keep_test_unseen():
+    wide = make_speakers(5, ("", "m1", "m2", "f1"))
+    assert {s.variant for s in wide["train"]} == {"", "m1", "m2", "f1"}
+    assert len(wide["train"]) == 4 * len(TRAIN_VOICES)
+    assert {(s.voice, s.variant) for s in wide["test"]} == {(s.voice, s.variant) for s in make_speakers(5)["test"]}
+    with pytest.raises(ValueError, match="m7"):
+        MakeToyCorpusJob(num_train=4, num_dev=1, num_test=1, train_variants=("m1", "m7"))
+    # the default keeps the job id of corpora made before the parameter existed
+    assert MakeToyCorpusJob(num_train=5, num_dev=1, num_test=1).job_id() == \
+        MakeToyCorpusJob(num_train=5, num_dev=1, num_test=1, train_variants=TRAIN_VARIANTS).job_id()
+    assert MakeToyCorpusJob(num_train=5, num_dev=1, num_test=1).job_id() != \
+        MakeToyCorpusJob(num_train=5, num_dev=1, num_test=1, train_variants=("m1",)).job_id()
 
 
 def test_make_toy_corpus_job(run_job):

@@ -10,7 +10,8 @@ from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModel
                                      build_model, load_model_checkpoint, model_config_from_dict,
                                      model_config_to_dict, paper_aed_config, SpecAugmentConfig,
                                      tiny_encoder_config)
-from llmasr.returnn.config import one_cycle_lr
+from llmasr.models.augment import speed_perturb
+from llmasr.returnn.config import one_cycle_lr, training_progress
 from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy, set_train_step
 from llmasr.returnn.training import average_checkpoints, best_epoch, preload_options, read_learning_rates
 
@@ -188,9 +189,14 @@ def test_aed_beam_search_scores_and_length_norm():
 
 
 def test_one_cycle_lr_and_checkpoint_helpers(tmp_path):
-    lrs = [one_cycle_lr(s, 100, 1e-3, 1e-5, 1e-6, 0.4) for s in range(101)]
+    lrs = [one_cycle_lr(s / 100, 1e-3, 1e-5, 1e-6, 0.4) for s in range(101)]
     assert lrs[0] == pytest.approx(1e-5) and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == 40
     assert lrs[80] == pytest.approx(1e-5) and lrs[100] == pytest.approx(1e-6)
+    # the schedule follows the epochs (RETURNN's epoch_continuous) unless a step count is given
+    assert training_progress(epoch=3, epoch_continuous=2.5, global_train_step=999, num_epochs=5) == pytest.approx(0.5)
+    assert training_progress(epoch=3, epoch_continuous=None, global_train_step=999, num_epochs=4) == pytest.approx(0.5)
+    assert training_progress(epoch=3, epoch_continuous=2.5, global_train_step=30, num_epochs=5,
+                             total_steps=120) == pytest.approx(0.25)
     lr_file = tmp_path / "learning_rates"
     lr_file.write_text("{\n1: EpochData(learningRate=1.0, error={'dev_loss_ctc': 3.0, 'train_loss_ctc': inf}),\n"
                        "2: EpochData(learningRate=1.0, error={'dev_loss_ctc': 2.0}),\n"
@@ -227,6 +233,32 @@ def test_specaugment_starts_at_its_step():
     torch.manual_seed(3)
     after, _, _ = model(audio, lengths)
     assert not torch.allclose(ref, after)
+
+
+def test_speed_perturbation_scales_length_and_pitch():
+    sr = 16000
+    t = torch.arange(sr) / sr
+    tone = torch.sin(2 * math.pi * 400 * t)
+    audio = torch.stack([tone, torch.cat([tone[: sr // 2], torch.zeros(sr // 2)])])
+    lengths = torch.tensor([sr, sr // 2])
+    for f in (0.9, 1.1):
+        out, out_lengths = speed_perturb(audio, lengths, (f,))
+        assert out_lengths.tolist() == [round(sr / f), round(sr // 2 / f)]
+        assert out.shape == (2, round(sr / f)) and not out[1, int(out_lengths[1]):].any()
+        spec = torch.fft.rfft(out[0]).abs()
+        assert float(spec.argmax()) * sr / out.shape[1] == pytest.approx(400 * f, abs=2)  # the tone moves with f
+    same, same_lengths = speed_perturb(audio, lengths, (1.0,))
+    assert torch.equal(same, audio) and torch.equal(same_lengths, lengths)
+    with pytest.raises(ValueError, match="positive"):
+        speed_perturb(audio, lengths, (0.0,))
+    # in the encoder: only while training
+    model = build_model(CtcModelConfig(encoder=tiny_encoder_config(speed_perturbation=(0.8,)), vocab_size=V))
+    short, short_lengths = _audio()
+    model.eval()
+    _, eval_lengths, _ = model(short, short_lengths)
+    model.train()
+    _, train_lengths, _ = model(short, short_lengths)
+    assert (train_lengths > eval_lengths).any() and (train_lengths >= eval_lengths).all()
 
 
 def test_preload_options_take_the_encoder_of_another_model(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from sisyphus import tk
 
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig, TransformerDecoderConfig, tiny_encoder_config
-from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
+from llmasr.returnn.config import LearningRateSchedule, TrainingOptions, one_cycle_lr
 from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.training import (AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob,
                                      read_learning_rates, returnn_env)
@@ -116,6 +116,11 @@ def test_ctc_training_killed_and_resumed_then_searches(data, run_job):
     assert os.path.getmtime(job.out_checkpoints[1].get_path()) == mtime
     scores = read_learning_rates(job.out_learning_rates.get_path())
     assert sorted(scores) == [1, 2, 3] and all("dev_loss_ctc" in s["error"] for s in scores.values())
+    # the one-cycle schedule follows the epochs (RETURNN records the rate each epoch starts with)
+    for e, s in scores.items():
+        expected = one_cycle_lr((e - 1) / 3, opts.learning_rate, opts.initial_learning_rate,
+                                opts.final_learning_rate, opts.warmup_fraction)
+        assert s["error"][":meta:effective_learning_rate"] == pytest.approx(expected, rel=1e-6), (e, s)
     model_cfg = json.load(open(job.out_model_config.get_path()))
     assert model_cfg["vocab_size"] == 40 and model_cfg["model_type"] == "ctc"
 

@@ -57,12 +57,18 @@ TEST_SPEEDS = ((120, 135), (185, 200))
 TEST_PITCHES = ((20, 32), (68, 80))
 
 
-def make_speakers(seed: int) -> Dict[str, List[ToySpeaker]]:
-    """Speakers per split: train/dev share the train voice settings; test uses only unseen ones."""
+def make_speakers(seed: int, train_variants: Sequence[str] = TRAIN_VARIANTS) -> Dict[str, List[ToySpeaker]]:
+    """Speakers per split: train/dev share the train voice settings (each train voice with each of
+    ``train_variants``); test uses only unseen ones."""
+    shared = sorted(set(train_variants) & set(TEST_VARIANTS))
+    if shared:
+        raise ValueError(f"toy corpus: train_variants {shared} are test-only variants (test: {TEST_VARIANTS})")
+    if not train_variants:
+        raise ValueError("toy corpus: train_variants is empty")
     rng = random.Random(seed)
     train = []
     for voice in TRAIN_VOICES:
-        for variant in TRAIN_VARIANTS:
+        for variant in train_variants:
             train.append((voice, variant, rng.randint(*TRAIN_SPEED), rng.randint(*TRAIN_PITCH)))
     test = []
     for voice in TEST_VOICES:
@@ -165,10 +171,11 @@ def plan_corpus(
     min_words: int,
     max_words: int,
     seed: int,
+    train_variants: Sequence[str] = TRAIN_VARIANTS,
 ) -> Tuple[Dict[str, List[ToyUtterance]], List[str]]:
     """Chooses sentences and speakers per split and the LM text; dev/test verses never reach train or LM text."""
     rng = random.Random(seed)
-    speakers = make_speakers(seed)
+    speakers = make_speakers(seed, train_variants)
     order = list(range(len(verses)))
     rng.shuffle(order)
     used: set = set()
@@ -279,6 +286,8 @@ def write_lm_text(sentences: Iterable[str], path: str) -> int:
 class MakeToyCorpusJob(ParallelCorpusJob):
     """Synthesises the toy corpus (train/dev/test manifests + audio in LibriSpeech layout) and its LM text."""
 
+    __sis_hash_exclude__ = {"train_variants": TRAIN_VARIANTS}
+
     def __init__(
         self,
         *,
@@ -289,6 +298,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         max_words: int = 15,
         seed: int = 1,
         verses_file: Optional[tk.Path] = None,
+        train_variants: Sequence[str] = TRAIN_VARIANTS,
         cpu: int = 2,
     ):
         """
@@ -300,6 +310,8 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         :param seed: seed of sentence, speaker, speed and pitch choices
         :param verses_file: text in ``bible -f`` format (``Ge1:1 text``) or one verse per line;
             None runs ``bible -f gen1:1-rev22:21`` (Debian bible-kjv)
+        :param train_variants: espeak-ng voice variants of the train/dev speakers (each with every train accent);
+            more variants make the unseen test voices easier to generalise to; test-only variants are refused
         :param cpu: parallel synthesis processes (also the task's cpu requirement)
         """
         self.num_train = num_train
@@ -309,7 +321,9 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         self.max_words = max_words
         self.seed = seed
         self.verses_file = verses_file
+        self.train_variants = tuple(train_variants)
         self.cpu = cpu
+        make_speakers(seed, self.train_variants)  # a bad variant list fails when the graph is built
 
         self.out_audio_dir = self.output_path("LibriSpeech", directory=True)
         self.out_corpora = {s: self.output_path(f"{s}.corpus.jsonl.gz") for s in SPLITS}
@@ -323,7 +337,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         verses = read_verses(self.verses_file.get_path() if self.verses_file is not None else None)
         plan, lm_text = plan_corpus(
             verses, num_train=self.num_train, num_dev=self.num_dev, num_test=self.num_test,
-            min_words=self.min_words, max_words=self.max_words, seed=self.seed,
+            min_words=self.min_words, max_words=self.max_words, seed=self.seed, train_variants=self.train_variants,
         )
         root = self.out_audio_dir.get_path()
         os.makedirs(root, exist_ok=True)

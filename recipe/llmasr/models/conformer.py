@@ -28,6 +28,7 @@ from i6_models.parts.conformer.norm import LayerNormNC
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
 
+from llmasr.models.augment import speed_perturb
 from llmasr.models.checkpoint import read_state_dict
 from llmasr.search.scorer import LabelScorer
 
@@ -78,6 +79,9 @@ class ConformerEncoderConfig:
     downsampling: Tuple[int, int] = (3, 2)  # time pooling of the two VGG pooling layers (product: 6)
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    # training only: each utterance is resampled by a factor drawn from these (Kaldi-style speed perturbation:
+    # tempo and pitch change together); () leaves the audio as it is
+    speed_perturbation: Tuple[float, ...] = ()
 
 
 @dataclass
@@ -281,6 +285,8 @@ class ConformerEncoder(nn.Module):
         :return: list of [B, T, D] layer outputs, and [B] frame lengths
         """
         with torch.no_grad():
+            if self.training and self.cfg.speed_perturbation:
+                audio, audio_lengths = speed_perturb(audio, audio_lengths, self.cfg.speed_perturbation)
             feats, feat_lens = self.features(audio, audio_lengths)
             if self.training and self.cfg.specaug.enabled and (self.train_step or 0) >= self.cfg.specaug.start_step:
                 s = self.cfg.specaug

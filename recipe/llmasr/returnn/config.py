@@ -9,7 +9,7 @@ import enum
 import os
 import pprint
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 RECIPE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +36,7 @@ class TrainingOptions:
     final_learning_rate: float = 1e-6
     schedule: LearningRateSchedule = LearningRateSchedule.ONE_CYCLE
     warmup_fraction: float = 0.45  # OCLR: share of steps to reach the peak (and as many to come down)
-    total_steps: int = 0  # OCLR: number of optimiser steps of the whole training (0: estimated from the data)
+    total_steps: int = 0  # OCLR: training steps (batches) of the whole training (0: follow the epochs' progress)
     weight_decay: float = 0.01
     grad_clip_norm: float = 5.0
     max_audio_seconds: float = 30.0
@@ -54,17 +54,27 @@ class TrainingOptions:
             raise ValueError(f"TrainingOptions.warmup_fraction must be in (0, 0.5), got {self.warmup_fraction}")
 
 
-def one_cycle_lr(step: int, total_steps: int, peak: float, initial: float, final: float,
-                 warmup_fraction: float = 0.45) -> float:
-    """One-cycle learning rate at optimiser ``step``: initial -> peak -> initial (each ``warmup_fraction`` of the
-    steps), then down to ``final`` over the rest."""
-    up = max(1, int(total_steps * warmup_fraction))
-    if step < up:
-        return initial + (peak - initial) * step / up
-    if step < 2 * up:
-        return peak - (peak - initial) * (step - up) / up
-    rest = max(1, total_steps - 2 * up)
-    return max(final, initial - (initial - final) * min(1.0, (step - 2 * up) / rest))
+def one_cycle_lr(progress: float, peak: float, initial: float, final: float, warmup_fraction: float = 0.45) -> float:
+    """One-cycle learning rate at ``progress`` (share of the whole training done, 0..1): initial -> peak -> initial
+    (each ``warmup_fraction`` of the training), then down to ``final`` over the rest."""
+    progress = min(1.0, max(0.0, progress))
+    if progress < warmup_fraction:
+        return initial + (peak - initial) * progress / warmup_fraction
+    if progress < 2 * warmup_fraction:
+        return peak - (peak - initial) * (progress - warmup_fraction) / warmup_fraction
+    rest = max(1e-12, 1.0 - 2 * warmup_fraction)
+    return max(final, initial - (initial - final) * (progress - 2 * warmup_fraction) / rest)
+
+
+def training_progress(*, epoch: int, epoch_continuous: Optional[float], global_train_step: int, num_epochs: int,
+                      total_steps: int = 0) -> float:
+    """Share of the training done: by optimiser steps if ``total_steps`` is given, else by RETURNN's
+    ``epoch_continuous`` (epochs done, with the fraction of the current epoch's data), so that a schedule ends
+    with the last epoch however many batches the data makes; ``epoch - 1`` when the dataset gives no fraction."""
+    if total_steps:
+        return global_train_step / total_steps
+    done = epoch_continuous if epoch_continuous is not None else epoch - 1
+    return done / max(1, num_epochs)
 
 
 def ogg_zip_dataset(zips: Sequence[str], spm_model: str, *, partition_epoch: int = 1, train: bool = True
@@ -107,8 +117,7 @@ def write_config(path: str, params: Dict[str, Any], *, imports: Sequence[str] = 
 
 
 def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zips: List[str], spm_model: str,
-                    vocab_size: int, model_prefix: str, lr_file: str, opts: TrainingOptions,
-                    steps_per_epoch: int) -> Dict[str, Any]:
+                    vocab_size: int, model_prefix: str, lr_file: str, opts: TrainingOptions) -> Dict[str, Any]:
     """The settings of a RETURNN training config."""
     opts.check()
     params: Dict[str, Any] = {
@@ -148,19 +157,21 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         params["learning_rate_control_relative_error_relative_lr"] = True
         params["newbob_multi_num_epochs"] = opts.partition_epoch
     else:
-        total = opts.total_steps or max(1, steps_per_epoch * opts.num_epochs // opts.accum_grad)
         params["learning_rate"] = 1.0
         params["learning_rate_control"] = "constant"
-        params["oclr_settings"] = {"total_steps": total, "peak": opts.learning_rate, "initial": opts.initial_learning_rate,
-                                   "final": opts.final_learning_rate, "warmup_fraction": opts.warmup_fraction}
+        params["oclr_settings"] = {"total_steps": opts.total_steps,
+                                   "num_epochs": opts.num_epochs, "peak": opts.learning_rate,
+                                   "initial": opts.initial_learning_rate, "final": opts.final_learning_rate,
+                                   "warmup_fraction": opts.warmup_fraction}
     return params
 
 
 TRAIN_IMPORTS = ["from llmasr.returnn.steps import get_model, train_step"]
 OCLR_CODE = """
-def dynamic_learning_rate(*, global_train_step, learning_rate, **_kwargs):
-    from llmasr.returnn.config import one_cycle_lr
+def dynamic_learning_rate(*, global_train_step, epoch, learning_rate, epoch_continuous=None, **_kwargs):
+    from llmasr.returnn.config import one_cycle_lr, training_progress
     s = oclr_settings
-    return learning_rate * one_cycle_lr(global_train_step, s["total_steps"], s["peak"], s["initial"], s["final"],
-                                        s["warmup_fraction"])
+    progress = training_progress(epoch=epoch, epoch_continuous=epoch_continuous, global_train_step=global_train_step,
+                                 num_epochs=s["num_epochs"], total_steps=s["total_steps"])
+    return learning_rate * one_cycle_lr(progress, s["peak"], s["initial"], s["final"], s["warmup_fraction"])
 """

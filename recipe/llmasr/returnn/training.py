@@ -1,14 +1,12 @@
 """AM training with RETURNN's PyTorch backend, and checkpoint selection/averaging by dev score."""
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import math
 import os
 import subprocess
 import sys
-import zipfile
 from typing import Dict, List, Optional, Sequence, Union
 
 from sisyphus import Job, Task, tk
@@ -48,14 +46,6 @@ def run_returnn(config_path: str, cwd: str, threads: int = 0, log_path: Optional
             tail = f.read()[-3000:]
         raise RuntimeError(f"RETURNN failed (exit code {proc.returncode}) with config {config_path}; "
                            f"log {log_path} ends with:\n{tail}")
-
-
-def ogg_zip_seconds(path: str) -> List[float]:
-    """Durations of the sequences in an OggZipDataset zip."""
-    name = os.path.splitext(os.path.basename(path))[0]
-    with zipfile.ZipFile(path) as zf:
-        entries = ast.literal_eval(zf.read(f"{name}.txt").decode("utf-8"))
-    return [float(e["duration"]) for e in entries]
 
 
 def spm_vocab_size(spm_model: str) -> int:
@@ -101,12 +91,10 @@ class ReturnnTrainingBase(Job):
 
     def _training_params(self, model_config: Dict, vocab: int) -> Dict:
         """The RETURNN settings for this job's data, options and device."""
-        train = [p.get_path() for p in self.train_data]
-        seconds = sum(sum(ogg_zip_seconds(z)) for z in train)
-        steps = max(1, math.ceil(seconds / self.options.batch_size_seconds / self.options.partition_epoch))
-        params = training_params(model_config, train, [p.get_path() for p in self.dev_data],
-                                 self.spm_model.get_path(), vocab, os.path.join(self.out_model_dir.get_path(), "epoch"),
-                                 self.out_learning_rates.get_path(), self.options, steps)
+        params = training_params(model_config, [p.get_path() for p in self.train_data],
+                                 [p.get_path() for p in self.dev_data], self.spm_model.get_path(), vocab,
+                                 os.path.join(self.out_model_dir.get_path(), "epoch"),
+                                 self.out_learning_rates.get_path(), self.options)
         if self.gpu:
             params["device"] = "cuda"
         if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
