@@ -79,7 +79,7 @@ class ConformerEncoderConfig:
     downsampling: Tuple[int, int] = (3, 2)  # time pooling of the two VGG pooling layers (product: 6)
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    # training only: each utterance is resampled by a factor drawn from these (Kaldi-style speed perturbation:
+    # training only: each batch is resampled by a factor drawn from these (Kaldi-style speed perturbation:
     # tempo and pitch change together); () leaves the audio as it is
     speed_perturbation: Tuple[float, ...] = ()
 
