@@ -11,7 +11,9 @@ from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModel
                                      model_config_to_dict, paper_aed_config, SpecAugmentConfig,
                                      tiny_encoder_config)
 from llmasr.models.augment import speed_perturb
-from llmasr.returnn.config import one_cycle_lr, training_progress
+from llmasr.returnn.config import (LearningRateSchedule, TrainingOptions, one_cycle_lr, piecewise_linear_lr,
+                                   training_progress)
+from sisyphus.hash import sis_hash_helper
 from llmasr.returnn.steps import aed_search, ctc_beam, ctc_greedy, set_train_step
 from llmasr.returnn.training import average_checkpoints, best_epoch, preload_options, read_learning_rates
 
@@ -233,6 +235,23 @@ def test_specaugment_starts_at_its_step():
     torch.manual_seed(3)
     after, _, _ = model(audio, lengths)
     assert not torch.allclose(ref, after)
+
+
+def test_piecewise_linear_lr_and_its_checks():
+    points = ((0.0, 1e-5), (0.2, 1e-3), (0.8, 1e-3), (1.0, 0.0))
+    assert piecewise_linear_lr(0.0, points) == pytest.approx(1e-5)
+    assert piecewise_linear_lr(0.1, points) == pytest.approx((1e-5 + 1e-3) / 2)
+    assert piecewise_linear_lr(0.5, points) == pytest.approx(1e-3)
+    assert piecewise_linear_lr(0.9, points) == pytest.approx(5e-4) and piecewise_linear_lr(1.5, points) == 0.0
+    opts = TrainingOptions(schedule=LearningRateSchedule.PIECEWISE_LINEAR, lr_points=points)
+    opts.check()
+    for bad in (((0.0, 1e-3),), ((0.1, 1e-3), (1.0, 0.0)), ((0.0, 1e-3), (0.6, 1e-3), (0.5, 0.0), (1.0, 0.0)),
+                ((0.0, -1.0), (1.0, 0.0))):
+        with pytest.raises(ValueError, match="lr_points"):
+            TrainingOptions(schedule=LearningRateSchedule.PIECEWISE_LINEAR, lr_points=bad).check()
+    # lr_points at its default stays out of the hash: options made before the field existed keep their value
+    assert "lr_points" not in TrainingOptions().__sis_state__() and "lr_points" in opts.__sis_state__()
+    assert sis_hash_helper(TrainingOptions()) != sis_hash_helper(opts)
 
 
 def test_speed_perturbation_scales_length_and_pitch():

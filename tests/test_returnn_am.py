@@ -159,10 +159,13 @@ def test_ctc_training_killed_and_resumed_then_searches(data, run_job):
 def test_aed_training_and_searches(data, run_job):
     cfg = AedModelConfig(encoder=tiny_encoder_config(), aux_ctc_layers=(2,), aux_ctc_scales=(0.5,),
                          decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64, dropout=0.0))
-    opts = TrainingOptions(num_epochs=2, batch_size_seconds=8, learning_rate=3e-3, torch_threads=1,
-                           schedule=LearningRateSchedule.CONSTANT)
+    opts = TrainingOptions(num_epochs=2, batch_size_seconds=8, torch_threads=1,
+                           schedule=LearningRateSchedule.PIECEWISE_LINEAR,
+                           lr_points=((0.0, 1e-3), (0.5, 3e-3), (1.0, 1e-3)))
     job = run_job(ReturnnTrainingJob(cfg, data["train"], data["dev"], data["spm"], options=opts, cpu=1))
     scores = read_learning_rates(job.out_learning_rates.get_path())
+    lrs = [scores[e]["error"][":meta:effective_learning_rate"] for e in (1, 2)]  # at the start of each epoch
+    assert lrs == [pytest.approx(1e-3, rel=1e-6), pytest.approx(3e-3, rel=1e-6)]
     assert scores[2]["error"]["train_loss_ce"] < scores[1]["error"]["train_loss_ce"]
     assert "dev_loss_ce" in scores[2]["error"] and "dev_loss_aux_ctc_2" in scores[2]["error"]
     best = run_job(GetBestCheckpointJob(job, score_key="dev_loss_ce"))

@@ -9,7 +9,7 @@ import enum
 import os
 import pprint
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 RECIPE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,11 +20,13 @@ class LearningRateSchedule(enum.Enum):
     CONSTANT = "constant"
     ONE_CYCLE = "one_cycle"  # OCLR: linear warm-up to the peak, linear decay, then a final decay (per step)
     NEWBOB = "newbob"  # RETURNN's dev-score-controlled decay (learning_rate_control = "newbob_multi_epoch")
+    PIECEWISE_LINEAR = "piecewise_linear"  # linear between (share of training, rate) points: lr_points
 
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """Batching, optimiser and schedule of an AM training (all part of the job hash)."""
+    """Batching, optimiser and schedule of an AM training (all part of the job hash; fields added later are left
+    out of it at their defaults, so that existing jobs keep their ids)."""
 
     num_epochs: int = 10
     partition_epoch: int = 1
@@ -36,13 +38,25 @@ class TrainingOptions:
     final_learning_rate: float = 1e-6
     schedule: LearningRateSchedule = LearningRateSchedule.ONE_CYCLE
     warmup_fraction: float = 0.45  # OCLR: share of steps to reach the peak (and as many to come down)
-    total_steps: int = 0  # OCLR: training steps (batches) of the whole training (0: follow the epochs' progress)
+    total_steps: int = 0  # OCLR/piecewise: training steps (batches) of the whole training (0: follow the epochs)
     weight_decay: float = 0.01
     grad_clip_norm: float = 5.0
     max_audio_seconds: float = 30.0
     random_seed: int = 42
     torch_threads: int = 0  # 0: leave it to torch
     num_workers: int = 0  # torch DataLoader worker processes (0: load in the training process)
+    # PIECEWISE_LINEAR: (share of the training done, learning rate) points from 0.0 to 1.0, e.g.
+    # ((0.0, 1e-5), (0.1, 1e-3), (0.8, 1e-3), (1.0, 1e-6)) for warm-up, plateau and decay
+    lr_points: Tuple[Tuple[float, float], ...] = ()
+
+    _HASH_DEFAULTS = {"lr_points": ()}
+
+    def __sis_state__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        for name, default in self._HASH_DEFAULTS.items():
+            if state.get(name) == default:
+                del state[name]
+        return state
 
     def check(self) -> None:
         if not isinstance(self.schedule, LearningRateSchedule):
@@ -52,6 +66,8 @@ class TrainingOptions:
                 raise ValueError(f"TrainingOptions.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.warmup_fraction < 0.5:
             raise ValueError(f"TrainingOptions.warmup_fraction must be in (0, 0.5), got {self.warmup_fraction}")
+        if self.schedule == LearningRateSchedule.PIECEWISE_LINEAR:
+            check_lr_points(self.lr_points)
 
 
 def one_cycle_lr(progress: float, peak: float, initial: float, final: float, warmup_fraction: float = 0.45) -> float:
@@ -64,6 +80,24 @@ def one_cycle_lr(progress: float, peak: float, initial: float, final: float, war
         return peak - (peak - initial) * (progress - warmup_fraction) / warmup_fraction
     rest = max(1e-12, 1.0 - 2 * warmup_fraction)
     return max(final, initial - (initial - final) * (progress - 2 * warmup_fraction) / rest)
+
+
+def check_lr_points(points: Sequence[Tuple[float, float]]) -> None:
+    """Raises ValueError unless ``points`` go from share 0.0 to 1.0 with non-decreasing shares and rates >= 0."""
+    shares = [float(p[0]) for p in points]
+    if len(points) < 2 or shares[0] != 0.0 or shares[-1] != 1.0:
+        raise ValueError(f"TrainingOptions.lr_points must start at share 0.0 and end at 1.0, got {tuple(points)}")
+    if any(b < a for a, b in zip(shares, shares[1:])) or any(float(p[1]) < 0 for p in points):
+        raise ValueError(f"TrainingOptions.lr_points need non-decreasing shares and rates >= 0, got {tuple(points)}")
+
+
+def piecewise_linear_lr(progress: float, points: Sequence[Tuple[float, float]]) -> float:
+    """Learning rate at ``progress`` (0..1), linear between the (share, rate) ``points``."""
+    progress = min(1.0, max(0.0, progress))
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if progress <= x1:
+            return y1 if x1 == x0 else y0 + (y1 - y0) * (progress - x0) / (x1 - x0)
+    return float(points[-1][1])
 
 
 def training_progress(*, epoch: int, epoch_continuous: Optional[float], global_train_step: int, num_epochs: int,
@@ -156,6 +190,11 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         params["learning_rate_control"] = "newbob_multi_epoch"
         params["learning_rate_control_relative_error_relative_lr"] = True
         params["newbob_multi_num_epochs"] = opts.partition_epoch
+    elif opts.schedule == LearningRateSchedule.PIECEWISE_LINEAR:
+        params["learning_rate"] = 1.0
+        params["learning_rate_control"] = "constant"
+        params["piecewise_lr_settings"] = {"points": [list(map(float, p)) for p in opts.lr_points],
+                                           "num_epochs": opts.num_epochs, "total_steps": opts.total_steps}
     else:
         params["learning_rate"] = 1.0
         params["learning_rate_control"] = "constant"
@@ -174,4 +213,12 @@ def dynamic_learning_rate(*, global_train_step, epoch, learning_rate, epoch_cont
     progress = training_progress(epoch=epoch, epoch_continuous=epoch_continuous, global_train_step=global_train_step,
                                  num_epochs=s["num_epochs"], total_steps=s["total_steps"])
     return learning_rate * one_cycle_lr(progress, s["peak"], s["initial"], s["final"], s["warmup_fraction"])
+"""
+PIECEWISE_LR_CODE = """
+def dynamic_learning_rate(*, global_train_step, epoch, learning_rate, epoch_continuous=None, **_kwargs):
+    from llmasr.returnn.config import piecewise_linear_lr, training_progress
+    s = piecewise_lr_settings
+    progress = training_progress(epoch=epoch, epoch_continuous=epoch_continuous, global_train_step=global_train_step,
+                                 num_epochs=s["num_epochs"], total_steps=s["total_steps"])
+    return learning_rate * piecewise_linear_lr(progress, s["points"])
 """
