@@ -37,7 +37,7 @@ AED_MODEL = AedModelConfig(encoder=AM_ENCODER, decoder=TransformerDecoderConfig(
                                                                                 ff_dim=576),
                            aux_ctc_layers=(6,), aux_ctc_scales=(0.3,))
 AED_ENCODER_FROM_CTC = True  # the toy AED starts from the CTC encoder: from scratch it stays far behind in 12 epochs
-# about 53 s per epoch on 2 cores: 14 CTC + 7 AED epochs make about 20 minutes of AM training
+# about 53 s per epoch on 2 cores: 14 CTC + 7 AED epochs make about 19 minutes of AM training
 AM_TRAINING = TrainingOptions(num_epochs=14, batch_size_seconds=20, learning_rate=1e-3)  # 3e-3 stalls in CTC's plateau
 AED_TRAINING = dataclasses.replace(AM_TRAINING, num_epochs=7)  # fewer: its encoder starts trained
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)

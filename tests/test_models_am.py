@@ -252,6 +252,9 @@ def test_piecewise_linear_lr_and_its_checks():
     # lr_points at its default stays out of the hash: options made before the field existed keep their value
     assert "lr_points" not in TrainingOptions().__sis_state__() and "lr_points" in opts.__sis_state__()
     assert sis_hash_helper(TrainingOptions()) != sis_hash_helper(opts)
+    # the same for the encoder's speed perturbation: paper-scale AM jobs keep their ids
+    assert "speed_perturbation" not in tiny_encoder_config().__sis_state__()
+    assert sis_hash_helper(tiny_encoder_config()) != sis_hash_helper(tiny_encoder_config(speed_perturbation=(0.9,)))
 
 
 def test_speed_perturbation_scales_length_and_pitch():

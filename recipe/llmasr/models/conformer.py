@@ -11,7 +11,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from i6_models.parts.conformer.norm import LayerNormNC
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
 
+from llmasr.hash_defaults import HashDefaults
 from llmasr.models.augment import speed_perturb
 from llmasr.models.checkpoint import read_state_dict
 from llmasr.search.scorer import LabelScorer
@@ -65,8 +66,10 @@ class SpecAugmentConfig:
 
 
 @dataclass
-class ConformerEncoderConfig:
+class ConformerEncoderConfig(HashDefaults):
     """Sizes of the Conformer encoder (the paper's: 16 layers x 1024)."""
+
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": ()}
 
     num_layers: int = 12
     dim: int = 512

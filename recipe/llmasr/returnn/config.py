@@ -9,7 +9,9 @@ import enum
 import os
 import pprint
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+from llmasr.hash_defaults import HashDefaults
 
 RECIPE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,13 +20,13 @@ class LearningRateSchedule(enum.Enum):
     """How the learning rate moves over training."""
 
     CONSTANT = "constant"
-    ONE_CYCLE = "one_cycle"  # OCLR: linear warm-up to the peak, linear decay, then a final decay (per step)
+    ONE_CYCLE = "one_cycle"  # OCLR: linear warm-up to the peak, linear decay, then a final decay
     NEWBOB = "newbob"  # RETURNN's dev-score-controlled decay (learning_rate_control = "newbob_multi_epoch")
     PIECEWISE_LINEAR = "piecewise_linear"  # linear between (share of training, rate) points: lr_points
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
+class TrainingOptions(HashDefaults):
     """Batching, optimiser and schedule of an AM training (all part of the job hash; fields added later are left
     out of it at their defaults, so that existing jobs keep their ids)."""
 
@@ -49,14 +51,7 @@ class TrainingOptions:
     # ((0.0, 1e-5), (0.1, 1e-3), (0.8, 1e-3), (1.0, 1e-6)) for warm-up, plateau and decay
     lr_points: Tuple[Tuple[float, float], ...] = ()
 
-    _HASH_DEFAULTS = {"lr_points": ()}
-
-    def __sis_state__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        for name, default in self._HASH_DEFAULTS.items():
-            if state.get(name) == default:
-                del state[name]
-        return state
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": ()}
 
     def check(self) -> None:
         if not isinstance(self.schedule, LearningRateSchedule):
@@ -70,16 +65,16 @@ class TrainingOptions:
             check_lr_points(self.lr_points)
 
 
+def one_cycle_points(peak: float, initial: float, final: float, warmup_fraction: float = 0.45
+                     ) -> Tuple[Tuple[float, float], ...]:
+    """The one-cycle schedule as (share of training, rate) points: initial -> peak -> initial (each
+    ``warmup_fraction`` of the training), then down to ``final`` over the rest."""
+    return ((0.0, initial), (warmup_fraction, peak), (2 * warmup_fraction, initial), (1.0, final))
+
+
 def one_cycle_lr(progress: float, peak: float, initial: float, final: float, warmup_fraction: float = 0.45) -> float:
-    """One-cycle learning rate at ``progress`` (share of the whole training done, 0..1): initial -> peak -> initial
-    (each ``warmup_fraction`` of the training), then down to ``final`` over the rest."""
-    progress = min(1.0, max(0.0, progress))
-    if progress < warmup_fraction:
-        return initial + (peak - initial) * progress / warmup_fraction
-    if progress < 2 * warmup_fraction:
-        return peak - (peak - initial) * (progress - warmup_fraction) / warmup_fraction
-    rest = max(1e-12, 1.0 - 2 * warmup_fraction)
-    return max(final, initial - (initial - final) * (progress - 2 * warmup_fraction) / rest)
+    """One-cycle learning rate at ``progress`` (share of the whole training done, 0..1)."""
+    return piecewise_linear_lr(progress, one_cycle_points(peak, initial, final, warmup_fraction))
 
 
 def check_lr_points(points: Sequence[Tuple[float, float]]) -> None:
@@ -190,34 +185,22 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         params["learning_rate_control"] = "newbob_multi_epoch"
         params["learning_rate_control_relative_error_relative_lr"] = True
         params["newbob_multi_num_epochs"] = opts.partition_epoch
-    elif opts.schedule == LearningRateSchedule.PIECEWISE_LINEAR:
+    else:  # ONE_CYCLE and PIECEWISE_LINEAR: both linear between points, evaluated by dynamic_learning_rate
+        points = (opts.lr_points if opts.schedule == LearningRateSchedule.PIECEWISE_LINEAR else
+                  one_cycle_points(opts.learning_rate, opts.initial_learning_rate, opts.final_learning_rate,
+                                   opts.warmup_fraction))
         params["learning_rate"] = 1.0
         params["learning_rate_control"] = "constant"
-        params["piecewise_lr_settings"] = {"points": [list(map(float, p)) for p in opts.lr_points],
-                                           "num_epochs": opts.num_epochs, "total_steps": opts.total_steps}
-    else:
-        params["learning_rate"] = 1.0
-        params["learning_rate_control"] = "constant"
-        params["oclr_settings"] = {"total_steps": opts.total_steps,
-                                   "num_epochs": opts.num_epochs, "peak": opts.learning_rate,
-                                   "initial": opts.initial_learning_rate, "final": opts.final_learning_rate,
-                                   "warmup_fraction": opts.warmup_fraction}
+        params["lr_schedule"] = {"points": [[float(x), float(y)] for x, y in points],
+                                 "num_epochs": opts.num_epochs, "total_steps": opts.total_steps}
     return params
 
 
 TRAIN_IMPORTS = ["from llmasr.returnn.steps import get_model, train_step"]
-OCLR_CODE = """
-def dynamic_learning_rate(*, global_train_step, epoch, learning_rate, epoch_continuous=None, **_kwargs):
-    from llmasr.returnn.config import one_cycle_lr, training_progress
-    s = oclr_settings
-    progress = training_progress(epoch=epoch, epoch_continuous=epoch_continuous, global_train_step=global_train_step,
-                                 num_epochs=s["num_epochs"], total_steps=s["total_steps"])
-    return learning_rate * one_cycle_lr(progress, s["peak"], s["initial"], s["final"], s["warmup_fraction"])
-"""
-PIECEWISE_LR_CODE = """
+SCHEDULED_LR_CODE = """
 def dynamic_learning_rate(*, global_train_step, epoch, learning_rate, epoch_continuous=None, **_kwargs):
     from llmasr.returnn.config import piecewise_linear_lr, training_progress
-    s = piecewise_lr_settings
+    s = lr_schedule
     progress = training_progress(epoch=epoch, epoch_continuous=epoch_continuous, global_train_step=global_train_step,
                                  num_epochs=s["num_epochs"], total_steps=s["total_steps"])
     return learning_rate * piecewise_linear_lr(progress, s["points"])

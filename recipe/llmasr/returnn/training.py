@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from sisyphus import Job, Task, tk
 
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig, model_config_to_dict
-from llmasr.returnn.config import (OCLR_CODE, PIECEWISE_LR_CODE, TRAIN_IMPORTS, LearningRateSchedule, TrainingOptions,
+from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, LearningRateSchedule, TrainingOptions,
                                    training_params, write_config)
 
 
@@ -102,8 +102,8 @@ class ReturnnTrainingBase(Job):
         return params
 
     def _write_returnn_config(self, params: Dict, imports: Sequence[str]) -> None:
-        extra = {LearningRateSchedule.ONE_CYCLE: OCLR_CODE,
-                 LearningRateSchedule.PIECEWISE_LINEAR: PIECEWISE_LR_CODE}.get(self.options.schedule, "")
+        scheduled = (LearningRateSchedule.ONE_CYCLE, LearningRateSchedule.PIECEWISE_LINEAR)
+        extra = SCHEDULED_LR_CODE if self.options.schedule in scheduled else ""
         if self.options.torch_threads:
             extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
         write_config(self.out_returnn_config.get_path(), params, imports=imports, extra_code=extra)
