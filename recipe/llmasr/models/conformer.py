@@ -606,6 +606,20 @@ class ConformerAedModel(nn.Module):
     def compute_losses(self, audio, audio_lengths, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         """Summed losses by name with scales: label-smoothed CE (over labels + EOS) and the aux CTC losses."""
         enc, lengths, ctc = self.encode(audio, audio_lengths, with_ctc=True)
+        return self._losses(enc, lengths, ctc, targets, target_lengths)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                                   target_lengths: torch.Tensor) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored outputs of the (frozen) encoder's last layer [B, T, D]: trains the decoder
+        and the aux CTC layer of the last encoder layer; other aux CTC layers have no input here."""
+        n = self.cfg.encoder.num_layers
+        if any(la != n for la in self.cfg.aux_ctc_layers):
+            raise ValueError(f"AedModelConfig.aux_ctc_layers={self.cfg.aux_ctc_layers}: training on stored encoder "
+                             f"outputs (last layer, {n}) allows an aux CTC only on layer {n}")
+        ctc = {la: self.aux_outputs[str(la)](frames) for la in self.cfg.aux_ctc_layers}
+        return self._losses(frames, lengths, ctc, targets, target_lengths)
+
+    def _losses(self, enc, lengths, ctc, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         b = targets.shape[0]
         bos = torch.full((b, 1), self.cfg.bos_idx, dtype=targets.dtype, device=targets.device)
         dec_in = torch.cat([bos, targets], dim=1)

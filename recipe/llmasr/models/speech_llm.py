@@ -412,7 +412,13 @@ class SpeechLLM(nn.Module):
                        ctc_targets: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Tuple[torch.Tensor, float]]:
         """Summed losses with their scales: ``{"ce": (CE over tokens + EOS, 1.0), "aux_ctc": (CTC, aux_ctc_scale)}``
         (aux CTC only with ``ctc_vocab_size``; its targets default to ``targets``)."""
-        frames, lens = self.encode(audio, audio_lens)
+        return self.compute_losses_from_frames(*self.encode(audio, audio_lens), targets, ctc_targets)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lens: torch.Tensor, targets: Sequence[Sequence[int]],
+                                   ctc_targets: Optional[Sequence[Sequence[int]]] = None
+                                   ) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored encoder outputs ``frames`` [B, T, D] (a frozen encoder's output, computed
+        once instead of every epoch)."""
         ce, _ = self._ce(frames, lens, targets)
         losses = {"ce": (ce, 1.0)}
         if self.ctc_head is not None:
