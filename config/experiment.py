@@ -167,7 +167,8 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,
                              options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,
-                             init_checkpoint=ctc_ckpt if (aed_encoder_from_ctc or freeze_aed_encoder) else None)
+                             init_checkpoint=ctc_ckpt if (aed_encoder_from_ctc or freeze_aed_encoder) else None,
+                             init_mapping=ctc_output_to_aed_aux(ctc_config, aed_config) if freeze_aed_encoder else None)
     aed.add_alias(f"{prefix}/am/aed/train")
     aed_ckpt = AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce").out_checkpoint
     systems = {
@@ -191,6 +192,15 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
                                     (("aed+ctc", "<", "aed-beam"), ("aed+ctc", "<", "ctc-beam"))))
     return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
+
+
+def ctc_output_to_aed_aux(ctc_config: CtcModelConfig, aed_config: AedModelConfig) -> Dict[str, str]:
+    """Parameter names of the AED's aux CTC layer on the last encoder layer -> the CTC model's output layer (the
+    AED on the CTC model's frozen encoder starts its CTC layer there instead of from scratch)."""
+    last = aed_config.encoder.num_layers
+    if last not in aed_config.aux_ctc_layers:
+        return {}
+    return {f"aux_outputs.{last}.{p}": f"output.{p}" for p in ("weight", "bias")}
 
 
 @dataclasses.dataclass(frozen=True)

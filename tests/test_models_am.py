@@ -320,3 +320,9 @@ def test_preload_options_take_the_encoder_of_another_model(tmp_path):
         preload_options(path, ("decoder.",))
     with pytest.raises(FileNotFoundError, match="init checkpoint"):
         preload_options(str(tmp_path / "missing.pt"), ("encoder.",))
+    # the AED's aux CTC layer on the last encoder layer from the CTC model's output layer
+    mapping = {"aux_outputs.2.weight": "output.weight", "aux_outputs.2.bias": "output.bias"}
+    opts = preload_options(path, ("encoder.",), mapping)
+    assert opts["var_name_mapping"] == mapping and "output.weight" not in opts["ignore_params"]
+    with pytest.raises(ValueError, match="does not have"):
+        preload_options(path, ("encoder.",), {"aux_outputs.2.weight": "nope.weight"})

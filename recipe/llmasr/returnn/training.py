@@ -137,7 +137,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
     model, e.g. the AED's encoder from the CTC model (RETURNN's ``preload_from_files``, first epoch only).
     """
 
-    __sis_hash_exclude__ = {"init_checkpoint": None, "init_prefixes": ("encoder.",)}
+    __sis_hash_exclude__ = {"init_checkpoint": None, "init_prefixes": ("encoder.",), "init_mapping": None}
 
     def __init__(
         self,
@@ -153,6 +153,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         gpu: int = 0,
         init_checkpoint: Optional[tk.Path] = None,
         init_prefixes: Sequence[str] = ("encoder.",),
+        init_mapping: Optional[Dict[str, str]] = None,
     ):
         """
         :param model_config: CtcModelConfig or AedModelConfig (vocab_size 0: from ``spm_model``)
@@ -164,6 +165,8 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
             more than one: DDP through torch.distributed.run)
         :param init_checkpoint: checkpoint of another model to start from (None: random initialisation)
         :param init_prefixes: names of the parameters taken from ``init_checkpoint`` start with one of these
+        :param init_mapping: further parameters taken from ``init_checkpoint`` under another name (this model's name
+            -> the checkpoint's), e.g. the AED's last aux CTC layer from the CTC model's output layer
         """
         if not isinstance(model_config, (CtcModelConfig, AedModelConfig)):
             raise TypeError(f"model_config must be CtcModelConfig or AedModelConfig, got {type(model_config).__name__}")
@@ -172,6 +175,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         self.model_config = model_config
         self.init_checkpoint = init_checkpoint
         self.init_prefixes = tuple(init_prefixes)
+        self.init_mapping = dict(init_mapping) if init_mapping else None
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_model_config = self.output_path("model_config.json")
 
@@ -187,7 +191,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         params = self._training_params(model_dict, vocab)
         if self.init_checkpoint is not None:
             params["preload_from_files"] = {"init": preload_options(self.init_checkpoint.get_path(),
-                                                                    self.init_prefixes)}
+                                                                    self.init_prefixes, self.init_mapping)}
         self._write_returnn_config(params, TRAIN_IMPORTS)
         write_json(model_dict, self.out_model_config.get_path())
 
@@ -200,18 +204,26 @@ def encoder_frames_input(encoder: ConformerEncoderConfig) -> FramesInput:
     return FramesInput(dim=encoder.dim, frames_per_second=1.0 / encoder.logmel.hop_size / downsampling)
 
 
-def preload_options(checkpoint: str, prefixes: Sequence[str]) -> Dict:
+def preload_options(checkpoint: str, prefixes: Sequence[str], mapping: Optional[Dict[str, str]] = None) -> Dict:
     """RETURNN ``preload_from_files`` entry that initialises (first epoch only) the parameters of ``checkpoint``
-    whose names start with one of ``prefixes``; the other parameters of the checkpoint are ignored."""
+    whose names start with one of ``prefixes``, and those of ``mapping`` (new name -> name in the checkpoint); the
+    other parameters of the checkpoint are ignored."""
     from llmasr.models.checkpoint import read_state_dict
 
+    mapping = dict(mapping or {})
     names = list(read_state_dict(checkpoint, what="init checkpoint", mmap=True))
+    unknown = sorted(set(mapping.values()) - set(names))
+    if unknown:
+        raise ValueError(f"init_mapping names {unknown} that init checkpoint {checkpoint} does not have")
     taken = [n for n in names if n.startswith(tuple(prefixes))]
     if not taken:
         raise ValueError(f"init checkpoint {checkpoint} has no parameter starting with {list(prefixes)} "
                          f"(it has e.g. {names[:5]})")
-    return {"filename": checkpoint, "init_for_train": True, "ignore_missing": True,
-            "ignore_params": [n for n in names if n not in taken]}
+    opts = {"filename": checkpoint, "init_for_train": True, "ignore_missing": True,
+            "ignore_params": [n for n in names if n not in taken and n not in mapping.values()]}
+    if mapping:
+        opts["var_name_mapping"] = mapping
+    return opts
 
 
 class _EpochData(dict):
