@@ -10,8 +10,8 @@ import os
 import pytest
 
 from sisyphus import Job, Task, tk
-from sisyphus.delayed_ops import (Delayed, DelayedAdd, DelayedFallback, DelayedFormat, DelayedFunction,
-                                  DelayedFunctionV2, DelayedJoin, DelayedRound, DelayedSlice, DelayedTrueDiv)
+from sisyphus.delayed_ops import (DelayedAdd, DelayedFormat, DelayedFunctionV2, DelayedJoin, DelayedRound,
+                                  DelayedSlice, DelayedTrueDiv)
 from sisyphus.hash import sis_hash_helper, short_hash
 from tests.engine_jobs import ConcatJob, WriteTextJob
 

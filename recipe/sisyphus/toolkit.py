@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import gzip
 import os
 import pickle
 import shutil
 import sys
-import tarfile
 import tempfile
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -219,14 +217,15 @@ def find_path(pattern: str) -> List[AbstractPath]:
 
 
 def _descendants(sources: Sequence[Union[str, AbstractPath, Job]]) -> List[Job]:
-    """Jobs of the graph that are one of ``sources`` or (transitively) read one of them."""
+    """Jobs of the graph that are one of ``sources``, create one of them, or (transitively) read one of them."""
     source_ids = {s._sis_id() for s in sources if isinstance(s, Job)}
     source_paths = {uncached_path(s) for s in sources if isinstance(s, (str, AbstractPath))}
     source_paths = {os.path.abspath(p) for p in source_paths}
     affected: List[Job] = []
     affected_ids = set()
     for job in sis_graph.jobs():  # inputs before users
-        hit = job._sis_id() in source_ids or os.path.abspath(job._sis_path(abspath=True)) in source_paths
+        hit = (job._sis_id() in source_ids or os.path.abspath(job._sis_path(abspath=True)) in source_paths
+               or any(p.get_path() in source_paths for p in job._sis_outputs.values()))
         for p in list(job._sis_inputs):
             if hit:
                 break
