@@ -128,3 +128,10 @@ def test_i6_style_config_runs_to_completion_with_the_manager(sis_setup_dir):
     assert (out / "python_version.txt").read_text() == f"{sys.version_info[0]}\n"
     finished = [d for d, _, files in os.walk(setup / "work") if "finished" in files]
     assert len(finished) == 6, finished
+
+
+def test_local_engine_takes_upstreams_keyword_names():
+    from sisyphus.localengine import LocalEngine
+
+    e = LocalEngine(cpu=3, gpu=0, mem=2)
+    assert (e.cpus, e.gpus, e.mem) == (3, 0, 2)
