@@ -135,3 +135,20 @@ def test_local_engine_takes_upstreams_keyword_names():
 
     e = LocalEngine(cpu=3, gpu=0, mem=2)
     assert (e.cpus, e.gpus, e.mem) == (3, 0, 2)
+
+
+# ids of the i6-style graph computed with upstream Sisyphus (its code, from rwth-i6/sisyphus): equal here
+UPSTREAM_IDS = {
+    "lines": "tests/i6_compat/jobs/WriteLinesJob.AAFNslDSdRcE",
+    "count": "tests/i6_compat/jobs/CountLinesJob.j36Bctyni9xw",
+    "text": "tests/i6_compat/jobs/WriteDelayedTextJob.pSb6q4as78sW",  # a DelayedFormat argument
+    "head": "tests/i6_compat/jobs/HeadJob.U2XLUEHS30YK",
+    "head_endless": "tests/i6_compat/jobs/HeadJob.SxOlvAqMMf2j",
+    "version": "tests/i6_compat/jobs/PythonVersionJob.osN8wjyswDbt",
+}
+
+
+def test_i6_style_job_ids_equal_upstreams():
+    from tests.i6_compat.jobs import build
+
+    assert {k: j.job_id() for k, j in build().items()} == UPSTREAM_IDS
