@@ -33,7 +33,7 @@ def register_output(name: str, value: AbstractPath, export_graph: bool = False) 
 def register_report(name: str, values: Any, template: Optional[str] = None, required: Any = None,
                     update_frequency: float = 300, report_fn: Optional[Callable] = None) -> None:
     """Writes a text report to ``output/<name>``: ``values`` formatted with ``template`` or ``report_fn``."""
-    if callable(values) and report_fn is None:
+    if callable(values) and not isinstance(values, DelayedBase) and report_fn is None:  # paths are callable
         report_fn, values = (lambda v: values()), None
     sis_graph.add_target(OutputReport(name, values, template=template, report_fn=report_fn, required=required))
 
