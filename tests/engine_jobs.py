@@ -147,3 +147,37 @@ def build_graph(prefix="a"):
     c.add_alias(f"{prefix}/concat")
     tk.register_output(f"{prefix}/concat.txt", c.out_file)
     return c
+
+
+class FlakyJob(Job):
+    """Fails until a marker file exists (stands for a job hit by a broken node that a failure hook repairs)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+        self.out_file = self.output_path("ok.txt")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        if not os.path.exists(self.marker):
+            raise RuntimeError(f"FlakyJob: {self.marker} does not exist yet")
+        with open(self.out_file.get_path(), "w") as f:
+            f.write("ok")
+
+
+class ReadInputJob(Job):
+    """Copies an input file, opened through the path object (so a cached input is read from the cache)."""
+
+    def __init__(self, text_file):
+        self.text_file = text_file
+        self.out_file = self.output_path("copy.txt")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        with open(self.text_file) as f:
+            text = f.read()
+        with open(self.out_file.get_path(), "w") as f:
+            f.write(text)

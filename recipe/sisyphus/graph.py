@@ -57,6 +57,8 @@ class OutputReport(OutputTarget):
             if self.report_fn is not None:
                 text = self.report_fn(self.values)
             elif self.template is not None:
+                if not self.is_done():
+                    raise RuntimeError("waiting for its inputs")
                 text = self.template.format(**instanciate_delayed(self.values))
             else:
                 text = repr(instanciate_delayed(self.values)) if self.is_done() else "not finished yet"

@@ -30,11 +30,16 @@ class LocalEngine(EngineBase):
     :param cpus: cores to use (default: all)
     :param mem: memory in GB (default: the machine's)
     :param gpus: GPUs to hand out (CUDA_VISIBLE_DEVICES is set per task)
+    :param cpu: upstream's name for ``cpus`` (``LocalEngine(cpu=8)`` in upstream settings files)
+    :param gpu: upstream's name for ``gpus``
     """
 
     name = "local"
 
-    def __init__(self, cpus: Optional[int] = None, mem: Optional[float] = None, gpus: int = 0):
+    def __init__(self, cpus: Optional[int] = None, mem: Optional[float] = None, gpus: int = 0, *,
+                 cpu: Optional[int] = None, gpu: Optional[int] = None):
+        cpus = cpu if cpu is not None else cpus
+        gpus = gpu if gpu is not None else gpus
         self.cpus = cpus or os.cpu_count() or 1
         self.mem = mem if mem is not None else _total_mem_gb()
         self.gpus = gpus

@@ -74,9 +74,9 @@ class Manager:
     def _print(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
 
-    def _submit(self, job: Any, task: Any, ids: List[int]) -> None:
+    def _submit(self, job: Any, task: Any, ids: List[int], update: bool = False) -> None:
         job._sis_setup_directory()  # (re)writes job.save, so a resubmission runs with the current code
-        self.engine.submit(task, ids)
+        self.engine.submit(task, ids, update=update)
 
     def step(self) -> Dict[str, List[Tuple[Any, Any, List[int]]]]:
         """One loop: returns jobs grouped by state (after acting on them)."""
@@ -84,27 +84,36 @@ class Manager:
         by_state: Dict[str, List[Tuple[Any, Any, List[int]]]] = {}
         for job in self.graph.jobs():
             state, task, ids = job_state(self.engine, job)
-            if state == gs.STATE_RUNNABLE:
-                self._submit(job, task, ids)
-                state = gs.STATE_QUEUE
-            elif state == gs.STATE_RETRY_ERROR:
-                for i in ids:
-                    task.reset(i)
-                self._print(f"retry {job._sis_id()} task {task.name()} {ids} (log: {task.log_path(ids[0])})")
-                self._submit(job, task, ids)
-                state = gs.STATE_QUEUE
-            elif state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
-                retry_ids = [i for i in ids if task.submissions(i) <= gs.MAX_SUBMIT_RETRIES]
-                if retry_ids:
-                    how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
-                    self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}")
-                    self._submit(job, task, retry_ids)
-                    state = gs.STATE_QUEUE
-                else:
-                    state = gs.STATE_ERROR
+            if state == gs.STATE_ERROR:
+                gs.on_job_failure(job)  # may clear error markers to retry (upstream's hook)
+                state, task, ids = job_state(self.engine, job)
+            state = self._act(job, state, task, ids)
+            if state == gs.STATE_FINISHED and gs.JOB_AUTO_CLEANUP and job._sis_cleanable():
+                job._sis_cleanup()
             by_state.setdefault(state, []).append((job, task, ids))
         self.graph.update_outputs()
         return by_state
+
+    def _act(self, job: Any, state: str, task: Any, ids: List[int]) -> str:
+        """Submits what the state asks for; returns the state the job is in afterwards."""
+        if state == gs.STATE_RUNNABLE:
+            self._submit(job, task, ids)
+            return gs.STATE_QUEUE
+        if state == gs.STATE_RETRY_ERROR:
+            for i in ids:
+                task.reset(i)
+            self._print(f"retry {job._sis_id()} task {task.name()} {ids} (log: {task.log_path(ids[0])})")
+            self._submit(job, task, ids)
+            return gs.STATE_QUEUE
+        if state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
+            retry_ids = [i for i in ids if task.submissions(i) <= gs.MAX_SUBMIT_RETRIES]
+            if not retry_ids:
+                return gs.STATE_ERROR
+            how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
+            self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}")
+            self._submit(job, task, retry_ids, update=True)
+            return gs.STATE_QUEUE
+        return state
 
     def summary(self, by_state: Dict[str, list]) -> str:
         counts = Counter({s: len(v) for s, v in by_state.items()})

@@ -81,6 +81,8 @@ class Task:
         return self.path(gs.JOB_LOG, task_id)
 
     def finished(self, task_id: Optional[int] = None) -> bool:
+        if self._job is not None and self._job._sis_is_finished:
+            return True  # also after the cleanup packed the task markers into finished.tar.gz
         ids = self.task_ids() if task_id is None else [task_id]
         return all(os.path.isfile(self.path(gs.STATE_FINISHED, i)) for i in ids)
 
@@ -106,6 +108,21 @@ class Task:
             if task_id in rec.get("task_ids", []):
                 n += 1
         return n
+
+    def last_usage(self, task_id: int) -> Dict[str, Any]:
+        """What the last run of a task id used, in the keys of ``gs.update_engine_rqmt`` ({} if unknown)."""
+        try:
+            with open(self.path(gs.JOB_USAGE, task_id), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return {"used_time": info.get("wall_seconds", 0) / 3600, "max": {"rss": info.get("max_rss_gb", 0)},
+                "host": info.get("host")}
+
+    def update_rqmt(self, last_rqmt: Dict[str, Any], last_usage: Dict[str, Any]) -> Dict[str, Any]:
+        """Resources for resubmitting after an interruption: the task's ``update_rqmt`` or the settings hook."""
+        update = self._update_rqmt or gs.update_engine_rqmt
+        return update(last_rqmt=dict(last_rqmt), last_usage=last_usage)
 
     def submit_log(self) -> List[dict]:
         p = self.path(gs.JOB_SUBMIT_LOG)

@@ -67,6 +67,9 @@ def run_task(job_dir: str, task_name: str, task_id: Optional[int] = None, redire
     job_dir = os.path.abspath(job_dir)
     task_id = EngineBase().get_task_id(task_id)
     job = load_job(job_dir)
+    from sisyphus.job_path import AbstractPath
+
+    AbstractPath.cacheing_enabled = True  # cached inputs are read through gs.file_caching inside tasks
     # The job dir is <WORK_DIR>/<job id>: take WORK_DIR from it, so paths resolve as in the manager.
     suffix = os.sep + job._sis_id()
     if job_dir.endswith(suffix):
