@@ -19,7 +19,7 @@ from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, Ctc
                                      TransformerDecoderConfig)
 from llmasr.models.llm import TinyLLMConfig
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface
-from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
 from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
 from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
@@ -39,7 +39,7 @@ CTC_MODEL = CtcModelConfig(encoder=AM_ENCODER, aux_ctc_layers=(3,), aux_ctc_scal
 AED_MODEL = AedModelConfig(encoder=AM_ENCODER, decoder=TransformerDecoderConfig(num_layers=2, dim=144, num_heads=4,
                                                                                 ff_dim=576),
                            aux_ctc_layers=(6,), aux_ctc_scales=(0.3,))
-AM_TRAINING = TrainingOptions(num_epochs=16, batch_size_seconds=20, learning_rate=1e-3)  # 3e-3 stalls in CTC's plateau
+AM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, learning_rate=1e-3)  # 3e-3 stalls in CTC's plateau
 AED_TRAINING = dataclasses.replace(AM_TRAINING, num_epochs=10)  # decoder only, about 20 s per epoch (dev CE flat after 8)
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
 LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
@@ -48,7 +48,9 @@ LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_laye
 DELAYS = (1, 5, 10, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
 TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=(0.0, 0.1, 0.2, 0.3),
                     length_rewards=(0.0, 0.5, 1.0, 1.5))
-SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=15, batch_size_seconds=20, learning_rate=1e-3)
+# warm-up to 3e-3, plateau, decay: the adapter, LoRA and the swapped vocabulary learn faster than under one-cycle
+SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, schedule=LearningRateSchedule.PIECEWISE_LINEAR,
+                                      lr_points=((0.0, 1e-4), (0.1, 3e-3), (0.6, 3e-3), (1.0, 1e-5)))
 # speech LLMs: the variants of config.experiment.SPEECH_LLM_VARIANTS on this base (prefix, LoRA, 2x downsampling);
 # the toy keeps the AED encoder frozen and trains on its stored outputs (CPU time); the paper-scale configs train it
 SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2,
