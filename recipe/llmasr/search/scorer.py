@@ -17,6 +17,10 @@ State = Any
 class LabelScorer(abc.ABC):
     """Scores the next label of each hypothesis given its label prefix."""
 
+    #: scores are log-probabilities (<= 0), so a hypothesis' score never rises under a scale >= 0; a scorer
+    #: that returns rewards sets this to False (searches then do not stop early on that assumption)
+    scores_are_log_probs: bool = True
+
     @abc.abstractmethod
     def initial_state(self, batch_indices: torch.Tensor) -> State:
         """State for the empty prefix; ``batch_indices`` [N] says which utterance each row belongs to."""
