@@ -7,7 +7,7 @@ Scores are natural-log probabilities.
 from __future__ import annotations
 
 import abc
-from typing import Any, Tuple
+from typing import Any, Sequence, Tuple
 
 import torch
 
@@ -38,6 +38,11 @@ class LabelScorer(abc.ABC):
 
     def final_score(self, state: State) -> torch.Tensor:
         """Score [N] added when a hypothesis ends (e.g. log p(EOS)); zero by default."""
+        raise NotImplementedError
+
+    def concat(self, states: Sequence[State]) -> State:
+        """One state holding the rows of ``states`` in order, so that hypotheses whose states come from
+        different calls are scored in one call; optional (searches then make one call per state)."""
         raise NotImplementedError
 
 
