@@ -5,7 +5,7 @@ Label-synchronous: :func:`llmasr.search.joint_ctc.joint_label_sync_search` vs ES
 Time-synchronous: :func:`llmasr.search.joint_ctc.joint_time_sync_search` vs ESPnet's ``BeamSearchTimeSync``
 (CTC weight 1, decoder weight = model scale, pre-beam 1.5 * beam by CTC). Both use one random-weight
 LSTM-attention decoder (one step function, so the model work is the same) over peaky random CTC posteriors.
-Runs alternate (ours, ESPnet, ours, ...); times are medians; ESPnet decodes one utterance at a time (its API),
+Runs alternate (ours, ESPnet, ours, ...); times are medians of process CPU time; ESPnet decodes one utterance at a time (its API),
 ours all utterances in one batch. Needs ``pip install --no-deps espnet`` (``pip install .[bench]``).
 
     PYTHONPATH=recipe:. python bench/peer_search.py [--utts 20] [--frames 40] [--vocab 64] [--repeats 3]
@@ -80,6 +80,9 @@ class OurDecoderScorer(LabelScorer):
     def select(self, state, indices):
         return tuple(x[indices] for x in state)
 
+    def concat(self, states):
+        return tuple(torch.cat(xs) for xs in zip(*states))
+
 
 def espnet_scorers(dec: TinyDecoder):
     """The same decoder behind ESPnet's BatchScorerInterface, and a CTC module for its CTCPrefixScorer."""
@@ -138,14 +141,16 @@ def peaky_ctc(frames: int, vocab: int, eos: int, g: torch.Generator) -> torch.Te
 
 
 def _median_alternating(fns, repeats):
-    """Runs the functions in turn ``repeats`` times; returns per function the median seconds and last result."""
+    """Runs the functions in turn ``repeats`` times; returns per function the median process CPU seconds (less
+    disturbed than wall time by other load on the machine; with one thread it equals wall time when idle) and
+    the last result."""
     times = [[] for _ in fns]
     results = [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             results[i] = fn()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(time.process_time() - t0)
     return [statistics.median(t) for t in times], results
 
 
@@ -234,7 +239,7 @@ def main() -> None:
         (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ls, espnet_ls], args.repeats)
         same_best = sum(o[0]["labels"] == e[0] for o, e in zip(r_ours, r_esp))
         same_nbest = sum([h["labels"] for h in o[:beam]] == e[:beam] for o, e in zip(r_ours, r_esp))
-        print(f"label-sync  beam {beam}: ours {1000 * t_ours / args.utts:7.1f} ms/utt, ESPnet BatchBeamSearch "
+        print(f"label-sync  beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet BatchBeamSearch "
               f"{1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
               f"{same_best}/{args.utts}, same {beam}-best list {same_nbest}/{args.utts}")
         if args.skip_time_sync:
@@ -257,7 +262,7 @@ def main() -> None:
         obj_o = [our_objective(ctc[b, :n], ours_dec, b, r_ours[b][0]["labels"], sos, eos, m) for b, n in enumerate(lens)]
         obj_e = [our_objective(ctc[b, :n], ours_dec, b, r_esp[b], sos, eos, m) for b, n in enumerate(lens)]
         at_least = sum(o >= e - 1e-6 for o, e in zip(obj_o, obj_e))
-        print(f"time-sync   beam {beam}: ours {1000 * t_ours / args.utts:7.1f} ms/utt, ESPnet BeamSearchTimeSync "
+        print(f"time-sync   beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet BeamSearchTimeSync "
               f"{1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
               f"{same}/{args.utts}, our objective >= ESPnet's {at_least}/{args.utts} "
               f"(mean {statistics.mean(obj_o):.2f} vs {statistics.mean(obj_e):.2f})")

@@ -261,60 +261,78 @@ def _expand(hyps: List[Hypothesis], xt: torch.Tensor, cand: torch.Tensor, blank:
     the labels ``cand`` [K] that may be emitted. Extensions are scored as an [N, K] tensor; only the best
     ``beam_size`` of them become :class:`Hypothesis` objects."""
     new: Dict[Tuple[int, ...], Hypothesis] = {}
-    x_blank = float(xt[blank])
-    for h in hyps:  # same label sequence: a blank or a repeat of the last label
-        last = h.labels[-1] if h.labels else None
+    lasts = [h.labels[-1] if h.labels else -1 for h in hyps]
+    x_blank, *x_last = xt[[blank] + lasts].tolist()
+    for h, xl in zip(hyps, x_last):  # same label sequence: a blank or a repeat of the last label
         new[h.labels] = Hypothesis(
-            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + float(xt[last]) if last is not None else NEG,
+            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + xl if h.labels else NEG,
             scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
             scorer_prev=h.scorer_prev)
     K = len(cand)
     if K == 0:
-        return sorted((h for h in new.values() if h.ctc > NEG),
-                      key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
     N = len(hyps)
     p = torch.tensor([h.ctc for h in hyps], dtype=torch.float64)
     pb = torch.tensor([h.pb for h in hyps], dtype=torch.float64)
-    last = torch.tensor([h.labels[-1] if h.labels else -1 for h in hyps], dtype=torch.long)
+    last = torch.tensor(lasts, dtype=torch.long)
     # extending with the last label needs a blank in between
     pnb = torch.where(cand[None, :] == last[:, None], pb[:, None], p[:, None]) + xt[cand][None, :]  # [N, K]
     # an extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call)
     index = {h.labels: i for i, h in enumerate(hyps)}
-    pos = {c: k for k, c in enumerate(cand.tolist())}
+    pos = None
     for h in hyps:
-        if h.labels:
-            i, k = index.get(h.labels[:-1]), pos.get(h.labels[-1])
-            if i is not None and k is not None:
+        if h.labels and h.labels[:-1] in index:
+            if pos is None:
+                pos = {c: k for k, c in enumerate(cand.tolist())}
+            i, k = index[h.labels[:-1]], pos.get(h.labels[-1])
+            if k is not None:
                 hn = new[h.labels]
                 hn.pnb = _lae(hn.pnb, float(pnb[i, k]))
                 pnb[i, k] = NEG
     total = pnb + torch.tensor([sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
                                 - prior_scale * h.scores.get("prior", 0.0) + length_reward * (len(h.labels) + 1)
                                 + h.extra for h in hyps], dtype=torch.float64)[:, None]
+    label_lp = {}  # scorer -> [N, K] log-probs of the candidate labels
     for n, w in weights.items():
-        total = total + w * torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
+        label_lp[n] = torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
+        total = total + w * label_lp[n]
     if lp_prior is not None:
         total = total - prior_scale * lp_prior[cand][None, :]
-    valid = pnb > NEG
-    total = torch.where(valid, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
-    best = total.topk(min(beam_size, N * K)).indices.tolist()
+    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
+    top_v, top_i = total.topk(min(beam_size, N * K))
+    best = [j for j, v in zip(top_i.tolist(), top_v.tolist()) if v > NEG]
+    if not best:
+        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
+    bi = torch.tensor(best)
     cand_l = cand.tolist()
-    pnb_l = pnb.flatten()
-    for j in best:
+    pnb_b = pnb.flatten()[bi].tolist()
+    lp_b = {n: label_lp[n].flatten()[bi].tolist() for n in scorers}
+    prior_b = lp_prior[cand].repeat(N)[bi].tolist() if lp_prior is not None else None
+    for m, j in enumerate(best):
         i, k = divmod(j, K)
-        if not bool(valid[i, k]):
-            continue
         parent, c = hyps[i], cand_l[k]
         sc = dict(parent.scores)
         for n in scorers:
-            sc[n] += float(parent.scorer_cache[n][2][c])
-        if lp_prior is not None:
-            sc["prior"] += float(lp_prior[c])
+            sc[n] += lp_b[n][m]
+        if prior_b is not None:
+            sc["prior"] += prior_b[m]
         new[parent.labels + (c,)] = Hypothesis(
-            parent.labels + (c,), pnb=float(pnb_l[j]), scores=sc, extra=parent.extra, user_state=parent.user_state,
+            parent.labels + (c,), pnb=pnb_b[m], scores=sc, extra=parent.extra, user_state=parent.user_state,
             pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
-    return sorted((h for h in new.values() if h.ctc > NEG),
-                  key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+    return _best(new.values(), beam_size, weights, prior_scale, length_reward)
+
+
+def _best(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float
+          ) -> List[Hypothesis]:
+    """The ``beam_size`` best hypotheses with a finite CTC score, best first."""
+    scored = []
+    for h in hyps:
+        p = h.ctc
+        if p > NEG:
+            scored.append((p + sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
+                           - prior_scale * h.scores.get("prior", 0.0) + length_reward * len(h.labels) + h.extra, h))
+    scored.sort(key=lambda x: -x[0])
+    return [h for _, h in scored[:beam_size]]
 
 
 def _update_scorers(beams: List[List[Hypothesis]], scorers: Dict[str, Tuple[LabelScorer, float]], bos: Optional[int],
