@@ -74,13 +74,13 @@ def step_table(model, args, device) -> None:
     def step(cached):
         sc = scorers[cached]
         st = sc.select(states[cached], torch.arange(args.rows))  # as the search: a copy per step
-        results[cached] = sc.advance(st, [[t] for t in nxt])[0]
+        results[cached] = sc.advance(st, [[t] for t in nxt])[1].next_logprobs
 
     med = alternating({"cached": lambda: step(True), "recomputed": lambda: step(False)}, args.repeats)
     diff = float((results[True] - results[False]).abs().max())
     print(f"one step, {args.rows} hypotheses x {args.history} tokens: cached {1000 * med['cached']:.1f} ms, "
           f"recomputed {1000 * med['recomputed']:.1f} ms, speed-up {med['recomputed'] / med['cached']:.1f}x "
-          f"(max score difference {diff:.1e}), device {device}")
+          f"(max difference of the next-token log-probs {diff:.1e}), device {device}")
 
 
 def search_table(model, args, device) -> None:

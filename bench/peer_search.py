@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-time-sync", action="store_true")
+    ap.add_argument("--collapse", type=float, default=0.99,
+                    help="time-sync: also run ours with soft collapse of confident-blank frames (0: off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from espnet.nets.batch_beam_search import BatchBeamSearch
@@ -246,10 +248,6 @@ def main() -> None:
             continue
         m = args.model_scale
 
-        def ours_ts():
-            return joint_time_sync_search(ours_dec, ctc, lengths, model_scale=m, blank=BLANK, bos=sos, eos=eos,
-                                          beam_size=beam, label_topk=int(1.5 * beam), nbest=1)
-
         bts = BeamSearchTimeSync(sos=sos, beam_size=beam, scorers={"ctc": esp_ctc, "decoder": esp_dec},
                                  weights={"ctc": 1.0, "decoder": m, "lm": 0.0, "length_bonus": 0.0},
                                  token_list=[str(i) for i in range(V)], blank=BLANK)
@@ -257,15 +255,23 @@ def main() -> None:
         def espnet_ts():
             return [bts(ctc[b, :n])[0].yseq[1:-1].tolist() for b, n in enumerate(lens)]
 
-        (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ts, espnet_ts], args.repeats)
-        same = sum(o[0]["labels"] == e for o, e in zip(r_ours, r_esp))
-        obj_o = [our_objective(ctc[b, :n], ours_dec, b, r_ours[b][0]["labels"], sos, eos, m) for b, n in enumerate(lens)]
-        obj_e = [our_objective(ctc[b, :n], ours_dec, b, r_esp[b], sos, eos, m) for b, n in enumerate(lens)]
-        at_least = sum(o >= e - 1e-6 for o, e in zip(obj_o, obj_e))
-        print(f"time-sync   beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet BeamSearchTimeSync "
-              f"{1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
-              f"{same}/{args.utts}, our objective >= ESPnet's {at_least}/{args.utts} "
-              f"(mean {statistics.mean(obj_o):.2f} vs {statistics.mean(obj_e):.2f})")
+        variants = [("", None)] + ([(f" + soft collapse {args.collapse}", args.collapse)] if args.collapse else [])
+        for label, collapse in variants:
+            def ours_ts(collapse=collapse):
+                return joint_time_sync_search(ours_dec, ctc, lengths, model_scale=m, blank=BLANK, bos=sos, eos=eos,
+                                              beam_size=beam, label_topk=int(1.5 * beam), nbest=1,
+                                              soft_collapse_threshold=collapse)
+
+            (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ts, espnet_ts], args.repeats)
+            same = sum(o[0]["labels"] == e for o, e in zip(r_ours, r_esp))
+            obj_o = [our_objective(ctc[b, :n], ours_dec, b, r_ours[b][0]["labels"], sos, eos, m)
+                     for b, n in enumerate(lens)]
+            obj_e = [our_objective(ctc[b, :n], ours_dec, b, r_esp[b], sos, eos, m) for b, n in enumerate(lens)]
+            at_least = sum(o >= e - 1e-6 for o, e in zip(obj_o, obj_e))
+            print(f"time-sync{label} beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet "
+                  f"BeamSearchTimeSync {1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
+                  f"{same}/{args.utts}, our objective >= ESPnet's {at_least}/{args.utts} "
+                  f"(mean {statistics.mean(obj_o):.2f} vs {statistics.mean(obj_e):.2f})")
 
 
 if __name__ == "__main__":
