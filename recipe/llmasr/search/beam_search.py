@@ -1,7 +1,8 @@
 """Label-synchronous beam search over weighted LabelScorers (AED, AED+CTC, speech LLM, speech LLM+CTC).
 
 Scores are summed log-probabilities ``sum_name scale_name * score_name``; ended hypotheses are ranked by
-``score / length ** length_norm_exponent`` (length = labels without BOS/EOS, at least 1; exponent 0 = off).
+``score / length ** length_norm_exponent`` (length = labels without BOS, with EOS if ``length_norm_counts_eos``, at
+least 1; exponent 0 = off).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def beam_search(
     partial_scorers: Optional[Dict[str, Tuple[PartialLabelScorer, float]]] = None,
     pre_beam_size: Optional[int] = None,
     nbest: Optional[int] = None,
+    length_norm_counts_eos: bool = False,
 ) -> List[List[dict]]:
     """Returns per utterance a list (best first, at most ``nbest`` = beam_size) of hypotheses
     ``{"labels": [ids without BOS/EOS], "scores": {name: unscaled summed log-prob, "length": int}, "score": float}``.
@@ -35,7 +37,9 @@ def beam_search(
     :param partial_scorers: scorers only evaluated on the ``pre_beam_size`` best candidates of the full scorers
         (e.g. the CTC prefix scorer); their EOS score is the full-sequence score.
     :param pre_beam_size: candidates per hypothesis for the partial scorers (default 1.5 * beam_size)
+    :param length_norm_counts_eos: the length of the normalisation counts EOS (the paper's L), else labels only
     """
+    eos_len = 1 if length_norm_counts_eos else 0
     partial_scorers = partial_scorers or {}
     if not scorers:
         raise ValueError("beam_search needs at least one full scorer")
@@ -98,7 +102,7 @@ def beam_search(
                     break
                 if lab == eos:
                     if kept < beam_size:  # EOS within the current beam
-                        L = max(len(hist[r]), 1)
+                        L = max(len(hist[r]) + eos_len, 1)
                         scores = {n: float(per[n][r] + cand_lp[n][r, c]) for n in names}
                         scores["length"] = len(hist[r])
                         ended[b].append({"labels": list(hist[r]), "scores": scores,
@@ -148,7 +152,7 @@ def beam_search(
         per = {n: per[n] + eos_lp[n] for n in names}
     for i in range(labels.shape[0]):
         b = int(batch_idx[i])
-        L = max(len(hist[i]), 1)
+        L = max(len(hist[i]) + eos_len, 1)
         scores = {n: float(per[n][i]) for n in names}
         scores["length"] = len(hist[i])
         ended[b].append({"labels": list(hist[i]), "scores": scores,
