@@ -80,6 +80,11 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     lm = [j for j in _jobs("CreateTinyLLMJob")]
     assert len(lm) == 1 and lm[0].config.num_hidden_layers == 32 and lm[0].config.hidden_size == 1024
     assert "librispeech/ctc + label-wise fusion [trafo-lm-32l]/dev-other/wer.json" in names
+    for size in ("qwen2-0.5b", "qwen2-1.5b"):
+        assert f"librispeech/ctc + delayed fusion (k=5) [{size}]/test-other/wer.json" in names
+        assert f"librispeech/speech-llm {size} + ctc/ami/wer.json" in names
+    assert {"librispeech/aed+ctc/earnings22/wer.json", "librispeech/speech-llm qwen2-1.5b xattn/ami/wer.json",
+            "librispeech/speech-llm qwen2-1.5b units-bpe1k/test-other/wer.json"} <= names
 
     # tables: every ablation family and the comparison, with the Open ASR mean over the 8 sets and RTFx
     tables = {"results", "hallucination", "label_units", "encoder_frozen_vs_trainable", "llm_base_vs_instruct",

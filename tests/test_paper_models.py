@@ -70,6 +70,14 @@ def test_new_options_round_trip_and_keep_old_hashes():
     assert old.__sis_state__() == state
 
 
+# one Conformer block of 1024: two FF modules (LN + 1024 x 4096 x 1024), MHSA (LN + in/out projections), conv module
+# (LN + pointwise 1024 -> 2048, depthwise 31, LayerNormNC, pointwise 1024), final LN
+BLOCK = 2 * (2 * 1024 * 4096 + 4096 + 1024 + 2 * 1024) + (4 * 1024 * 1024 + 4 * 1024 + 2 * 1024) \
+    + (1024 * 2048 + 2048 + 1024 * 31 + 1024 + 1024 * 1024 + 1024 + 4 * 1024) + 2 * 1024
+# conv front end: 3x3 convs 1 -> 32 -> 64 -> 64, 80 mel bins pooled to 40, linear 40 * 64 -> 1024
+FRONTEND = (1 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 64 * 9 + 64) + (40 * 64 * 1024 + 1024)
+
+
 def _meta_count(module_builder) -> int:
     with torch.device("meta"):
         module = module_builder()
@@ -81,9 +89,7 @@ def test_paper_scale_parameter_counts():
     2 x 1024 x 4096, MHSA 4 x 1024^2, conv module 2 x 1024 x 2048 + 1024 x 31 + 1024^2) and a 6 x 1024 decoder."""
     ctc = _meta_count(lambda: build_model(paper_ctc_config(10240)))
     aed = _meta_count(lambda: build_model(paper_aed_config(10240)))
-    block = 2 * (2 * 1024 * 4096 + 4096 + 1024 + 2 * 1024) + (4 * 1024 * 1024 + 4 * 1024 + 2 * 1024) \
-        + (1024 * 2048 + 2048 + 1024 * 31 + 1024 + 1024 * 1024 + 1024 + 4 * 1024) + 2 * 1024
-    frontend = (1 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 64 * 9 + 64) + (40 * 64 * 1024 + 1024)
+    block, frontend = BLOCK, FRONTEND
     heads = 3 * (1024 * 10241 + 10241)  # CTC output on layer 16 and aux CTC on layers 4 and 10
     print(f"paper CTC AM: {ctc / 1e6:.1f}M parameters; paper AED: {aed / 1e6:.1f}M parameters")
     assert ctc == 16 * block + frontend + heads
@@ -124,5 +130,5 @@ def test_paper_scale_speech_llm_parameter_count(size, expected):
     assert expected[0] < llm_params < expected[1]
     print(f"speech LLM with {size}: {total / 1e6:.0f}M parameters (encoder {enc / 1e6:.0f}M, LLM "
           f"{llm_params / 1e6:.0f}M, LoRA {lora / 1e6:.1f}M)")
-    assert 16 * 25e6 < enc - 1024 * 2560 < 18 * 26e6
+    assert enc == 18 * BLOCK + FRONTEND
     assert total == enc + llm_params + lora + (2 * 1024 * hidden + hidden) + 2 * (1024 * 10241 + 10241)

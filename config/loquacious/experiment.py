@@ -31,7 +31,7 @@ TRAFO_LM = "trafo-lm-32l"
 def loquacious_subset(subset: LoquaciousSubset) -> None:
     """The whole comparison trained on one Loquacious subset, results under ``loquacious/<subset>``."""
     prefix = f"{PREFIX}/{subset.value}"
-    d = loquacious_data(subset)
+    d = loquacious_data(subset, prefix=prefix)
     corpora = d["corpora"]
     llms = hub_llms(prefix, QWEN2, d["llm_text"], d["spm"].out_model, {s: corpora[s] for s in ("dev", "test")},
                     train_config=GPU_TRAIN, device="cuda")
