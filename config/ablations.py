@@ -136,7 +136,7 @@ def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechL
             rtfx.setdefault(label, {})[s] = score.out_rtfx
     from llmasr.scoring.report import ReportTableJob
 
-    job = ReportTableJob(wers, rtfx=rtfx, set_means={"mean": tuple(eval_sets)})
+    job = ReportTableJob(wers, rtfx=rtfx)
     tk.register_output(f"{prefix}/report/{table}.md", job.out_table)
 
 

@@ -122,3 +122,26 @@ def test_select_best_scale_and_report_columns(tmp_path, run_job):
     assert lines[3] == "| b | 20.00 | - | 6.00 | 13.00 | 13.00 | - |"
     # without the new options the table is the one of before
     assert markdown_table({"a": {"x": 1.0}}).splitlines()[0] == "| system | x | avg |"
+
+
+def test_speech_llm_setup_with_its_own_encoder_config(tmp_path):
+    """The paper's encoder need not be the AED's: a setup with an encoder config builds a fresh encoder of that size
+    (no AED files needed), and its setup dict round-trips."""
+    pytest.importorskip("sentencepiece")
+    from llmasr.models.conformer import ConformerEncoder, FeedForwardActivation
+    from llmasr.returnn.speech_llm import SpeechLLMSetup, build_from_setup, setup_to_dict
+    from tests.test_speech_llm import speech_llm_files
+
+    files = speech_llm_files(tmp_path)
+    enc = tiny_encoder_config(num_layers=3, ff_activation=FeedForwardActivation.RELU_SQUARED)
+    cfg = SpeechLLMConfig(encoder_dim=0, ctc_vocab_size=files["am_vocab"] + 1, aux_ctc_scale=1.0,
+                          aux_ctc_layers=(2, 3))
+    setup = SpeechLLMSetup(config=cfg, llm=files["llm"], aed_checkpoint=None, aed_model_config=None,
+                           am_spm_model=files["am_spm_model"], encoder=enc)
+    d = setup_to_dict(setup)
+    assert d["encoder"]["ff_activation"] == "relu_squared" and d["aed_checkpoint"] is None
+    model, tok = build_from_setup(d, with_aed_weights=True)
+    assert isinstance(model.encoder, ConformerEncoder) and model.encoder.cfg == enc
+    assert model.cfg.encoder_dim == 32 and set(model.ctc_heads) == {"2", "3"}
+    with pytest.raises(ValueError, match="aed_checkpoint and aed_model_config are needed"):
+        SpeechLLMSetup(config=cfg, llm=files["llm"], aed_checkpoint=None, aed_model_config=None)
