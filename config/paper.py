@@ -198,5 +198,5 @@ def comparison_tables(results: Results, *, llms: Sequence[str]) -> None:
     rows = {n: n for n in results.wer if n.startswith("speech-llm") and "(" not in n}
     results.table("speech_llms", rows)
     results.table("open_asr", {n: n for n in results.wer if n in ams.values() or n.startswith("speech-llm")
-                               or "delayed fusion (k=10)" in n})
+                               or ("delayed fusion" in n and "(k=10)" in n)})
 

@@ -13,7 +13,8 @@ def test_toy_config_builds_the_whole_graph():
             "toy/report/hallucination.md"} <= names
     # every fusion and speech-LLM system of the table is scored on dev and test
     systems = ["ctc-beam + rescoring (ft-own)", "aed-beam + rescoring (pretrained)", "ctc + label-wise fusion",
-               "aed + label-wise fusion"] + [f"ctc + delayed fusion (k={k})" for k in (1, 5, 20, "end")]
+               "aed + label-wise fusion"] + [f"ctc + delayed fusion {units} (k={k})" for k in (1, 5, 10, 20, "end")
+                                             for units in ("am-units", "own-units")]
     systems += [f"speech-llm {v}" for v in toy.SPEECH_LLM_VARIANTS] + [
         "speech-llm prefix-lora-k2 (alpha=0)", "speech-llm prefix-lora-k2 + ctc (label-sync)",
         "speech-llm prefix-lora-k2 + ctc (time-sync)"]
@@ -26,6 +27,19 @@ def test_toy_config_builds_the_whole_graph():
             "AedFusionSearchJob", "SpeechLLMTrainingJob", "SpeechLLMRecogJob"} <= kinds
     # the scales are tuned once per (AM, LLM) pair and shared by dev and test
     assert sum(1 for j in jobs if "TuneScalesJob" in j.job_id()) == 6
+    # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
+    trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
+    assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 2
+    frames = {p.get_path() for j in trainings for p in j.train_data if p.get_path().endswith(".hdf")}
+    assert len(frames) == 1
+    sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
+    assert {p.get_path() for j in sllm for p in j.train_data} == frames
+    # every finding the toy is meant to show is checked in the report
+    report = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric == "WER [%]")
+    claims = " ".join(f.claim for f in report.findings)
+    for word in ("AED+CTC below", "fusion below the AM", "rises with k", "close to label-wise", "rescoring",
+                 "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2"):
+        assert word in claims, word
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
     assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
     assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1
@@ -40,5 +54,6 @@ def test_librispeech_configs_build():
     assert set(data["open_asr"]) >= {"ami", "earnings22", "librispeech_test_other", "voxpopuli"}
     assert "qwen2-1.5b-ft-am-units" in llms
     assert len(graph.jobs()) > 30
+
 
 # the paper-scale experiments (LibriSpeech, Loquacious) are built and checked in tests/test_paper_configs.py

@@ -70,7 +70,7 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     # shallow fusion: delays 1, 5, 10, 20, end; scale tuning 21 points in [0, 2], 10 refinements; prior on 100k
     delayed = [j for j in _jobs("CTCFusionSearchJob") if j.mode == FusionMode.DELAYED]
     assert {j.delay for j in delayed} == {1, 5, 10, 20, None}
-    assert "librispeech/ctc + delayed fusion (k=10) [qwen2-1.5b]/test-other/wer.json" in names
+    assert "librispeech/ctc + delayed fusion own-units (k=10) [qwen2-1.5b]/test-other/wer.json" in names
     tuning = _jobs("TuneScalesJob")
     grid = tuple(i / 10 for i in range(21))
     assert tuning and all(j.lm_scales == grid and j.refine_rounds == 10 for j in tuning)
@@ -81,7 +81,7 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     assert len(lm) == 1 and lm[0].config.num_hidden_layers == 32 and lm[0].config.hidden_size == 1024
     assert "librispeech/ctc + label-wise fusion [trafo-lm-32l]/dev-other/wer.json" in names
     for size in ("qwen2-0.5b", "qwen2-1.5b"):
-        assert f"librispeech/ctc + delayed fusion (k=5) [{size}]/test-other/wer.json" in names
+        assert f"librispeech/ctc + delayed fusion own-units (k=5) [{size}]/test-other/wer.json" in names
         assert f"librispeech/speech-llm {size} + ctc/ami/wer.json" in names
     assert {"librispeech/aed+ctc/earnings22/wer.json", "librispeech/speech-llm qwen2-1.5b xattn/ami/wer.json",
             "librispeech/speech-llm qwen2-1.5b units-bpe1k/test-other/wer.json"} <= names

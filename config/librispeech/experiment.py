@@ -44,7 +44,7 @@ def py():
                        own_units_llm=f"{size}-ft", am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING,
                        device="cuda", tag=size)
     shallow_fusion(PREFIX, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
-                   am_units_llm=f"{TRAFO_LM}-units", delays=(), grid=TUNING, device="cuda", tag=TRAFO_LM)
+                   am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
 
     # speech LLMs: the paper's, on each Qwen2 size
     encoder_ckpt, encoder_config = speech_llm_encoder(PREFIX, data, AM_TRAINING, spm_model=data.spm_model, **GPU)

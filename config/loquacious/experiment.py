@@ -52,7 +52,7 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
                        own_units_llm=f"{size}-ft", am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING,
                        device="cuda", tag=size)
     shallow_fusion(prefix, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
-                   am_units_llm=f"{TRAFO_LM}-units", delays=(), grid=TUNING, device="cuda", tag=TRAFO_LM)
+                   am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
     encoder_ckpt, encoder_config = speech_llm_encoder(prefix, data, AM_TRAINING[subset], spm_model=data.spm_model,
                                                       **GPU)
     recipe = SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING[subset], encoder_ckpt, encoder_config)

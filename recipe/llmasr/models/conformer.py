@@ -21,11 +21,14 @@ from torch.nn import functional as F
 from i6_models.assemblies.conformer import ConformerBlockV2Config, ConformerEncoderV2, ConformerEncoderV2Config
 from i6_models.config import ModuleFactoryV1
 from i6_models.parts.conformer import (
+    ConformerConvolutionV1,
     ConformerConvolutionV1Config,
+    ConformerMHSAV1,
     ConformerMHSAV1Config,
     ConformerPositionwiseFeedForwardV1Config,
 )
 from i6_models.parts.conformer.norm import LayerNormNC
+from i6_models.parts.frontend.common import mask_pool
 from i6_models.parts.frontend.generic_frontend import FrontendLayerType, GenericFrontendV1, GenericFrontendV1Config
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
@@ -390,10 +393,91 @@ class ConformerEncoder(nn.Module):
         if pad:
             feats = F.pad(feats, (0, 0, 0, pad))
         mask = lengths_to_mask(feat_lens, feats.shape[1])
-        feats = feats.masked_fill(~mask[:, :, None], 0.0)
-        # note: i6_models' convolution modules do not mask, so batch padding reaches the last valid frames
-        outs, out_mask = self.conformer(feats, mask, return_layers=return_layers)
-        return outs, out_mask.sum(dim=1)
+        last = len(self.conformer.module_list) - 1
+        return_layers = [last] if return_layers is None else list(return_layers)
+        if not all(0 <= i <= last for i in return_layers):
+            raise ValueError(f"return_layers {return_layers} outside the encoder's layers 0..{last}")
+        if isinstance(self.conformer.frontend, GenericFrontendV1):
+            x, mask = masked_generic_frontend(self.conformer.frontend, feats, mask)
+        else:
+            x, mask = masked_vgg_frontend(self.conformer.frontend, feats, mask)
+        outs = []
+        for i in range(max(return_layers) + 1):
+            x = masked_conformer_block(self.conformer.module_list[i], x, mask)
+            if i in return_layers:
+                outs.append(x)
+        return [outs[sorted(return_layers).index(i)] for i in return_layers], mask.sum(dim=1)
+
+
+# Batch padding must not reach an utterance's frames: i6_models' convolutions (VGG frontend, Conformer convolution
+# module) do not mask, so the two forwards below are theirs with padded frames zeroed before every convolution and
+# pooling; an utterance then gets the same encoder output alone and in any padded batch.
+
+
+def _zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, T, ...] with the frames outside ``mask`` [B, T] set to 0."""
+    shape = [mask.shape[0], mask.shape[1]] + [1] * (x.dim() - 2)
+    return x * mask.reshape(shape).to(x.dtype)
+
+
+def masked_vgg_frontend(frontend: VGG4LayerActFrontendV1, feats: torch.Tensor, mask: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``VGG4LayerActFrontendV1`` on features [B, T, F] with mask [B, T] -> ([B, T', D], mask [B, T'])."""
+    fe = frontend
+
+    def channels(x, m):  # [B, C, T, F]: zero on the time axis (dim 2)
+        return x * m[:, None, :, None].to(x.dtype)
+
+    def pooled(m, layer):
+        return mask_pool(m, kernel_size=layer.kernel_size[0], stride=layer.stride[0], padding=layer.padding[0])
+
+    x = feats[:, None, :, :]
+    for conv in (fe.conv1, fe.conv2):
+        x = conv(channels(x, mask))
+        mask = pooled(mask, conv)
+    x = fe.pool1(channels(fe.activation(x), mask))
+    mask = pooled(mask, fe.pool1)
+    for conv in (fe.conv3, fe.conv4):
+        x = conv(channels(x, mask))
+        mask = pooled(mask, conv)
+    x = fe.pool2(channels(fe.activation(x), mask))
+    mask = pooled(mask, fe.pool2)
+    x = torch.flatten(x.transpose(1, 2), start_dim=2)  # [B, T', C * F']
+    return fe.linear(x), mask
+
+
+def masked_generic_frontend(frontend: GenericFrontendV1, feats: torch.Tensor, mask: torch.Tensor
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``GenericFrontendV1`` (the conv-subsampling front end) on features [B, T, F] with mask [B, T], padded frames
+    zeroed before every convolution and pooling -> ([B, T', D], mask [B, T'])."""
+    x = feats[:, None, :, :]  # [B, 1, T, F]
+    for layer in frontend.frontend_layers:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            x = layer(x * mask[:, None, :, None].to(x.dtype))
+            kernel, stride, padding = (layer.kernel_size, layer.stride, layer.padding)
+            first = (lambda v: v[0] if isinstance(v, (tuple, list)) else v)
+            mask = mask_pool(mask, kernel_size=first(kernel), stride=first(stride), padding=first(padding))
+        else:
+            x = layer(x)
+    x = torch.flatten(x.transpose(1, 2), start_dim=2)  # [B, T', C * F']
+    return frontend.linear(x), mask
+
+
+def masked_conformer_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``ConformerBlockV2`` on [B, T, D] with the convolution module's depthwise convolution masked."""
+    for scale, module in zip(block.scales, block.module_list):
+        if isinstance(module, ConformerMHSAV1):
+            y = module(x, mask)
+        elif isinstance(module, ConformerConvolutionV1):
+            y = module.layer_norm(x)
+            y = F.glu(module.pointwise_conv1(y), dim=-1)
+            y = module.depthwise_conv(_zero_padding(y, mask).transpose(1, 2))
+            y = module.activation(module.norm(y).transpose(1, 2))
+            y = module.dropout(module.pointwise_conv2(y))
+        else:
+            y = module(x)
+        x = scale * y + x
+    return block.final_layer_norm(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -676,6 +760,20 @@ class ConformerAedModel(nn.Module):
     def compute_losses(self, audio, audio_lengths, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         """Summed losses by name with scales: label-smoothed CE (over labels + EOS) and the aux CTC losses."""
         enc, lengths, ctc = self.encode(audio, audio_lengths, with_ctc=True)
+        return self._losses(enc, lengths, ctc, targets, target_lengths)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                                   target_lengths: torch.Tensor) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored outputs of the (frozen) encoder's last layer [B, T, D]: trains the decoder
+        and the aux CTC layer of the last encoder layer; other aux CTC layers have no input here."""
+        n = self.cfg.encoder.num_layers
+        if any(la != n for la in self.cfg.aux_ctc_layers):
+            raise ValueError(f"AedModelConfig.aux_ctc_layers={self.cfg.aux_ctc_layers}: training on stored encoder "
+                             f"outputs (last layer, {n}) allows an aux CTC only on layer {n}")
+        ctc = {la: self.aux_outputs[str(la)](frames) for la in self.cfg.aux_ctc_layers}
+        return self._losses(frames, lengths, ctc, targets, target_lengths)
+
+    def _losses(self, enc, lengths, ctc, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         b = targets.shape[0]
         bos = torch.full((b, 1), self.cfg.bos_idx, dtype=targets.dtype, device=targets.device)
         dec_in = torch.cat([bos, targets], dim=1)

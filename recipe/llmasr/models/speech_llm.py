@@ -454,13 +454,24 @@ class SpeechLLM(nn.Module):
         """Summed losses with their scales: ``{"ce": (CE over tokens + EOS, 1.0), "aux_ctc": (CTC, aux_ctc_scale)}``
         (aux CTC only with ``ctc_vocab_size``; its targets default to ``targets``)."""
         frames, lens, by_layer = self._encode_layers(audio, audio_lens)
+        return self.compute_losses_from_frames(frames, lens, targets, ctc_targets, layers=by_layer)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lens: torch.Tensor, targets: Sequence[Sequence[int]],
+                                   ctc_targets: Optional[Sequence[Sequence[int]]] = None,
+                                   layers: Optional[Dict[int, torch.Tensor]] = None
+                                   ) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored encoder outputs ``frames`` [B, T, D] (a frozen encoder's output, computed
+        once instead of every epoch); ``layers``: the frames of the ``aux_ctc_layers`` (1-based layer -> [B, T, D])."""
         ce, _ = self._ce(frames, lens, targets)
         losses = {"ce": (ce, 1.0)}
         ctc_targets = targets if ctc_targets is None else ctc_targets
         if self.ctc_head is not None:
             losses["aux_ctc"] = (self._ctc(self.ctc_head, frames, lens, ctc_targets), float(self.cfg.aux_ctc_scale))
+        if self.cfg.aux_ctc_layers and layers is None:
+            raise ValueError(f"SpeechLLMConfig.aux_ctc_layers={self.cfg.aux_ctc_layers} need the encoder's layer "
+                             f"outputs; stored frames hold only the last layer")
         for la in self.cfg.aux_ctc_layers:
-            losses[f"aux_ctc_{la}"] = (self._ctc(self.ctc_heads[str(la)], by_layer[la], lens, ctc_targets),
+            losses[f"aux_ctc_{la}"] = (self._ctc(self.ctc_heads[str(la)], layers[la], lens, ctc_targets),
                                        float(self.cfg.aux_ctc_scale))
         return losses
 

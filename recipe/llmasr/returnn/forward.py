@@ -216,3 +216,27 @@ class DumpCtcLogProbsJob(_ForwardJobBase):
 
     def run(self):
         self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})
+
+
+class DumpEncoderFramesJob(_ForwardJobBase):
+    """Stores the encoder outputs (last layer) and target labels of every utterance in an HDF file, so that models
+    on a frozen encoder (an AED decoder, speech LLMs) train without running the encoder every epoch.
+
+    The audio is forwarded as it is (no SpecAugment, no speed perturbation): one dump serves all epochs.
+    """
+
+    def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
+                 spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
+                 device: str = "cpu"):
+        """
+        :param checkpoint: AM checkpoint whose encoder is kept frozen; :param model_config: its ``model_config.json``
+        :param data: OggZip file(s); :param spm_model: SentencePiece model of the stored targets
+        :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
+        :param device: "cpu" or "cuda"
+        """
+        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
+                         cpu=cpu, device=device)
+        self.out_frames = self.output_path("encoder_frames.hdf")
+
+    def run(self):
+        self._write_and_run("encoder_frames", {}, {"frames_file": self.out_frames.get_path()})

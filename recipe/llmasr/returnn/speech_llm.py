@@ -139,8 +139,9 @@ class SpeechLLMTrainingJob(ReturnnTrainingBase):
     ):
         """
         :param setup: encoder, adapter, LLM and fine-tuning choices
-        :param train_data: OggZip file(s) (targets: the AM's SentencePiece ids, see ``spm_model``)
-        :param dev_data: OggZip file(s) for dev scores
+        :param train_data: OggZip file(s) (targets: the AM's SentencePiece ids, see ``spm_model``), or, with a frozen
+            encoder, its stored outputs (:class:`llmasr.returnn.forward.DumpEncoderFramesJob`), computed once
+        :param dev_data: OggZip file(s) for dev scores (stored encoder outputs with the training data)
         :param spm_model: the SentencePiece model of the OggZip targets (the AM's)
         :param options: batching, optimiser and learning-rate schedule
         :param cpu: cores; :param mem: GiB; :param time: hours; :param gpu: GPUs
@@ -150,6 +151,18 @@ class SpeechLLMTrainingJob(ReturnnTrainingBase):
         self.setup = setup
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_setup = self.output_path("setup.json")
+
+    def _frames_input(self):
+        import json
+
+        from llmasr.models.conformer import model_config_from_dict
+        from llmasr.returnn.training import encoder_frames_input
+
+        if not self.setup.config.freeze_encoder:
+            raise ValueError("SpeechLLMTrainingJob: stored encoder outputs (.hdf) as training data need "
+                             "SpeechLLMConfig.freeze_encoder=True (a trained encoder must see the audio)")
+        with open(self.setup.aed_model_config.get_path()) as f:
+            return encoder_frames_input(model_config_from_dict(json.load(f)).encoder)
 
     def create_files(self):
         spm_model = self.spm_model.get_path()

@@ -11,9 +11,9 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from sisyphus import Job, Task, tk
 
-from llmasr.models.conformer import AedModelConfig, CtcModelConfig, model_config_to_dict
-from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, LearningRateSchedule, TrainingOptions,
-                                   training_params, write_config)
+from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, model_config_to_dict
+from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, FramesInput, LearningRateSchedule,
+                                   TrainingOptions, is_frames_file, training_params, write_config)
 
 
 def returnn_env(threads: int = 0) -> Dict[str, str]:
@@ -89,12 +89,17 @@ class ReturnnTrainingBase(Job):
         yield Task("create_files", mini_task=True)
         yield Task("run", rqmt=self.rqmt, resume="run")
 
+    def _frames_input(self) -> FramesInput:
+        """Dimension and rate of stored encoder outputs, when the training data are such (see ``is_frames_file``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train on stored encoder outputs")
+
     def _training_params(self, model_config: Dict, vocab: int) -> Dict:
         """The RETURNN settings for this job's data, options and device."""
-        params = training_params(model_config, [p.get_path() for p in self.train_data],
-                                 [p.get_path() for p in self.dev_data], self.spm_model.get_path(), vocab,
+        train, dev = [p.get_path() for p in self.train_data], [p.get_path() for p in self.dev_data]
+        frames = self._frames_input() if any(is_frames_file(p) for p in train + dev) else None
+        params = training_params(model_config, train, dev, self.spm_model.get_path(), vocab,
                                  os.path.join(self.out_model_dir.get_path(), "epoch"),
-                                 self.out_learning_rates.get_path(), self.options)
+                                 self.out_learning_rates.get_path(), self.options, frames=frames)
         if self.gpu:
             params["device"] = "cuda"
         if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
@@ -170,6 +175,12 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_model_config = self.output_path("model_config.json")
 
+    def _frames_input(self) -> FramesInput:
+        if not isinstance(self.model_config, AedModelConfig) or self.init_checkpoint is None:
+            raise ValueError("training on stored encoder outputs (.hdf) needs an AedModelConfig and init_checkpoint "
+                             "(the frozen encoder that made them, so that the checkpoints hold the whole model)")
+        return encoder_frames_input(self.model_config.encoder)
+
     def create_files(self):
         vocab = spm_vocab_size(self.spm_model.get_path())
         model_dict = resolve_model_config(self.model_config, vocab)
@@ -179,6 +190,14 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
                                                                     self.init_prefixes)}
         self._write_returnn_config(params, TRAIN_IMPORTS)
         write_json(model_dict, self.out_model_config.get_path())
+
+
+def encoder_frames_input(encoder: ConformerEncoderConfig) -> FramesInput:
+    """Stored outputs of ``encoder``: its width, and feature frames per second over its time downsampling."""
+    downsampling = 1
+    for factor in encoder.downsampling:
+        downsampling *= int(factor)
+    return FramesInput(dim=encoder.dim, frames_per_second=1.0 / encoder.logmel.hop_size / downsampling)
 
 
 def preload_options(checkpoint: str, prefixes: Sequence[str]) -> Dict:

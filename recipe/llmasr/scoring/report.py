@@ -1,8 +1,10 @@
-"""Collects named results (e.g. WER per system and test set) into a Markdown table and a bar plot."""
+"""Collects named results (e.g. WER per system and test set) into a Markdown table and a bar plot, and checks the
+findings an experiment is expected to show against them (one line per finding and set)."""
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import Job, Task, tk
 
@@ -52,25 +54,98 @@ def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}",
     return "\n".join(lines) + "\n"
 
 
+COMPARISONS = ("<", "<=", "~", "vs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """A claim about the results, checked on every set: it holds where all its comparisons ``(a, op, b)`` hold.
+
+    ``a`` and ``b`` are system names (a row of the table) or ``"system:column"`` (an info column, e.g.
+    ``"aed-beam:insertions"``); ``op`` is ``<``, ``<=``, ``~`` (within ``rel_tol`` of each other) or ``vs`` (no
+    claim: the line reports which of the two is lower and by how much, e.g. for the direction of an ablation).
+    """
+
+    claim: str
+    comparisons: Tuple[Tuple[str, str, str], ...]
+    rel_tol: float = 0.1
+
+    def __post_init__(self):
+        bad = [c for c in self.comparisons if len(c) != 3 or c[1] not in COMPARISONS]
+        if bad or not self.comparisons:
+            raise ValueError(f"Finding {self.claim!r}: comparisons must be (a, op, b) with op in {COMPARISONS}, "
+                             f"got {self.comparisons}")
+
+
+def _lookup(name: str, eval_set: str, results, info) -> Optional[float]:
+    if ":" in name:
+        system, column = name.rsplit(":", 1)
+        value = info.get(system, {}).get(column)
+        return float(value) if isinstance(value, (int, float)) else None
+    return results.get(name, {}).get(eval_set)
+
+
+def check_findings(findings: Sequence[Finding], results: Dict[str, Dict[str, float]],
+                   info: Optional[Dict[str, Dict[str, object]]] = None) -> List[str]:
+    """One Markdown line per finding: on which sets it holds (with the numbers), or which set breaks it."""
+    info = info or {}
+    sets = sorted({s for row in results.values() for s in row})
+    lines = []
+    for f in findings:
+        held, broken, parts, missing = [], [], [], []
+        for s in sets:
+            ok, cells = True, []
+            for a, op, b in f.comparisons:
+                va, vb = _lookup(a, s, results, info), _lookup(b, s, results, info)
+                if va is None or vb is None:
+                    missing.extend(n for n, v in ((a, va), (b, vb)) if v is None)
+                    ok = False
+                    continue
+                if op == "vs":
+                    lower = a if va < vb else b if vb < va else "neither"
+                    cells.append(f"{a} {va:.1f} vs {b} {vb:.1f} (lower: {lower})")
+                    continue
+                good = {"<": va < vb, "<=": va <= vb,
+                        "~": abs(va - vb) <= f.rel_tol * max(abs(va), abs(vb), 1e-9)}[op]
+                ok = ok and good
+                cells.append(f"{va:.1f} {op if good else 'not ' + op} {vb:.1f}")
+            (held if ok else broken).append(s)
+            parts.append(f"{s}: " + ", ".join(cells))
+        if all(op == "vs" for _, op, _ in f.comparisons):
+            verdict = "direction"
+        elif missing and not held:
+            verdict = f"not measured (no {sorted(set(missing))[0]})"
+        elif not broken:
+            verdict = "holds on " + " and ".join(held)
+        elif not held:
+            verdict = "**does not hold** on " + " or ".join(broken)
+        else:
+            verdict = f"holds on {' and '.join(held)}, **not on {' and '.join(broken)}**"
+        lines.append(f"- {f.claim}: {verdict} ({'; '.join(parts)})")
+    return lines
+
+
 class ReportTableJob(Job):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
-    __sis_hash_exclude__ = {"info": None, "set_means": None, "rtfx": None}
+    __sis_hash_exclude__ = {"info": None, "findings": (), "set_means": None, "rtfx": None}
 
     def __init__(self, results: Dict[str, Dict[str, object]], *, metric: str = "WER [%]",
-                 info: Optional[Dict[str, Dict[str, object]]] = None,
+                 info: Optional[Dict[str, Dict[str, object]]] = None, findings: Sequence[Finding] = (),
                  set_means: Optional[Dict[str, Sequence[str]]] = None,
                  rtfx: Optional[Dict[str, Dict[str, object]]] = None):
         """
         :param results: system name -> test set name -> value (float or output variable of a scoring job)
         :param metric: axis / table caption
         :param info: system name -> column -> value shown after the averages (e.g. tuned scales)
+        :param findings: claims checked against the results, listed under the table
         :param set_means: column name -> the sets it averages (e.g. the 8 Open ASR Leaderboard sets)
         :param rtfx: system name -> set -> RTFx (``ScoreWERJob.out_rtfx``); shown as one "RTFx" column
         """
         self.results = results
         self.metric = metric
         self.info = info
+        self.findings = tuple(findings)
         self.set_means = {k: tuple(v) for k, v in set_means.items()} if set_means else None
         self.rtfx = rtfx
         self.out_table = self.output_path("table.md")
@@ -92,6 +167,8 @@ class ReportTableJob(Job):
             rtfx = {n: {s: (None if _value(v) is None else float(_value(v))) for s, v in row.items()}
                     for n, row in self.rtfx.items()}
         table = f"{self.metric}\n\n" + markdown_table(res, info=info, set_means=self.set_means, rtfx=rtfx)
+        if self.findings:
+            table += "\nWhat the results show:\n\n" + "\n".join(check_findings(self.findings, res, info)) + "\n"
         p = self.out_table.get_path()
         with open(p + ".tmp", "w") as f:
             f.write(table)
