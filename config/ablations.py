@@ -13,6 +13,7 @@ from sisyphus import tk
 from config.paper import (PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
                           paper_speech_llm_encoder_config)
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface
+from llmasr.scoring.report import ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 
@@ -134,8 +135,6 @@ def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechL
             score = ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats)
             wers.setdefault(label, {})[s] = score.out_wer
             rtfx.setdefault(label, {})[s] = score.out_rtfx
-    from llmasr.scoring.report import ReportTableJob
-
     job = ReportTableJob(wers, rtfx=rtfx)
     tk.register_output(f"{prefix}/report/{table}.md", job.out_table)
 

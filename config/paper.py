@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.experiment import AcousticModels, ExperimentData, Results, TuningGrid
+from config.experiment import ExperimentData, Results, TuningGrid
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
 from llmasr.llm.train import CreateTinyLLMJob, PretrainLLMJob, TrainConfig
 from llmasr.models.conformer import ConformerEncoderConfig, CtcModelConfig, paper_encoder_config
