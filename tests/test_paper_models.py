@@ -34,6 +34,9 @@ def test_paper_style_encoder_downsamples_6x_and_ignores_batch_padding():
     assert enc_lengths.tolist() == ((frames + 5) // 6).tolist()
     alone, _, _ = model.encode(audio[:1], lengths[:1])
     assert torch.allclose(enc[0], alone[0], atol=1e-4)
+    short, short_len, _ = model.encode(audio[1:, :11000], lengths[1:])  # the padded one, without its padding
+    n = int(short_len[0])
+    assert n == int(enc_lengths[1]) and torch.allclose(enc[1, :n], short[0, :n], atol=1e-4)
 
 
 def test_rope_rmsnorm_gated_decoder_cached_steps_equal_full_forward():
