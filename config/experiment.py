@@ -99,26 +99,22 @@ class Results:
                                           "loops": job.out_loop_share, "empty": job.out_empty_share}
         return job
 
-    def _table_options(self, systems: Sequence[str]) -> Dict[str, object]:
+    def _table_options(self, rows: Mapping[str, str]) -> Dict[str, object]:
+        """The optional columns of a table whose ``rows`` map row labels to systems (none: the tables as before)."""
         opts: Dict[str, object] = {}
         if self.set_means:
             opts["set_means"] = dict(self.set_means)
         if self.with_rtfx:
-            opts["rtfx"] = {n: self.rtfx.get(n, {}) for n in systems}
+            opts["rtfx"] = {label: self.rtfx.get(system, {}) for label, system in rows.items()}
         return opts
 
-    def table(self, name: str, rows: Mapping[str, str], *, info: Optional[Mapping[str, Mapping[str, object]]] = None,
-              ) -> ReportTableJob:
+    def table(self, name: str, rows: Mapping[str, str]) -> ReportTableJob:
         """A named table ``<prefix>/report/<name>.md`` of some systems: ``rows`` maps the row label to the system
-        name; ``info`` adds columns per row label (e.g. the ablated setting)."""
+        name (with the Open ASR mean and RTFx columns where the results have them)."""
         missing = [s for s in rows.values() if s not in self.wer]
         if missing:
             raise ValueError(f"table {name!r}: systems {missing} have no scores")
-        opts = self._table_options(list(rows.values()))
-        if "rtfx" in opts:
-            opts["rtfx"] = {label: self.rtfx.get(s, {}) for label, s in rows.items()}
-        job = ReportTableJob({label: self.wer[s] for label, s in rows.items()},
-                             info={label: dict(v) for label, v in (info or {}).items()} or None, **opts)
+        job = ReportTableJob({label: self.wer[s] for label, s in rows.items()}, **self._table_options(rows))
         tk.register_output(f"{self.prefix}/report/{name}.md", job.out_table)
         return job
 
@@ -126,7 +122,7 @@ class Results:
         """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
         hall_set = self.hallucination_set
         report = ReportTableJob(self.wer, info=self.info, findings=self.findings,
-                                **self._table_options(list(self.wer)))
+                                **self._table_options({n: n for n in self.wer}))
         tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
         tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
         if self.hallucination:
