@@ -111,8 +111,8 @@ def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path
     beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]), beam_size=2,
                                      nbest=1, max_len_ratio=0.5))
     assert len(read_nbest(beam.out_nbest.get_path())) == 4
-    # without ctc_logprobs, joint search takes the speech LLM's own aux CTC output, which this one does not have
-    with pytest.raises(ValueError, match="needs a speech LLM with an aux CTC output"):
+    # joint search needs labels shared with a CTC output; this one keeps the LLM's tokenizer (and has no aux CTC)
+    with pytest.raises(ValueError, match="needs a speech LLM over the CTC model's units"):
         run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
                                   mode=SpeechLLMSearchMode.JOINT_TIME_SYNC))
 
