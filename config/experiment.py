@@ -55,6 +55,7 @@ class ExperimentData:
     :param spm_model: the AM's SentencePiece model
     :param tune_set: the evaluation set the scales are tuned on; :param eval_sets: the sets in the tables
     :param prior_zips: data for the CTC prior (default: the training data)
+    :param prior_utterances: the CTC prior averages a fixed random subset of this many utterances (None: all)
     """
 
     corpora: Dict[str, tk.Path]
@@ -65,12 +66,14 @@ class ExperimentData:
     tune_set: str
     eval_sets: Tuple[str, ...]
     prior_zips: Optional[Zips] = None
+    prior_utterances: Optional[int] = None
 
 
 @dataclasses.dataclass
 class Results:
     """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures (on
-    ``hallucination_set``)."""
+    ``hallucination_set``); ``set_means`` adds mean columns over groups of sets (e.g. the Open ASR mean) and
+    ``with_rtfx`` an RTFx column to the tables."""
 
     prefix: str
     hallucination_set: str
@@ -79,6 +82,9 @@ class Results:
     hallucination: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
     findings: List[Finding] = dataclasses.field(default_factory=list)  # checked against the WER table
     hallucination_findings: List[Finding] = dataclasses.field(default_factory=list)  # ... the hallucination table
+    set_means: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    with_rtfx: bool = False
+    rtfx: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
 
     def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
               search_stats: Optional[tk.Path] = None, *, hallucination: bool = True) -> ScoreWERJob:
@@ -86,15 +92,37 @@ class Results:
         job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
         tk.register_output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
         self.wer.setdefault(system, {})[eval_set] = job.out_wer
+        if search_stats is not None:
+            self.rtfx.setdefault(system, {})[eval_set] = job.out_rtfx
         if hallucination and eval_set == self.hallucination_set:
             self.hallucination[system] = {"insertions": job.out_insertion_rate, "overlong": job.out_long_share,
                                           "loops": job.out_loop_share, "empty": job.out_empty_share}
         return job
 
+    def _table_options(self, rows: Mapping[str, str]) -> Dict[str, object]:
+        """The optional columns of a table whose ``rows`` map row labels to systems (none: the tables as before)."""
+        opts: Dict[str, object] = {}
+        if self.set_means:
+            opts["set_means"] = dict(self.set_means)
+        if self.with_rtfx:
+            opts["rtfx"] = {label: self.rtfx.get(system, {}) for label, system in rows.items()}
+        return opts
+
+    def table(self, name: str, rows: Mapping[str, str]) -> ReportTableJob:
+        """A named table ``<prefix>/report/<name>.md`` of some systems: ``rows`` maps the row label to the system
+        name (with the Open ASR mean and RTFx columns where the results have them)."""
+        missing = [s for s in rows.values() if s not in self.wer]
+        if missing:
+            raise ValueError(f"table {name!r}: systems {missing} have no scores")
+        job = ReportTableJob({label: self.wer[s] for label, s in rows.items()}, **self._table_options(rows))
+        tk.register_output(f"{self.prefix}/report/{name}.md", job.out_table)
+        return job
+
     def report(self) -> None:
         """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
         hall_set = self.hallucination_set
-        report = ReportTableJob(self.wer, info=self.info, findings=self.findings)
+        report = ReportTableJob(self.wer, info=self.info, findings=self.findings,
+                                **self._table_options({n: n for n in self.wer}))
         tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
         tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
         if self.hallucination:
@@ -186,7 +214,7 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
             results.score(name, eval_set, data, rec.out_nbest, rec.out_search_stats)
     kwargs = dict(cpu=search_cpu, device=device)
     prior = EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips, data.spm_model,
-                                **kwargs)
+                                max_utterances=data.prior_utterances, **kwargs)
     logprobs = {s: DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model,
                                       **kwargs).out_ctc_logprobs for s in data.eval_sets}
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
@@ -205,11 +233,13 @@ def ctc_output_to_aed_aux(ctc_config: CtcModelConfig, aed_config: AedModelConfig
 
 @dataclasses.dataclass(frozen=True)
 class TuningGrid:
-    """Grids of the scale tuning (refined around the best point by :class:`TuneScalesJob`)."""
+    """Grids of the scale tuning (refined around the best point by :class:`TuneScalesJob` in ``refine_rounds``
+    rounds of halving steps)."""
 
     lm_scales: Tuple[float, ...] = tuple(x / 10 for x in range(0, 11))
     prior_scales: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     length_rewards: Tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+    refine_rounds: int = 3
 
 
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
@@ -230,7 +260,7 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
                                    device=device).out_nbest
         job = TuneScalesJob(rescored, data.corpora[data.tune_set], lm_scales=grid.lm_scales,
                             prior_scales=grid.prior_scales if with_prior else (0.0,),
-                            length_rewards=grid.length_rewards, am_key=am_key)
+                            length_rewards=grid.length_rewards, refine_rounds=grid.refine_rounds, am_key=am_key)
         job.add_alias(f"{prefix}/tuning/{am_system}/{llm_name}")
         tk.register_output(f"{prefix}/tuning/{am_system}/{llm_name}/scales.json", job.out_scales)
         return job

@@ -1,5 +1,4 @@
-"""The experiment configs build their graphs (no job runs): the toy default and the paper-scale LibriSpeech and
-Loquacious experiments."""
+"""The experiment configs build their graphs (no job runs): the toy default and the LibriSpeech data and LLMs."""
 import importlib
 
 from sisyphus.graph import graph
@@ -57,18 +56,4 @@ def test_librispeech_configs_build():
     assert len(graph.jobs()) > 30
 
 
-def test_paper_scale_experiments_build():
-    from config.librispeech import experiment as ls
-    from config.loquacious import experiment as loq
-
-    ls.py()
-    names = {t.name for t in graph.targets}
-    for size in ("qwen2-0.5b", "qwen2-1.5b"):
-        assert f"librispeech/ctc + delayed fusion own-units (k=5) [{size}]/test-other/wer.json" in names
-        assert f"librispeech/speech-llm {size} xattn-lora-k2/ami/wer.json" in names
-    assert "librispeech/aed+ctc/earnings22/wer.json" in names and "librispeech/report/hallucination.md" in names
-    train = [j for j in graph.jobs() if "ReturnnTrainingJob" in j.job_id()]
-    assert {j.model_config.encoder.num_layers for j in train} == {16} and all(j.rqmt["gpu"] == 1 for j in train)
-    loq.py()
-    names = {t.name for t in graph.targets}
-    assert "loquacious/ctc-beam/test/wer.json" in names and "loquacious/report/results.md" in names
+# the paper-scale experiments (LibriSpeech, Loquacious) are built and checked in tests/test_paper_configs.py

@@ -84,6 +84,18 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
                                           max_len_ratio=0.5))
         jo = read_nbest(joint.out_nbest.get_path())
         assert sorted(jo) == sorted(out) and all("ctc" in h[0]["scores"] for h in jo.values())
+    # the paper's joint search: the speech LLM's own aux CTC, beam 4, soft collapse 0.8, CTC scale from a variable;
+    # the naive reference (every hypothesis scored every frame, one call each) finds the same hypotheses
+    scale = tk.Variable(str(tmp_path / "ctc_scale"))
+    scale.set(0.4)
+    found = []
+    for fast in (True, False):
+        own = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus,
+                                        mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=scale, beam_size=4,
+                                        nbest=1, soft_collapse_threshold=0.8, score_new_labels_only=fast,
+                                        batch_hyps=fast))
+        found.append({k: h[0]["labels"] for k, h in read_nbest(own.out_nbest.get_path()).items()})
+    assert sorted(found[0]) == sorted(out) and found[0] == found[1]
 
 
 def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path):
@@ -99,9 +111,10 @@ def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path
     beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]), beam_size=2,
                                      nbest=1, max_len_ratio=0.5))
     assert len(read_nbest(beam.out_nbest.get_path())) == 4
-    with pytest.raises(ValueError, match="needs ctc_logprobs"):
-        SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
-                          mode=SpeechLLMSearchMode.JOINT_TIME_SYNC)
+    # joint search needs labels shared with a CTC output; this one keeps the LLM's tokenizer (and has no aux CTC)
+    with pytest.raises(ValueError, match="needs a speech LLM over the CTC model's units"):
+        run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
+                                  mode=SpeechLLMSearchMode.JOINT_TIME_SYNC))
 
 
 def test_models_train_on_stored_encoder_outputs(data, run_job, tmp_path):

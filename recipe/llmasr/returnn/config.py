@@ -50,8 +50,9 @@ class TrainingOptions(HashDefaults):
     # PIECEWISE_LINEAR: (share of the training done, learning rate) points from 0.0 to 1.0, e.g.
     # ((0.0, 1e-5), (0.1, 1e-3), (0.8, 1e-3), (1.0, 1e-6)) for warm-up, plateau and decay
     lr_points: Tuple[Tuple[float, float], ...] = ()
+    bf16: bool = False  # RETURNN's torch_amp = "bfloat16": forward and backward in bfloat16 autocast
 
-    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": ()}
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": (), "bf16": False}
 
     def check(self) -> None:
         if not isinstance(self.schedule, LearningRateSchedule):
@@ -205,6 +206,8 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         "stop_on_nonfinite_train_score": True,
         "torch_dataloader_opts": {"num_workers": opts.num_workers},
     }
+    if opts.bf16:
+        params["torch_amp"] = "bfloat16"
     if frames is not None:  # lengths in frames, not samples
         fps = frames.frames_per_second
         params.update({

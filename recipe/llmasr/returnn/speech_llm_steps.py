@@ -65,5 +65,6 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     else:
         losses = model.compute_losses(*audio_from_extern_data(extern_data), targets, ctc_targets=am_ids)
     norms = {"ce": sum(len(t) + 1 for t in targets), "aux_ctc": max(1, sum(len(t) for t in am_ids))}
-    for name, (loss, scale) in losses.items():
-        ctx.mark_as_loss(loss / norms.get(name, 1), name, scale=scale)
+    for name, (loss, scale) in losses.items():  # "aux_ctc" or "aux_ctc_<layer>": per AM label
+        norm = norms["aux_ctc"] if name.startswith("aux_ctc") else norms.get(name, 1)
+        ctx.mark_as_loss(loss / norm, name, scale=scale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import Job, Task, tk
 
@@ -21,19 +21,35 @@ def _cell(v, fmt: str) -> str:
     return fmt.format(v) if isinstance(v, (int, float)) else str(v)
 
 
+def _mean(values) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
 def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}",
-                   info: Optional[Dict[str, Dict[str, object]]] = None) -> str:
-    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets, then the
+                   info: Optional[Dict[str, Dict[str, object]]] = None,
+                   set_means: Optional[Mapping[str, Sequence[str]]] = None,
+                   rtfx: Optional[Dict[str, Dict[str, Optional[float]]]] = None) -> str:
+    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets, a column per
+    ``set_means`` entry (e.g. "Open ASR mean": the mean over those sets only), "RTFx" (the mean of the per-set
+    ``rtfx[system][set]`` over the sets of the first ``set_means`` entry, or all sets), then the
     ``info[system][column]`` columns (e.g. tuned scales, not averaged)."""
     info = info or {}
+    set_means = dict(set_means or {})
     sets = sorted({s for row in results.values() for s in row})
+    means = list(set_means)
     extra = sorted({c for row in info.values() for c in row})
-    lines = ["| system | " + " | ".join(sets + ["avg"] + extra) + " |", "|---" * (len(sets) + len(extra) + 2) + "|"]
+    rtfx_col = ["RTFx"] if rtfx is not None else []
+    rtfx_sets = list(next(iter(set_means.values()))) if set_means else sets
+    header = sets + ["avg"] + means + rtfx_col + extra
+    lines = ["| system | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for name, row in results.items():
         vals = [row.get(s) for s in sets]
-        present = [v for v in vals if v is not None]
-        avg = sum(present) / len(present) if present else None
-        cells = [_cell(v, fmt) for v in vals + [avg]] + [_cell(info.get(name, {}).get(c), "{:.3g}") for c in extra]
+        cells = [_cell(v, fmt) for v in vals + [_mean(vals)]]
+        cells += [_cell(_mean([row.get(s) for s in set_means[m]]), fmt) for m in means]
+        if rtfx is not None:
+            cells.append(_cell(_mean([rtfx.get(name, {}).get(s) for s in rtfx_sets]), "{:.1f}"))
+        cells += [_cell(info.get(name, {}).get(c), "{:.3g}") for c in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -112,20 +128,26 @@ def check_findings(findings: Sequence[Finding], results: Dict[str, Dict[str, flo
 class ReportTableJob(Job):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
-    __sis_hash_exclude__ = {"info": None, "findings": ()}
+    __sis_hash_exclude__ = {"info": None, "findings": (), "set_means": None, "rtfx": None}
 
     def __init__(self, results: Dict[str, Dict[str, object]], *, metric: str = "WER [%]",
-                 info: Optional[Dict[str, Dict[str, object]]] = None, findings: Sequence[Finding] = ()):
+                 info: Optional[Dict[str, Dict[str, object]]] = None, findings: Sequence[Finding] = (),
+                 set_means: Optional[Dict[str, Sequence[str]]] = None,
+                 rtfx: Optional[Dict[str, Dict[str, object]]] = None):
         """
         :param results: system name -> test set name -> value (float or output variable of a scoring job)
         :param metric: axis / table caption
-        :param info: system name -> column -> value shown after the averages (e.g. tuned scales, RTFx)
+        :param info: system name -> column -> value shown after the averages (e.g. tuned scales)
         :param findings: claims checked against the results, listed under the table
+        :param set_means: column name -> the sets it averages (e.g. the 8 Open ASR Leaderboard sets)
+        :param rtfx: system name -> set -> RTFx (``ScoreWERJob.out_rtfx``); shown as one "RTFx" column
         """
         self.results = results
         self.metric = metric
         self.info = info
         self.findings = tuple(findings)
+        self.set_means = {k: tuple(v) for k, v in set_means.items()} if set_means else None
+        self.rtfx = rtfx
         self.out_table = self.output_path("table.md")
         self.out_plot = self.output_path("plot.png")
 
@@ -140,7 +162,11 @@ class ReportTableJob(Job):
 
         res = {n: {s: float(_value(v)) for s, v in row.items()} for n, row in self.results.items()}
         info = {n: {c: _value(v) for c, v in row.items()} for n, row in (self.info or {}).items()}
-        table = f"{self.metric}\n\n" + markdown_table(res, info=info)
+        rtfx = None
+        if self.rtfx is not None:
+            rtfx = {n: {s: (None if _value(v) is None else float(_value(v))) for s, v in row.items()}
+                    for n, row in self.rtfx.items()}
+        table = f"{self.metric}\n\n" + markdown_table(res, info=info, set_means=self.set_means, rtfx=rtfx)
         if self.findings:
             table += "\nWhat the results show:\n\n" + "\n".join(check_findings(self.findings, res, info)) + "\n"
         p = self.out_table.get_path()

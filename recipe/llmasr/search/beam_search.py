@@ -1,7 +1,8 @@
 """Label-synchronous beam search over weighted LabelScorers (AED, AED+CTC, speech LLM, speech LLM+CTC).
 
 Scores are summed log-probabilities ``sum_name scale_name * score_name``; ended hypotheses are ranked by
-``score / length ** length_norm_exponent`` (length = labels without BOS/EOS, at least 1; exponent 0 = off).
+``score / length ** length_norm_exponent`` (length = labels without BOS, with EOS if ``length_norm_counts_eos``, at
+least 1; exponent 0 = off).
 
 Each step follows ESPnet's ``BatchBeamSearch``: the full scorers score all labels of every running hypothesis;
 a pre-beam of the ``pre_beam_size`` best labels per hypothesis (by the weighted full scores) is scored by the
@@ -34,6 +35,7 @@ def beam_search(
     pre_beam_size: Optional[int] = None,
     nbest: Optional[int] = None,
     eos_always_scored: bool = True,
+    length_norm_counts_eos: bool = False,
 ) -> List[List[dict]]:
     """Returns per utterance a list (best first, at most ``nbest`` = beam_size) of hypotheses
     ``{"labels": [ids without BOS/EOS], "scores": {name: unscaled summed log-prob, "length": int}, "score": float}``.
@@ -45,12 +47,14 @@ def beam_search(
     :param eos_always_scored: with partial scorers, EOS is a candidate of every hypothesis even outside the
         pre-beam (as ESPnet's BatchBeamSearch); False = EOS only when the full scorers rank it into the pre-beam
     :param nbest: hypotheses returned per utterance
+    :param length_norm_counts_eos: the length of the normalisation counts EOS (the paper's L), else labels only
 
     The search of an utterance stops when no hypothesis runs on, at ``max_len`` (EOS forced and scored), or
     early once ``beam_size`` hypotheses ended and no running one can still beat them; the early stop is exact
     only if scores never rise (all scales >= 0, all scorers log-probs, no length normalisation), so it is
     used only then; with length normalisation the search stops after ``2 * beam_size`` ended hypotheses.
     """
+    eos_len = 1 if length_norm_counts_eos else 0
     partial_scorers = partial_scorers or {}
     if not scorers:
         raise ValueError("beam_search needs at least one full scorer")
@@ -91,7 +95,7 @@ def beam_search(
                 done[b] = True
                 continue
             kr, kc = _main_beam(b, rows, cand, cand_total, cand_lp, per, hist, ended, names, beam_size, eos,
-                                length_norm_exponent)
+                                length_norm_exponent, eos_len)
             done[b] = _can_stop(ended[b], [float(cand_total[r, c]) for r, c in zip(kr, kc)], beam_size,
                                 monotone, length_norm_exponent)
             if not done[b]:
@@ -122,7 +126,7 @@ def beam_search(
         per = {n: per[n] + eos_lp[n] for n in names}
     for i in range(labels.shape[0]):
         b = int(batch_idx[i])
-        L = max(len(hist[i]), 1)
+        L = max(len(hist[i]) + eos_len, 1)
         scores = {n: float(per[n][i]) for n in names}
         scores["length"] = len(hist[i])
         ended[b].append({"labels": list(hist[i]), "scores": scores,
@@ -176,7 +180,8 @@ def _pre_beam(scorers: Scorers, partial_scorers, states, labels: torch.Tensor, p
 
 
 def _main_beam(b: int, rows: torch.Tensor, cand: torch.Tensor, cand_total: torch.Tensor, cand_lp, per, hist,
-               ended: List[List[dict]], names: List[str], beam_size: int, eos: int, length_norm_exponent: float
+               ended: List[List[dict]], names: List[str], beam_size: int, eos: int, length_norm_exponent: float,
+               eos_len: int = 0
                ) -> Tuple[List[int], List[int]]:
     """The ``beam_size`` best candidates of utterance ``b`` (rows ``rows``): those ending in EOS are moved to
     ``ended[b]``, the others are returned as (rows, candidate columns) to run on."""
@@ -191,7 +196,7 @@ def _main_beam(b: int, rows: torch.Tensor, cand: torch.Tensor, cand_total: torch
             break
         r, c = int(rows[o // K]), o % K
         if int(cand[r, c]) == eos:
-            L = max(len(hist[r]), 1)
+            L = max(len(hist[r]) + eos_len, 1)
             scores = {n: float(per[n][r] + cand_lp[n][r, c]) for n in names}
             scores["length"] = len(hist[r])
             ended[b].append({"labels": list(hist[r]), "scores": scores, "score": sc / (L ** length_norm_exponent)})
