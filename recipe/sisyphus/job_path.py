@@ -91,6 +91,10 @@ class AbstractPath(DelayedBase):
 
     def join_right(self, other: str) -> "Path":
         """A path below this one (e.g. a file inside an output directory)."""
+        if self.creator is not None:
+            from sisyphus.safe_names import check_relative_name
+
+            check_relative_name(os.path.join(self.path, other), "output file", f"{self.creator._sis_id()}/{gs.JOB_OUTPUT}/")
         return type(self)(os.path.join(self.path, other), self.creator, cached=self.cached)
 
     def __fspath__(self) -> str:
