@@ -147,3 +147,19 @@ def build_graph(prefix="a"):
     c.add_alias(f"{prefix}/concat")
     tk.register_output(f"{prefix}/concat.txt", c.out_file)
     return c
+
+
+class KillSelfJob(Job):
+    """Its task dies by SIGKILL, as under the out-of-memory killer."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.out_file = self.output_path("never.txt")
+
+    def tasks(self):
+        yield Task("run", rqmt={"cpu": 1, "mem": 0.1})
+
+    def run(self):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -97,12 +97,9 @@ class LocalEngine(EngineBase):
 
     def _step(self) -> None:
         with self._lock:
-            for key, (proc, _, gpus, logpath, task_name) in list(self._running.items()):
+            for key, (proc, _, _, _, _) in list(self._running.items()):
                 if proc.poll() is not None:
-                    del self._running[key]
-                    self._free_gpus.extend(gpus)
-                    if proc.returncode != 0:
-                        self._record_exit(key, proc, logpath, task_name)
+                    self._reap(key)
             remaining = []
             for item in self._queue:
                 call, r, logpath, task_id, task_name = item
@@ -120,6 +117,12 @@ class LocalEngine(EngineBase):
             used = self._used()
             for k in self.max_used:
                 self.max_used[k] = max(self.max_used[k], used[k])
+
+    def _reap(self, key: Tuple[str, int]) -> None:
+        proc, _, gpus, logpath, task_name = self._running.pop(key)
+        self._free_gpus.extend(gpus)
+        if proc.returncode != 0:
+            self._record_exit(key, proc, logpath, task_name)
 
     def _record_exit(self, key: Tuple[str, int], proc: subprocess.Popen, logpath: str, task_name: str) -> None:
         """Keeps why a worker ended badly, and notes it in the task log if the worker could not."""
@@ -179,8 +182,10 @@ class LocalEngine(EngineBase):
     def task_state(self, task: Any, task_id: int) -> str:
         key = (" ".join(task.get_worker_call()), task_id)
         with self._lock:
-            if key in self._running and self._running[key][0].poll() is None:
-                return gs.STATE_RUNNING
+            if key in self._running:
+                if self._running[key][0].poll() is None:
+                    return gs.STATE_RUNNING
+                self._reap(key)  # ended just now: its exit is known before the manager asks why
             call = task.get_worker_call()
             if any(c == call and i == task_id for c, _, _, i, _ in self._queue):
                 return gs.STATE_QUEUE

@@ -1,0 +1,26 @@
+"""A job whose module takes SIS_TEST_IMPORT_DELAY seconds to import (like the RETURNN jobs), for the engine tests."""
+import os
+import time
+
+from sisyphus import Job, Task
+
+time.sleep(float(os.environ.get("SIS_TEST_IMPORT_DELAY", "0")))
+
+
+class RecordRunsJob(Job):
+    """Appends its pid to ``runs`` (a file outside the job) at start, sleeps, then writes its output."""
+
+    def __init__(self, runs, seconds):
+        self.runs = runs
+        self.seconds = seconds
+        self.out_file = self.output_path("out.txt")
+
+    def tasks(self):
+        yield Task("run", resume="run", rqmt={"cpu": 1, "mem": 0.1})
+
+    def run(self):
+        with open(self.runs, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(self.seconds)
+        with open(self.out_file.get_path(), "w") as f:
+            f.write("done\n")

@@ -1,0 +1,155 @@
+"""The engine's guarantees under restarts, second managers, killed workers, full disks and bad names.
+
+Real managers and workers (subprocesses), real signals; each test fails on an engine without the guarantee.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sisyphus import tk
+from sisyphus.graph import graph
+from sisyphus.localengine import LocalEngine
+from sisyphus.manager import Manager
+from tests.engine_jobs import KillSelfJob, SleepJob, WriteTextJob
+from tests.test_engine_manager import _sis, _write_config, run_manager
+
+
+def _wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# 1. restarts do not consume retries ------------------------------------------------------------------------------
+def test_manager_restarts_while_tasks_wait_for_a_cpu_cost_no_retries(sis_setup_dir):
+    record = sis_setup_dir / "record"
+    record.mkdir()
+    jobs = [SleepJob(f"s{i}", 8, str(record)) for i in range(5)]
+    for j in jobs:
+        tk.register_output(f"sleep/{j.name}", j.out_done)
+    # Each manager's engine has one cpu and knows nothing of the workers of earlier managers: it starts one
+    # task, the others stay in its (in-memory) queue until the manager stops. The last task waits through
+    # four restarts without ever starting.
+    for restart in range(1, 5):
+        rc, _ = run_manager(LocalEngine(cpus=1, mem=4), max_time=0.3)
+        assert rc == 2
+        _wait_for(lambda: sum(bool(j._sis_tasks()[0].claimed(1)) for j in jobs) == restart, what=f"{restart} workers")
+    rc, log = run_manager(LocalEngine(cpus=5, mem=4), max_time=60)
+    assert rc == 0, log
+    assert [j._sis_tasks()[0].attempts(1) for j in jobs] == [1] * 5
+    assert "interrupted" not in log
+    assert len(os.listdir(record)) == 5
+
+
+def test_cleared_errors_get_a_fresh_retry_budget(sis_setup_dir):
+    from sisyphus.console import Console
+    from tests.engine_jobs import FailJob
+
+    f = FailJob("fails", tries=2)
+    tk.register_output("fail.txt", f.out_file)
+    assert run_manager()[0] == 1
+    task = f._sis_tasks()[0]
+    assert task.attempts(1) == 2 and task.failures(1) == 2
+    Console(graph, LocalEngine(cpus=1, mem=1)).clear_errors(f)
+    rc, log = run_manager()
+    assert rc == 1 and "retry" in log
+    assert task.attempts(1) == 2  # counted since the reset: two more real attempts
+    assert sum(1 for e in task.history(1) if e["event"] == "start") == 2
+
+
+# 2. a task id never runs twice at once ------------------------------------------------------------------------------
+SLOW_CONFIG = """
+from sisyphus import tk
+from tests.slow_import_jobs import RecordRunsJob
+
+def py():
+    tk.register_output("runs/out.txt", RecordRunsJob({runs!r}, 1.0).out_file)
+"""
+
+
+def test_restarted_manager_does_not_start_a_task_whose_worker_is_still_importing(sis_setup_dir):
+    runs = str(sis_setup_dir / "runs.txt")
+    _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
+    env = dict(os.environ, SIS_TEST_IMPORT_DELAY="10")
+    first = _sis(sis_setup_dir, "manager", "-r", "config/exp.py", env=env)
+    engine_logs = str(sis_setup_dir / "work" / "tests" / "slow_import_jobs" / "RecordRunsJob.*" / "engine" / "local.run.1")
+    _wait_for(lambda: glob.glob(engine_logs), what="the worker to start")
+    os.killpg(first.pid, signal.SIGKILL)  # the manager only: its worker lives in its own session
+    first.wait()
+    second = _sis(sis_setup_dir, "manager", "-r", "config/exp.py", env=env)
+    out = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 0, out
+    with open(runs) as f:
+        assert len(f.read().split()) == 1, out
+
+
+def test_two_workers_started_for_one_task_id_run_it_once(sis_setup_dir):
+    runs = str(sis_setup_dir / "runs.txt")
+    _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
+    from tests.slow_import_jobs import RecordRunsJob
+
+    job = RecordRunsJob(runs, 1.0)
+    job._sis_setup_directory()
+    cmd = [sys.executable, "-m", "sisyphus", "worker", job._sis_path(abspath=True), "run", "1"]
+    workers = [subprocess.Popen(cmd, cwd=sis_setup_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(2)]
+    outs = [w.communicate(timeout=60)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    with open(runs) as f:
+        assert len(f.read().split()) == 1, outs
+    assert any("already running" in o or "already finished" in o for o in outs), outs
+
+
+# 3. one manager per work directory ----------------------------------------------------------------------------------
+def test_second_manager_on_a_work_directory_refuses_naming_the_first(sis_setup_dir):
+    runs = str(sis_setup_dir / "runs.txt")
+    _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
+    first = _sis(sis_setup_dir, "manager", "-r", "config/exp.py", env=dict(os.environ, SIS_TEST_IMPORT_DELAY="3"))
+    _wait_for(lambda: os.path.isdir(sis_setup_dir / "work" / "tests"), what="the first manager")
+    second = _sis(sis_setup_dir, "manager", "-r", "config/exp.py")
+    out2 = second.communicate(timeout=60)[0].decode()
+    out1 = first.communicate(timeout=120)[0].decode()
+    assert second.returncode == 3, out2
+    assert "another manager is running" in out2 and f"pid {first.pid}" in out2 and socket.gethostname() in out2
+    assert first.returncode == 0, out1
+    with open(runs) as f:
+        assert len(f.read().split()) == 1
+
+
+def test_lock_of_a_dead_manager_is_taken_over(sis_setup_dir):
+    work = sis_setup_dir / "work"
+    work.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (work / ".manager.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": 0}))
+    tk.register_output("a.txt", WriteTextJob("a").out_file)
+    rc, log = run_manager()
+    assert rc == 0, log
+    assert f"pid {dead.pid}" in log and "without releasing" in log
+
+
+# 4. a dead worker is reported at once, with its signal ------------------------------------------------------------
+def test_worker_killed_by_a_signal_is_reported_at_once_with_the_signal(sis_setup_dir, monkeypatch):
+    import sisyphus.global_settings as gs
+
+    # a heartbeat that never times out: only the engine seeing the exit, or the released claim, tells
+    monkeypatch.setattr(gs, "HEARTBEAT_TIMEOUT", 10 ** 6)
+    job = KillSelfJob("oom")
+    tk.register_output("killed.txt", job.out_file)
+    rc, log = run_manager(max_time=300)
+    assert rc == 1, log
+    assert "killed by signal SIGKILL (9)" in log
+    task = job._sis_tasks()[0]
+    assert task.attempts(1) == 4  # the first start and MAX_SUBMIT_RETRIES resumptions
+    with open(task.log_path(1)) as f:
+        assert "killed by signal SIGKILL" in f.read()
