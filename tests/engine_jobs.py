@@ -163,3 +163,20 @@ class KillSelfJob(Job):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FillDiskJob(Job):
+    """Writes ``n_bytes`` to its output, 64 KiB at a time (fills a small disk)."""
+
+    def __init__(self, n_bytes):
+        self.n_bytes = n_bytes
+        self.out_file = self.output_path("big.bin")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        with open(self.out_file.get_path(), "wb") as f:
+            for _ in range(0, self.n_bytes, 65536):
+                f.write(b"\0" * 65536)
+                f.flush()

@@ -73,7 +73,7 @@ from sisyphus import tk
 from tests.slow_import_jobs import RecordRunsJob
 
 def py():
-    tk.register_output("runs/out.txt", RecordRunsJob({runs!r}, 1.0).out_file)
+    tk.register_output("runs/out.txt", RecordRunsJob({runs!r}, 8.0).out_file)
 """
 
 
@@ -98,7 +98,7 @@ def test_two_workers_started_for_one_task_id_run_it_once(sis_setup_dir):
     _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
     from tests.slow_import_jobs import RecordRunsJob
 
-    job = RecordRunsJob(runs, 1.0)
+    job = RecordRunsJob(runs, 8.0)
     job._sis_setup_directory()
     cmd = [sys.executable, "-m", "sisyphus", "worker", job._sis_path(abspath=True), "run", "1"]
     workers = [subprocess.Popen(cmd, cwd=sis_setup_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -153,3 +153,105 @@ def test_worker_killed_by_a_signal_is_reported_at_once_with_the_signal(sis_setup
     assert task.attempts(1) == 4  # the first start and MAX_SUBMIT_RETRIES resumptions
     with open(task.log_path(1)) as f:
         assert "killed by signal SIGKILL" in f.read()
+
+
+# 5. a full disk ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_work_disk(sis_setup_dir):
+    """work/ on a 1 MiB tmpfs (needs the right to mount; skipped with the reason otherwise)."""
+    work = sis_setup_dir / "work"
+    work.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(work)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs for the full-disk test: {p.stderr.strip()}")
+    yield work
+    subprocess.run(["umount", "-l", str(work)], check=False)
+
+
+def _fill(folder):
+    try:
+        with open(os.path.join(folder, "filler"), "wb", buffering=0) as f:
+            while True:
+                f.write(b"\0" * 4096)
+    except OSError:
+        pass
+
+
+def _leftover_tmp_files(root):
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if ".tmp" in f]
+
+
+def test_task_that_fills_the_disk_fails_cleanly(small_work_disk):
+    from tests.engine_jobs import FillDiskJob
+
+    job = FillDiskJob(4 * 1024 * 1024)
+    tk.register_output("big.bin", job.out_file)
+    rc, log = run_manager(max_time=120)
+    assert rc == 1, log
+    job_dir = job._sis_path(abspath=True)
+    assert f"the disk holding {job_dir} is full" in log
+    assert os.path.exists(os.path.join(job_dir, "error.run.1"))
+    assert not os.path.exists(os.path.join(job_dir, "finished"))
+    assert _leftover_tmp_files(small_work_disk) == []
+
+
+def test_manager_on_a_full_disk_names_the_file_it_could_not_write(small_work_disk):
+    _fill(small_work_disk)
+    job = WriteTextJob("x" * 10000)
+    tk.register_output("x.txt", job.out_file)
+    rc, log = run_manager(max_time=60)
+    assert rc == 1, log
+    assert f"cannot write {job._sis_path(abspath=True)}/" in log and "the disk is full" in log
+    assert _leftover_tmp_files(small_work_disk) == []
+
+
+# 6. and 7. names a config chooses ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs.txt", "a/../../x", "..", ""])
+def test_output_file_names_stay_inside_the_job(name):
+    from sisyphus import Job
+    from sisyphus.safe_names import UnsafeNameError
+
+    class EscapingJob(Job):
+        def __init__(self, name):
+            self.out = self.output_path(name)
+
+    with pytest.raises(UnsafeNameError, match="output file"):
+        EscapingJob(name)
+
+
+@pytest.mark.parametrize("name", ["../..", "../x", "/abs/x", "a/" + "b" * 300])
+def test_aliases_and_output_names_stay_inside_their_folders(sis_setup_dir, name):
+    from sisyphus.safe_names import UnsafeNameError
+
+    job = WriteTextJob("a")
+    with pytest.raises(UnsafeNameError, match="alias"):
+        job.add_alias(name)
+    with pytest.raises(UnsafeNameError, match="output name"):
+        tk.register_output(name, job.out_file)
+    assert not os.path.exists(sis_setup_dir / "alias") and not os.path.exists(sis_setup_dir / "output")
+
+
+def test_long_names_fail_when_declared_not_after_the_job_ran(sis_setup_dir):
+    from sisyphus.safe_names import UnsafeNameError
+
+    job = WriteTextJob("a")
+    with pytest.raises(UnsafeNameError, match="more than the 255"):
+        job.add_alias("results/" + "x" * 256)
+    with pytest.raises(UnsafeNameError, match="more than the 255"):
+        tk.register_output("y" * 300 + ".txt", job.out_file)
+
+
+def test_register_output_keeps_a_users_link_and_folders_that_lead_out(sis_setup_dir, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (sis_setup_dir / "output").mkdir()
+    os.symlink(str(elsewhere / "mine.txt"), sis_setup_dir / "output" / "mine.txt")  # the user's own link
+    os.symlink(str(elsewhere), sis_setup_dir / "output" / "outside")  # a folder that leads out of output/
+    tk.register_output("mine.txt", WriteTextJob("a").out_file)
+    tk.register_output("outside/x.txt", WriteTextJob("b").out_file)
+    tk.register_output("fine.txt", WriteTextJob("c").out_file)
+    rc, log = run_manager()
+    assert rc == 1, log
+    assert os.readlink(sis_setup_dir / "output" / "mine.txt") == str(elsewhere / "mine.txt")
+    assert "not one the manager made" in log and "outside" in log
+    assert os.listdir(elsewhere) == []
+    assert open(sis_setup_dir / "output" / "fine.txt").read() == "c"

@@ -62,6 +62,17 @@ def job_state(engine: Any, job: Any) -> Tuple[str, Optional[Any], List[int]]:
     return gs.STATE_FINISHED, None, []
 
 
+def disk_full_note(path: str) -> str:
+    """`` (the disk holding PATH is full: N bytes free)`` when it nearly is, else "": a failed task's log
+    may have lost its last lines to that."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f" (the disk holding {path} is full: {free} bytes free)" if free < 256 * 1024 else ""
+
+
 class Manager:
     """Loops over the graph: set up runnable jobs, submit, resubmit interrupted/retry tasks, mark finished jobs.
 
@@ -179,9 +190,10 @@ class Manager:
                 continue
             if task is None:
                 continue
+            full = disk_full_note(job._sis_path(abspath=True))
             for i in ids:
                 log = task.log_path(i)
-                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}")
+                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}{full}")
                 if not os.path.isfile(log):
                     # the worker did not get as far as its log: show what the engine captured
                     engine_logs = sorted(glob.glob(os.path.join(job._sis_path(abspath=True), gs.JOB_LOG_ENGINE, "*")),
