@@ -1,10 +1,11 @@
-"""A job whose module takes SIS_TEST_IMPORT_DELAY seconds to import (like the RETURNN jobs), for the engine tests."""
+"""A job whose module takes SIS_TEST_IMPORT_DELAY seconds to import in a worker (like the RETURNN jobs), for the engine tests."""
 import os
 import time
 
 from sisyphus import Job, Task
 
-time.sleep(float(os.environ.get("SIS_TEST_IMPORT_DELAY", "0")))
+if os.environ.get("SIS_WORKER") == "1":  # in workers only: the manager loads its config at full speed
+    time.sleep(float(os.environ.get("SIS_TEST_IMPORT_DELAY", "0")))
 
 
 class RecordRunsJob(Job):
