@@ -168,3 +168,29 @@ def test_parquet_audio_path_reads_only_inside_the_dataset(tmp_path, run_job, whe
     with pytest.raises(ValueError, match="'commonvoice_a2'.*(only a path relative|leads out of)"):
         run_job(job)
     assert not job._sis_finished()
+
+
+# minor ones --------------------------------------------------------------------------------------------------------
+def test_zero_sample_flac_says_so(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("sox"):
+        pytest.skip("sox is not installed (it writes the header-only FLAC file)")
+    path = str(tmp_path / "empty.flac")
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", path, "trim", "0", "0"], check=True)
+    with pytest.raises(AudioError, match="empty.flac holds no samples"):
+        load_audio(path)
+
+
+def test_duplicate_parquet_ids_name_the_parquet_rows_and_leave_no_temp_manifest(tmp_path, run_job):
+    write_parquet(str(tmp_path / "loq" / "dev" / "dev-00000-of-00001.parquet"), {
+        "ID": ["commonvoice_a1", "commonvoice_a1"], "duration": [0.5, 0.5],
+        "wav": pa.array([{"bytes": encode(0.5), "path": None}] * 2, AUDIO_TYPE),
+        "spk_id": ["s1", "s2"], "text": ["ONE", "TWO"],
+    })
+    job = LoquaciousCorpusJob(LoquaciousSubset.DEV, local_dir=tk.Path(str(tmp_path / "loq")), cpu=1)
+    with pytest.raises(ValueError, match=r"dev-00000-of-00001\.parquet row 1: duplicate utterance id 'commonvoice_a1' "
+                                         r"\(first in .*row 0\)"):
+        run_job(job)
+    assert not [f for f in os.listdir(os.path.dirname(job.out_corpus.get_path())) if ".tmp" in f]

@@ -255,3 +255,16 @@ def test_register_output_keeps_a_users_link_and_folders_that_lead_out(sis_setup_
     assert "not one the manager made" in log and "outside" in log
     assert os.listdir(elsewhere) == []
     assert open(sis_setup_dir / "output" / "fine.txt").read() == "c"
+
+
+def test_manager_without_r_and_stdin_closed_does_not_start(sis_setup_dir):
+    _write_config(sis_setup_dir, """
+from sisyphus import tk
+from tests.engine_jobs import WriteTextJob
+def main():
+    tk.register_output("a.txt", WriteTextJob("a").out_file)
+""")
+    p = _sis(sis_setup_dir, "manager", "config/exp.py", stdin=subprocess.DEVNULL)
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 0 and "Traceback" not in out and "use -r" in out, out
+    assert not os.path.exists(sis_setup_dir / "output" / "a.txt")

@@ -115,6 +115,18 @@ def check_container_length(source: Union[str, bytes], name: str) -> None:
             _check_ogg_length(f, size, name)
 
 
+def _flac_without_samples(source: Union[str, bytes]) -> bool:
+    """True for a FLAC stream whose STREAMINFO block (always the first) declares 0 samples."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            head = f.read(42)
+    else:
+        head = source[:42]
+    if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return False
+    return int.from_bytes(head[18:26], "big") & 0xFFFFFFFFF == 0  # 36-bit total samples at STREAMINFO byte 10
+
+
 def _decode(source: Union[str, bytes], name: str) -> Tuple[np.ndarray, int]:
     """Decodes a file path or encoded bytes to float32 samples [T] (mono) and the sample rate."""
     import soundfile as sf
@@ -128,6 +140,8 @@ def _decode(source: Union[str, bytes], name: str) -> Tuple[np.ndarray, int]:
             sr = f.samplerate
             data = f.read(dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as exc:
+        if _flac_without_samples(source):  # libsndfile calls that "Format not recognised"
+            raise AudioError(f"audio {name} holds no samples (FLAC header without audio frames)") from exc
         raise AudioError(f"audio {name} is unreadable: {exc}") from exc
     if expected > 0 and data.shape[0] < expected:
         raise AudioError(f"audio {name} is truncated: read {data.shape[0]} of {expected} samples")

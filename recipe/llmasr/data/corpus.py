@@ -78,16 +78,21 @@ def write_corpus(entries: Iterable[CorpusEntry], path: str) -> int:
     seen = set()
     tmp = path + ".tmp" + (".gz" if path.endswith(".gz") else "")
     n = 0
-    with _open(tmp, "w") as f:
-        for e in entries:
-            if e.id in seen:
-                raise ValueError(f"{path}: duplicate utterance id {e.id!r}")
-            seen.add(e.id)
-            if not e.text or not e.text.strip():
-                raise ValueError(f"{path}: empty transcription for utterance {e.id!r}")
-            f.write(json.dumps(dataclasses.asdict(e), ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with _open(tmp, "w") as f:
+            for e in entries:
+                if e.id in seen:
+                    raise ValueError(f"{path}: duplicate utterance id {e.id!r}")
+                seen.add(e.id)
+                if not e.text or not e.text.strip():
+                    raise ValueError(f"{path}: empty transcription for utterance {e.id!r}")
+                f.write(json.dumps(dataclasses.asdict(e), ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:  # a failed job leaves no half-written manifest behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return n
 
 

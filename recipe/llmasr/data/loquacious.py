@@ -102,11 +102,15 @@ class LoquaciousCorpusJob(ParallelCorpusJob):
         pattern = re.compile(self.source_pattern)
 
         def items():
+            seen: Dict[str, str] = {}
             for i, row in enumerate(self._rows()):
                 if self.max_utterances is not None and i >= self.max_utterances:
                     return
                 where = row["_file"]
                 utt_id = validate_utterance_id(row["ID"], f"{where} row {i}")
+                if utt_id in seen:
+                    raise ValueError(f"{where} row {i}: duplicate utterance id {utt_id!r} (first in {seen[utt_id]})")
+                seen[utt_id] = f"{where} row {i}"
                 text = check_transcript(row["text"], where=f"{where} utterance {utt_id!r}")
                 if self.normalize_text:
                     text = check_transcript(normalize_for_training(text), where=f"{where} utterance {utt_id!r}")
