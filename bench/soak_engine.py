@@ -143,8 +143,8 @@ from soak_jobs import CountJob, JoinJob, PartsJob
 
 
 def py():
-    counts = [CountJob(n, 0.05) for n in (20, 35, 50)]
-    parts = PartsJob(4, 0.6)
+    counts = [CountJob(n, 0.15) for n in (20, 35, 50)]
+    parts = PartsJob(4, 1.5)
     join = JoinJob([c.out for c in counts], parts.out, 4)
     for i, c in enumerate(counts):
         tk.register_output(f"count{i}.txt", c.out)
@@ -243,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     kills = {"manager": 0, "worker": 0}
     runs, differing, stuck = 0, 0, 0
-    manager = start_manager(soak, log)
+    manager, started, min_age = start_manager(soak, log), time.time(), rng.uniform(2, 10)
     while sum(kills.values()) < args.kills:
         time.sleep(rng.uniform(0.2, args.max_gap))
         rc = manager.poll()
@@ -253,21 +253,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                 differing += 1
                 print(f"run {runs}: manager exit {rc}, outputs differ" + ("" if rc else " from the reference"))
             clean_run(soak)
-            manager = start_manager(soak, log)
+            manager, started, min_age = start_manager(soak, log), time.time(), rng.uniform(2, 10)
             continue
         workers = running_workers(soak)
-        if workers and rng.random() < 0.6:
+        manager_age = time.time() - started
+        if workers and (rng.random() < 0.6 or manager_age < min_age):
             pid = rng.choice(workers)
             try:
                 os.kill(pid, signal.SIGKILL)
                 kills["worker"] += 1
             except ProcessLookupError:
                 pass
-        else:
+        elif manager_age >= min_age:  # a manager gets time to load its graph and submit before it is killed
             os.killpg(manager.pid, signal.SIGKILL)  # the manager's own group; its workers live in their own
             manager.wait()
             kills["manager"] += 1
-            manager = start_manager(soak, log)
+            manager, started, min_age = start_manager(soak, log), time.time(), rng.uniform(2, 10)
     try:
         rc = manager.wait(timeout=args.stuck_after)
         runs += 1

@@ -78,6 +78,9 @@ def run_task(job_dir: str, task_name: str, task_id: Optional[int] = None, redire
     os.environ["SIS_WORKER"] = "1"
     job_dir = os.path.abspath(job_dir)
     task_id = EngineBase().get_task_id(task_id)
+    if not os.path.isfile(os.path.join(job_dir, gs.JOB_SAVE)):
+        print(f"{job_dir} is not a job directory (no {gs.JOB_SAVE})", file=sys.stderr)
+        return 2
     claim = FileLock(os.path.join(job_dir, f"{CLAIM}.{task_name}.{task_id}"))
     if not claim.acquire(wait=2.0):
         print(f"{job_dir}: task {task_name}.{task_id} is already running ({describe_owner(claim.path)}); "
