@@ -264,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 kills["worker"] += 1
             except ProcessLookupError:
                 pass
-        elif manager_age >= min_age:  # a manager gets time to load its graph and submit before it is killed
+        elif manager_age >= min_age and rng.random() < 0.4:  # a manager gets time to load and submit first
             os.killpg(manager.pid, signal.SIGKILL)  # the manager's own group; its workers live in their own
             manager.wait()
             kills["manager"] += 1
