@@ -16,7 +16,6 @@ import pytest
 from sisyphus import tk
 from sisyphus.graph import graph
 from sisyphus.localengine import LocalEngine
-from sisyphus.manager import Manager
 from tests.engine_jobs import KillSelfJob, SleepJob, WriteTextJob
 from tests.test_engine_manager import _sis, _write_config, run_manager
 
@@ -28,6 +27,14 @@ def _wait_for(predicate, timeout=60.0, what="condition"):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _lines(pattern):
+    return len([line for line in _text(pattern).splitlines() if line.strip()])
+
+
+def _text(pattern):
+    return "".join(open(p).read() for p in glob.glob(pattern))
 
 
 # 1. restarts do not consume retries ------------------------------------------------------------------------------
@@ -73,7 +80,7 @@ from sisyphus import tk
 from tests.slow_import_jobs import RecordRunsJob
 
 def py():
-    tk.register_output("runs/out.txt", RecordRunsJob({runs!r}, 8.0).out_file)
+    tk.register_output("runs/out.txt", RecordRunsJob({runs!r}, 120.0).out_file)
 """
 
 
@@ -82,15 +89,37 @@ def test_restarted_manager_does_not_start_a_task_whose_worker_is_still_importing
     _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
     env = dict(os.environ, SIS_TEST_IMPORT_DELAY="10")
     first = _sis(sis_setup_dir, "manager", "-r", "config/exp.py", env=env)
-    engine_logs = str(sis_setup_dir / "work" / "tests" / "slow_import_jobs" / "RecordRunsJob.*" / "engine" / "local.run.1")
-    _wait_for(lambda: glob.glob(engine_logs), what="the worker to start")
+    job_dirs = str(sis_setup_dir / "work" / "tests" / "slow_import_jobs" / "RecordRunsJob.*")
+    _wait_for(lambda: _worker_pids(sis_setup_dir), what="the worker process")
     os.killpg(first.pid, signal.SIGKILL)  # the manager only: its worker lives in its own session
     first.wait()
-    second = _sis(sis_setup_dir, "manager", "-r", "config/exp.py", env=env)
-    out = second.communicate(timeout=120)[0].decode()
-    assert second.returncode == 0, out
-    with open(runs) as f:
-        assert len(f.read().split()) == 1, out
+    log2 = str(sis_setup_dir / "manager2.log")
+    second = subprocess.Popen([sys.executable, "-m", "sisyphus", "manager", "-r", "config/exp.py"], cwd=sis_setup_dir,
+                              stdout=open(log2, "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def settled():  # the task runs until released: release it once a second copy had its chance
+        if _lines(runs) == 2 or "already running" in _text(job_dirs + "/engine/local.run.1"):
+            return True
+        return _lines(job_dirs + "/submit_log.run") == 1 and "running: 1" in _text(log2)
+
+    _wait_for(settled, timeout=120, what="the second manager to settle")
+    open(runs + ".release", "w").close()
+    assert second.wait(timeout=120) == 0, _text(log2)
+    assert _lines(runs) == 1, _text(log2)
+
+
+def _worker_pids(setup):
+    """Pids of worker processes of this test's setup (found by their command line)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in cmd and any(str(setup).encode() in c for c in cmd):
+            pids.append(int(pid))
+    return pids
 
 
 def test_two_workers_started_for_one_task_id_run_it_once(sis_setup_dir):
@@ -98,16 +127,21 @@ def test_two_workers_started_for_one_task_id_run_it_once(sis_setup_dir):
     _write_config(sis_setup_dir, SLOW_CONFIG.format(runs=runs))
     from tests.slow_import_jobs import RecordRunsJob
 
-    job = RecordRunsJob(runs, 8.0)
+    job = RecordRunsJob(runs, 120.0)
     job._sis_setup_directory()
     cmd = [sys.executable, "-m", "sisyphus", "worker", job._sis_path(abspath=True), "run", "1"]
-    workers = [subprocess.Popen(cmd, cwd=sis_setup_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for _ in range(2)]
-    outs = [w.communicate(timeout=60)[0].decode() for w in workers]
+    logs = [str(sis_setup_dir / f"worker{i}.log") for i in range(2)]
+    workers = [subprocess.Popen(cmd, cwd=sis_setup_dir, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+               for log in logs]
+    _wait_for(lambda: _lines(runs) == 2 or any(w.poll() is not None for w in workers), timeout=120,
+              what="both workers to start the task, or one to give up")
+    open(runs + ".release", "w").close()
+    for w in workers:
+        w.wait(timeout=120)
+    outs = [_text(log) for log in logs]
     assert [w.returncode for w in workers] == [0, 0], outs
-    with open(runs) as f:
-        assert len(f.read().split()) == 1, outs
-    assert any("already running" in o or "already finished" in o for o in outs), outs
+    assert _lines(runs) == 1, outs
+    assert any("already running" in o for o in outs), outs
 
 
 # 3. one manager per work directory ----------------------------------------------------------------------------------
@@ -118,6 +152,7 @@ def test_second_manager_on_a_work_directory_refuses_naming_the_first(sis_setup_d
     _wait_for(lambda: os.path.isdir(sis_setup_dir / "work" / "tests"), what="the first manager")
     second = _sis(sis_setup_dir, "manager", "-r", "config/exp.py")
     out2 = second.communicate(timeout=60)[0].decode()
+    open(runs + ".release", "w").close()
     out1 = first.communicate(timeout=120)[0].decode()
     assert second.returncode == 3, out2
     assert "another manager is running" in out2 and f"pid {first.pid}" in out2 and socket.gethostname() in out2
