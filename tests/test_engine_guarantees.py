@@ -37,6 +37,10 @@ def _text(pattern):
     return "".join(open(p).read() for p in glob.glob(pattern))
 
 
+def _started(task):
+    return bool(task.claimed(1)) or task.attempts(1) > 0
+
+
 # 1. restarts do not consume retries ------------------------------------------------------------------------------
 def test_manager_restarts_while_tasks_wait_for_a_cpu_cost_no_retries(sis_setup_dir):
     record = sis_setup_dir / "record"
@@ -50,7 +54,8 @@ def test_manager_restarts_while_tasks_wait_for_a_cpu_cost_no_retries(sis_setup_d
     for restart in range(1, 5):
         rc, _ = run_manager(LocalEngine(cpus=1, mem=4), max_time=0.3)
         assert rc == 2
-        _wait_for(lambda: sum(bool(j._sis_tasks()[0].claimed(1)) for j in jobs) == restart, what=f"{restart} workers")
+        _wait_for(lambda: sum(_started(j._sis_tasks()[0]) for j in jobs) == restart, timeout=120,
+                  what=f"{restart} workers")
     rc, log = run_manager(LocalEngine(cpus=5, mem=4), max_time=60)
     assert rc == 0, log
     assert [j._sis_tasks()[0].attempts(1) for j in jobs] == [1] * 5
