@@ -53,11 +53,13 @@ class Console:
         return job._sis_move() if job._sis_setup() else ""
 
     def clear_errors(self, job: Any) -> None:
-        """Removes error markers so failed tasks are retried."""
+        """Removes error markers so failed tasks are retried, with a fresh budget of ``tries``."""
         job = self._job(job)
         for t in job._sis_tasks():
             for i in t.task_ids():
-                t.reset(i)
+                if t.error(i):
+                    t.reset(i)
+                    t.clear_history(i)
 
     def unused(self) -> List[str]:
         """Job directories no registered output needs."""

@@ -39,6 +39,10 @@ class EngineBase:
         """gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_QUEUE_ERROR or gs.STATE_UNKNOWN."""
         raise NotImplementedError
 
+    def exit_reason(self, task: Any, task_id: int) -> Optional[str]:
+        """Why the engine saw this task id's worker end without success (e.g. a signal); None if unknown."""
+        return None
+
     def get_task_id(self, task_id: Optional[int]) -> int:
         """The task id a worker runs: given on the command line, else from the array-job environment."""
         if task_id is not None:
@@ -137,6 +141,9 @@ class EngineSelector(EngineBase):
 
     def task_state(self, task: Any, task_id: int) -> str:
         return self.get_used_engine(task).task_state(task, task_id)
+
+    def exit_reason(self, task: Any, task_id: int) -> Optional[str]:
+        return self.get_used_engine(task).exit_reason(task, task_id)
 
     def get_task_id(self, task_id: Optional[int]) -> int:
         return EngineBase.get_task_id(self, task_id)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set
 import sisyphus.global_settings as gs
 from sisyphus import block, tools
 from sisyphus.job_path import AbstractPath, Path, Variable
+from sisyphus.safe_names import check_relative_name
 from sisyphus.task import Task
 
 # Every job built in this process, by id: equal jobs from different configs are one object.
@@ -193,7 +194,8 @@ class Job(metaclass=JobSingleton):
         return self._sis_path(gs.JOB_WORK_DIR)
 
     def output_path(self, filename: str, directory: bool = False, cached: bool = False) -> Path:
-        """Declares an output file (or directory, created before the job runs)."""
+        """Declares an output file (or directory, created before the job runs); the name must stay in output/."""
+        check_relative_name(filename, "output file", f"{self._sis_id()}/{gs.JOB_OUTPUT}/")
         path = Path(filename, self, cached)
         key = path.path
         if key in self._sis_outputs:
@@ -209,6 +211,7 @@ class Job(metaclass=JobSingleton):
 
         As upstream, ``get()`` returns ``backup`` (None by default) while the job has not written the value.
         """
+        check_relative_name(filename, "output variable", f"{self._sis_id()}/{gs.JOB_OUTPUT}/")
         var = Variable(filename, self, pickle=pickle, backup=backup)
         assert var.path not in self._sis_outputs, f"output {filename} declared twice in {self}"
         self._sis_outputs[var.path] = var
@@ -223,6 +226,8 @@ class Job(metaclass=JobSingleton):
         return path
 
     def add_alias(self, alias: str) -> "Job":
+        """Links ``alias/<alias>`` to the job directory; the name must stay inside ``alias/``."""
+        check_relative_name(alias, "alias", f"{gs.ALIAS_DIR}/")
         if self._sis_aliases is None:
             self._sis_aliases = set()
         self._sis_aliases.add(alias)
@@ -408,9 +413,14 @@ class Job(metaclass=JobSingleton):
                 if not os.path.lexists(link):
                     os.symlink(p.creator._sis_path(abspath=True), link, target_is_directory=True)
         tmp = os.path.join(base, gs.JOB_SAVE + ".tmp")
-        with gzip.open(tmp, "wb") as f:
-            pickle.dump(self, f)
-        os.replace(tmp, os.path.join(base, gs.JOB_SAVE))
+        try:
+            with gzip.open(tmp, "wb") as f:
+                pickle.dump(self, f)
+            os.replace(tmp, os.path.join(base, gs.JOB_SAVE))
+        except OSError as exc:  # e.g. a full disk: no half-written job.save.tmp is left behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise tools.FileSystemError(exc.errno, tools.describe_os_error(exc, tmp), tmp) from exc
         lines = [f"JOB: {self._sis_id()}"]
         lines += [f"INPUT: {p.get_path()}" for p in sorted(self._sis_inputs, key=lambda p: p.get_path())]
         for k, v in self._sis_kwargs.items():

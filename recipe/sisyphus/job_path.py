@@ -186,7 +186,13 @@ class Path(AbstractPath):
         return new
 
     def join_right(self, other: str) -> "Path":
-        """A path below this one (e.g. a file inside an output directory), joined with ``/`` as upstream."""
+        """A path below this one (e.g. a file inside an output directory), joined with ``/`` as upstream; a name
+        that would lead out of its job's output folder is refused."""
+        if self.creator is not None:
+            from sisyphus.safe_names import check_relative_name
+
+            check_relative_name(os.path.join(self.path, other), "output file",
+                                f"{self.creator._sis_id()}/{gs.JOB_OUTPUT}/")
         return self.copy_append("/" + other)
 
 

@@ -101,6 +101,34 @@ class Task:
         except OSError:
             return None
 
+    def claimed(self, task_id: int) -> Optional[bool]:
+        """True while a worker holds the task id's claim; None for a job directory without claim files."""
+        from sisyphus.locks import CLAIM, is_locked
+
+        return is_locked(self.path(CLAIM, task_id))
+
+    def history(self, task_id: int) -> List[dict]:
+        """Events (start, error, finished, exit) of real attempts since the last reset."""
+        from sisyphus.locks import HISTORY, read_events
+
+        return read_events(self.path(HISTORY, task_id))
+
+    def attempts(self, task_id: int) -> int:
+        """How often a worker really started this task id (submissions that never ran do not count)."""
+        return sum(1 for e in self.history(task_id) if e.get("event") == "start")
+
+    def failures(self, task_id: int) -> int:
+        """How many attempts raised (at least 1 while an error marker exists)."""
+        n = sum(1 for e in self.history(task_id) if e.get("event") == "error")
+        return max(n, 1) if self.error(task_id) else n
+
+    def clear_history(self, task_id: int) -> None:
+        """Starts a fresh retry budget (``sis console``'s clear_errors)."""
+        from sisyphus.locks import HISTORY, append_event
+
+        if os.path.exists(self.path(HISTORY, task_id)):
+            append_event(self.path(HISTORY, task_id), "reset")
+
     def submissions(self, task_id: int) -> int:
         """How often this task id was submitted (from ``submit_log.<task>``)."""
         n = 0

@@ -17,6 +17,7 @@ from sisyphus.graph import OutputPath, OutputReport, graph as sis_graph
 from sisyphus.job import Job
 from sisyphus.job_path import AbstractPath, Path, Variable, VariableNotSet  # noqa: F401
 from sisyphus.tools import extract_paths, sh  # noqa: F401
+from sisyphus.safe_names import check_relative_name
 
 
 class BlockedWorkflow(Exception):
@@ -27,12 +28,14 @@ def register_output(name: str, value: AbstractPath, export_graph: bool = False) 
     """Marks ``value`` as a result: the manager computes it and links it to ``output/<name>``."""
     if not isinstance(value, AbstractPath):
         raise TypeError(f"register_output({name!r}): expected a tk.Path, got {type(value).__name__}: {value!r}")
+    check_relative_name(name, "output name", f"{gs.OUTPUT_DIR}/")
     sis_graph.add_target(OutputPath(name, value))
 
 
 def register_report(name: str, values: Any, template: Optional[str] = None, required: Any = None,
                     update_frequency: float = 300, report_fn: Optional[Callable] = None) -> None:
     """Writes a text report to ``output/<name>``: ``values`` formatted with ``template`` or ``report_fn``."""
+    check_relative_name(name, "report name", f"{gs.OUTPUT_DIR}/")
     if callable(values) and not isinstance(values, DelayedBase) and report_fn is None:  # paths are callable
         report_fn, values = (lambda v: values()), None
     sis_graph.add_target(OutputReport(name, values, template=template, report_fn=report_fn, required=required))

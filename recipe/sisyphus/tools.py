@@ -1,6 +1,7 @@
 """Small helpers used by jobs and the engine."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -90,12 +91,40 @@ def try_get(value: Any) -> Any:
     return value.get() if isinstance(value, DelayedBase) else value
 
 
+def describe_os_error(exc: OSError, path: Optional[str] = None) -> str:
+    """A message for a file-system error that says what to do: disk full, name too long, read-only, ..."""
+    path = path or exc.filename or "?"
+    hints = {
+        errno.ENOSPC: "the disk is full; free space there, then start the manager again",
+        errno.EDQUOT: "the disk quota is exhausted; free space there, then start the manager again",
+        errno.ENAMETOOLONG: "the file name is too long for the file system; use a shorter alias or output name",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+    }
+    hint = hints.get(exc.errno, exc.strerror or str(exc))
+    return f"cannot write {path}: {hint} ({os.strerror(exc.errno) if exc.errno else exc})"
+
+
+class FileSystemError(OSError):
+    """An OSError whose message names the path and the cause in plain words (see :func:`describe_os_error`)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def atomic_touch(path: str, content: str = "") -> None:
-    """Creates a marker file atomically, so readers never see a half-written one."""
+    """Creates a marker file atomically, so readers never see a half-written one; no temp file is left behind."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise FileSystemError(exc.errno, describe_os_error(exc, path), path) from exc
 
 
 def flatten(items: Iterable) -> list:
