@@ -10,8 +10,10 @@ The beam search recombines equal label sequences (blank / non-blank prefix proba
 "prior" = sum log prior), and calls an optional ``hook(t, hyps_per_utt)`` every ``hook_interval`` frames
 (for delayed fusion: hooks may set ``hyp.scores[...]``, ``hyp.extra`` (added to the total) and ``hyp.user_state``).
 
-Optimisations, each with a switch (see :func:`ctc_beam_search`): the (hypothesis, label) expansions of a
-frame are scored as tensors and only the best are turned into hypotheses; optional top-k label pruning by CTC
+Each frame is one batched step over all utterances searched together: their (hypothesis, label) expansions are
+scored as one padded [utterances, hypotheses, labels] tensor, extensions that equal a hypothesis of the beam are
+found and merged in one tensor operation, and only the best per utterance are turned into hypotheses.
+Optimisations, each with a switch (see :func:`ctc_beam_search`): optional top-k label pruning by CTC
 (``label_topk``); scorers are only run for hypotheses that got a new label (``score_new_labels_only``); scorer
 calls are batched over the hypotheses of all beams (``batch_hyps``) and utterances (``batch_size``).
 Scorers that can :meth:`LabelScorer.concat` states are called once per frame for all hypotheses, whichever
@@ -70,7 +72,7 @@ class CTCSearchStats:
     scored_rows: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Hypothesis:
     """A CTC prefix hypothesis: labels, log p_blank / p_nonblank of the prefix, per-source scores, user slot."""
 
