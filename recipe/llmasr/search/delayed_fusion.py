@@ -1,11 +1,13 @@
 """Delayed fusion: a CTC acoustic model and an LLM with different units in one time-synchronous search.
 
 A :class:`DelayedLLMScorer` on the project's one CTC prefix search (:func:`llmasr.search.ctc.ctc_beam_search`).
-Every ``delay`` frames (or only at the last frame) the completed words of every hypothesis are converted to
+Every ``delay`` frames (or only at the end) the completed words of every hypothesis are converted to
 LLM tokens and all pending tokens of all hypotheses are scored in one KV-cached LLM call; the label prior is
-subtracted for the labels of those consumed words only, so LM and prior enter together. The last frame of an
-utterance flushes all its words and EOS. Label-wise fusion (shared units) is the same search with the LLM as
-a label scorer (:mod:`llmasr.search.labelwise_fusion`).
+subtracted for the labels of those consumed words only, so LM and prior enter together. An utterance's beam is
+final after its last frame; all its words and EOS are scored in the next of these calls (at the latest when
+the last utterance searched together ends), so utterances ending at different frames add no calls: delay None
+makes one call for the final hypotheses of all utterances. Label-wise fusion (shared units) is the same search
+with the LLM as a label scorer (:mod:`llmasr.search.labelwise_fusion`).
 """
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ class WordConverter:
 
 @dataclasses.dataclass
 class SearchStats:
-    """LLM calls and tokens of one search (for benchmarks)."""
+    """LLM forward calls and the tokens they scored (padding excluded) in one search, counted by the LLM scorer,
+    and the frames searched."""
 
     llm_forward_calls: int = 0
     llm_forward_tokens: int = 0
@@ -99,8 +102,9 @@ class _Consumed:
 
 
 class DelayedLLMScorer(FrameScorer):
-    """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call (and all
-    words + EOS at an utterance's last frame); records "lm" and "prior" (of the consumed labels).
+    """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call, and all words +
+    EOS of the final beams of utterances that ended since the last call in the same call (or, after the last
+    frame of all utterances, in one last call); records "lm" and "prior" (of the consumed labels).
 
     :param llm_scorer: the LLM, or None: no LM, the prior of all labels is recorded at the end
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
@@ -114,9 +118,11 @@ class DelayedLLMScorer(FrameScorer):
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
         self.llm, self.converter, self.lm_scale, self.delay = llm_scorer, converter, lm_scale, delay
         self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
+        self._ended: List[Hypothesis] = []  # final beams whose words and EOS are still to be scored
 
     def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
         state = self.llm.start(torch.arange(len(roots))) if self.llm is not None else None
+        self._ended = []
         for r, h in enumerate(roots):
             h.user_state = _Consumed(state, r)
             h.scores["lm"] = 0.0
@@ -125,15 +131,19 @@ class DelayedLLMScorer(FrameScorer):
         return 0.0 if self.prior is None else sum(self.prior[x] for x in labels)
 
     def update(self, t: int, beams: List[List[Hypothesis]], final: List[bool]) -> None:
-        flush = self.delay is not None and (t + 1) % self.delay == 0
-        hyps = [(h, last) for beam, last in zip(beams, final) if flush or last for h in beam]
-        if not hyps:
-            return
         if self.llm is None:  # plain CTC search: the prior of all labels, at the end
-            for h, last in hyps:
+            for beam, last in zip(beams, final):
                 if last:
-                    h.scores["prior"] = self._prior(h.labels)
+                    for h in beam:
+                        h.scores["prior"] = self._prior(h.labels)
             return
+        # a final beam no longer changes: it waits for the next call (at the latest the one after the last frame)
+        self._ended += [h for beam, last in zip(beams, final) if last for h in beam]
+        if not (self.delay is not None and (t + 1) % self.delay == 0 or all(final)):
+            return
+        hyps = [(h, False) for beam, last in zip(beams, final) if not last for h in beam]
+        hyps += [(h, True) for h in self._ended]
+        self._ended = []
         groups: Dict[int, List[Tuple[Hypothesis, bool]]] = {}
         for h, last in hyps:  # hypotheses of one flush share one LLM state (one call)
             groups.setdefault(id(h.user_state.state), []).append((h, last))
@@ -270,7 +280,8 @@ def read_ctc_logprobs(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
 class CTCFusionSearchJob(Job):
     """Time-synchronous CTC search with an LLM: none, label-wise (shared units) or delayed fusion.
 
-    Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, LLM calls).
+    Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, utterances, LLM
+    forward calls and the tokens they scored, counted by the LLM scorer).
     """
 
     def __init__(
@@ -376,13 +387,13 @@ class CTCFusionSearchJob(Job):
             from llmasr.data.corpus import iter_corpus
 
             durations = {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
-        results, audio_s, llm_calls = {}, 0.0, 0
+        results, audio_s, llm_calls, llm_tokens = {}, 0.0, 0, 0
         t0 = time.perf_counter()
         batch: List[Tuple[str, torch.Tensor]] = []
         vocab = None
 
         def search(batch):
-            nonlocal llm_calls
+            nonlocal llm_calls, llm_tokens
             lens = torch.tensor([lp.shape[0] for _, lp in batch])
             padded = torch.zeros(len(batch), int(lens.max()), vocab)
             for i, (_, lp) in enumerate(batch):
@@ -397,6 +408,7 @@ class CTCFusionSearchJob(Job):
                 out = delayed_fusion_search(padded, lens, llm_scorer=scorer, converter=conv, delay=self.delay,
                                             **common)
             llm_calls += stats.llm_forward_calls
+            llm_tokens += stats.llm_forward_tokens
             for (seq_id, _), hyps in zip(batch, out):
                 results[seq_id] = hyps
 
@@ -442,5 +454,5 @@ class CTCFusionSearchJob(Job):
         tmp = self.out_search_stats.get_path() + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "llm_forward_calls": llm_calls,
-                       "utterances": len(results)}, f, indent=1)
+                       "llm_forward_tokens": llm_tokens, "utterances": len(results)}, f, indent=1)
         os.replace(tmp, self.out_search_stats.get_path())
