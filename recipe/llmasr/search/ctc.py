@@ -294,7 +294,7 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
             h.labels, pb=p + x_blank[a], pnb=h.pnb + xl if h.labels else NEG,
             scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
             scorer_prev=h.scorer_prev)
-    if K == 0:
+    if K == 0 or N == 0:
         return [_best(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
     # [A, N] per-hypothesis tensors, padded rows: CTC -inf (never extended)
     pad = [N - len(hyps) for hyps in beams]
@@ -337,17 +337,13 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
         pnb[ua[found], ui[found], uk[found]] = NEG
     total = pnb + torch.tensor(rest_rows, dtype=torch.float64).view(A, N, 1)
     label_lp = {}  # scorer -> [A, N, K] log-probs of the candidate labels
-    if weights:
-        zero = None
-        for n, w in weights.items():
-            rows = []
-            for a, hyps in enumerate(beams):
-                rows += [h.scorer_cache[n][2] for h in hyps]
-                if pad[a]:
-                    zero = zero if zero is not None else torch.zeros_like(rows[-1])
-                    rows += [zero] * pad[a]
-            label_lp[n] = torch.stack(rows).view(A, N, -1).gather(2, cand[:, None, :].expand(A, N, K)).double()
-            total = total + w * label_lp[n]
+    for n, w in weights.items():
+        zero = torch.zeros_like(flat[0][1].scorer_cache[n][2])  # padded rows
+        rows = []
+        for a, hyps in enumerate(beams):
+            rows += [h.scorer_cache[n][2] for h in hyps] + [zero] * pad[a]
+        label_lp[n] = torch.stack(rows).view(A, N, -1).gather(2, cand[:, None, :].expand(A, N, K)).double()
+        total = total + w * label_lp[n]
     prior_c = lp_prior[cand] if lp_prior is not None else None  # [A, K]
     if prior_c is not None:
         total = total - prior_scale * prior_c[:, None, :]
