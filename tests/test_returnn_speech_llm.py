@@ -138,6 +138,8 @@ def test_models_train_on_stored_encoder_outputs(data, run_job, tmp_path):
     aed = run_job(ReturnnTrainingJob(cfg, frames["train"], frames["dev"], data["spm"], options=OPTS, cpu=1,
                                      init_checkpoint=aed_ckpt))
     state = torch.load(aed.out_last_checkpoint.get_path(), map_location="cpu")["model"]
+    # no threaded HDF cache: it hands out labels before they are read (-1 ids)
+    assert "'cache_byte_size': 0" in open(aed.out_returnn_config.get_path()).read()
     assert all(torch.equal(v, aed_state[k]) for k, v in state.items() if k.startswith("encoder."))
     assert not torch.equal(state["decoder.output.weight"], aed_state["decoder.output.weight"])
     scores = read_learning_rates(aed.out_learning_rates.get_path())[1]["error"]

@@ -140,11 +140,14 @@ def is_frames_file(path: str) -> bool:
 
 
 def frames_dataset(files: Sequence[str], *, partition_epoch: int = 1, train: bool = True) -> Dict[str, Any]:
-    """HDFDataset opts over stored encoder outputs (``data`` [T, D]) and their targets (``classes``)."""
+    """HDFDataset opts over stored encoder outputs (``data`` [T, D]) and their targets (``classes``).
+
+    The cache stays off (``cache_byte_size=0``): with it, HDFDataset fills its target buffer (initialised to -1) in
+    a background thread while the training reads it, which gave batches of -1 labels and h5py crashes."""
     for f in files:
         if not os.path.isfile(f):
             raise FileNotFoundError(f"encoder-output file {f} does not exist")
-    return {"class": "HDFDataset", "files": list(files), "use_cache_manager": False,
+    return {"class": "HDFDataset", "files": list(files), "use_cache_manager": False, "cache_byte_size": 0,
             "partition_epoch": partition_epoch, "seq_ordering": "laplace:.100" if train else "sorted_reverse"}
 
 
