@@ -1,8 +1,28 @@
 """The experiment configs build their graphs (no job runs): the toy default and the paper-scale LibriSpeech and
 Loquacious experiments."""
+import hashlib
 import importlib
+import os
 
 from sisyphus.graph import graph
+
+# Digest of the sorted job ids of the paper-scale graphs (LibriSpeech + Loquacious): a change of any paper-scale
+# job id (a new hashed field, a resource entering the hash) fails here. After an intended change run
+# ``UPDATE_PAPER_JOB_IDS=1 pytest tests/test_configs_build.py -k paper`` and commit the file with the reason.
+PAPER_IDS_FILE = os.path.join(os.path.dirname(__file__), "data", "paper_scale_job_ids.txt")
+
+
+def check_paper_scale_job_ids(ids):
+    """Compares ``<count> <sha256>`` of the sorted ids with the stored one (or rewrites it when asked to)."""
+    ids = sorted(ids)
+    line = f"{len(ids)} {hashlib.sha256(chr(10).join(ids).encode()).hexdigest()}"
+    if os.environ.get("UPDATE_PAPER_JOB_IDS"):
+        with open(PAPER_IDS_FILE, "w") as f:
+            f.write(line + "\n")
+    with open(PAPER_IDS_FILE) as f:
+        stored = f.read().strip()
+    assert line == stored, (f"paper-scale job ids changed ({line} != stored {stored} in {PAPER_IDS_FILE}): "
+                            "existing work/ trees would be recomputed")
 
 
 def test_toy_config_builds_the_whole_graph():
@@ -58,3 +78,4 @@ def test_paper_scale_experiments_build():
     loq.py()
     names = {t.name for t in graph.targets}
     assert "loquacious/ctc-beam/test/wer.json" in names and "loquacious/report/results.md" in names
+    check_paper_scale_job_ids(j.job_id() for j in graph.jobs())

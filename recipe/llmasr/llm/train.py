@@ -16,9 +16,10 @@ import os
 import random
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.models.llm import TinyLLMConfig
+from llmasr.resources import ResourceJob
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -219,7 +220,7 @@ def _write_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-class CreateTinyLLMJob(Job):
+class CreateTinyLLMJob(ResourceJob):
     """A randomly initialised tiny Qwen2-architecture LLM over a given tokenizer (the toy LLM before training)."""
 
     def __init__(self, tokenizer: Union[tk.Path, str], *, config: TinyLLMConfig = TinyLLMConfig(), seed: int = 0):
@@ -245,7 +246,7 @@ class CreateTinyLLMJob(Job):
         save_llm(model, tok, self.out_model.get_path())
 
 
-class PretrainLLMJob(Job):
+class PretrainLLMJob(ResourceJob):
     """Pre-trains (or continues training) a causal LLM on a text corpus with its own tokenizer."""
 
     def __init__(self, llm: Union[tk.Path, str], text: tk.Path, *, dev_text: Optional[tk.Path] = None,
@@ -279,7 +280,7 @@ class PretrainLLMJob(Job):
         from llmasr.models.llm import load_llm, load_llm_tokenizer
 
         loc = location(self.llm)
-        return load_llm(loc, device=self.device, eval_mode=False), load_llm_tokenizer(loc)
+        return load_llm(loc, device=self.run_device(), eval_mode=False), load_llm_tokenizer(loc)
 
     def _finish(self, model):
         return model
@@ -289,7 +290,7 @@ class PretrainLLMJob(Job):
 
         from llmasr.models.llm import save_llm
 
-        torch.set_num_threads(max(1, self.cpu))
+        torch.set_num_threads(self.run_threads())
         torch.manual_seed(self.train_config.seed)
         model, tok = self._prepare()
         texts = read_texts(self.text.get_path())[: self.max_sentences]
@@ -378,7 +379,7 @@ class FineTuneLLMJob(PretrainLLMJob):
                     p.requires_grad = True
             n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
             logging.info("LoRA: %d trainable parameters", n_train)
-        model.to(self.device)
+        model.to(self.run_device())
         return model, tok
 
     def _finish(self, model):

@@ -9,7 +9,7 @@ import enum
 import os
 import pprint
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from llmasr.hash_defaults import HashDefaults
 
@@ -27,8 +27,8 @@ class LearningRateSchedule(enum.Enum):
 
 @dataclass(frozen=True)
 class TrainingOptions(HashDefaults):
-    """Batching, optimiser and schedule of an AM training (all part of the job hash; fields added later are left
-    out of it at their defaults, so that existing jobs keep their ids)."""
+    """Batching, optimiser and schedule of an AM training (part of the job hash, except the resources
+    ``torch_threads`` and ``num_workers``; fields added later are left out of it at their defaults)."""
 
     num_epochs: int = 10
     partition_epoch: int = 1
@@ -52,6 +52,7 @@ class TrainingOptions(HashDefaults):
     lr_points: Tuple[Tuple[float, float], ...] = ()
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": ()}
+    _HASH_RESOURCES: ClassVar[FrozenSet[str]] = frozenset({"torch_threads", "num_workers"})
 
     def check(self) -> None:
         if not isinstance(self.schedule, LearningRateSchedule):

@@ -10,8 +10,9 @@ import enum
 import os
 from typing import Any, Dict, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.returnn.config import ogg_zip_dataset, write_config
 from llmasr.returnn.training import run_returnn, spm_vocab_size
 
@@ -69,7 +70,7 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-class _ForwardJobBase(Job):
+class _ForwardJobBase(ResourceJob):
     """A RETURNN forward pass of a trained AM over OggZip data; subclasses add their outputs and options."""
 
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
@@ -92,10 +93,10 @@ class _ForwardJobBase(Job):
         params = forward_params(self.model_config.get_path(), self.checkpoint.get_path(),
                                 [p.get_path() for p in self.data], self.spm_model.get_path(), mode=mode, opts=opts,
                                 outputs=outputs, batch_seconds=self.batch_seconds, max_seqs=self.max_seqs,
-                                device=self.device)
-        extra = f"\nimport torch\ntorch.set_num_threads({int(self.rqmt['cpu'])})\n"
+                                device=self.run_device())
+        extra = f"\nimport torch\ntorch.set_num_threads({self.run_threads()})\n"
         write_config(config, params, imports=FORWARD_IMPORTS, extra_code=extra)
-        run_returnn(config, cwd=os.path.abspath("."), threads=self.rqmt["cpu"])
+        run_returnn(config, cwd=os.path.abspath("."), threads=self.run_threads())
 
 
 class ReturnnForwardJob(_ForwardJobBase):

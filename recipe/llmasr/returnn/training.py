@@ -9,9 +9,10 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig, model_config_to_dict
+from llmasr.resources import ResourceJob
 from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, LearningRateSchedule, TrainingOptions,
                                    training_params, write_config)
 
@@ -66,7 +67,7 @@ def resolve_model_config(model_config: Union[CtcModelConfig, AedModelConfig], vo
     return d
 
 
-class ReturnnTrainingBase(Job):
+class ReturnnTrainingBase(ResourceJob):
     """What every RETURNN training job shares: per-epoch checkpoint outputs, the learning-rates file, a resumable
     ``run`` task, and writing the config (data, batching, optimiser, schedule, device, multi-GPU)."""
 
@@ -77,7 +78,6 @@ class ReturnnTrainingBase(Job):
         self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
         self.spm_model = spm_model
         self.options = options
-        self.gpu = gpu
         self.out_returnn_config = self.output_path("returnn.config")
         self.out_model_dir = self.output_path("models", directory=True)
         self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
@@ -95,9 +95,10 @@ class ReturnnTrainingBase(Job):
                                  [p.get_path() for p in self.dev_data], self.spm_model.get_path(), vocab,
                                  os.path.join(self.out_model_dir.get_path(), "epoch"),
                                  self.out_learning_rates.get_path(), self.options)
-        if self.gpu:
+        gpus = self.run_gpus()
+        if gpus:
             params["device"] = "cuda"
-        if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
+        if gpus > 1:  # one process per GPU, started by torch.distributed.run (see run())
             params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
         return params
 
@@ -108,10 +109,15 @@ class ReturnnTrainingBase(Job):
             extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
         write_config(self.out_returnn_config.get_path(), params, imports=imports, extra_code=extra)
 
+    def run_gpus(self) -> int:
+        """GPUs of the ``run`` task now (after ``update_rqmt``): the device and the number of DDP processes."""
+        return int(self.current_rqmt("run").get("gpu", 0) or 0)
+
     def run(self):
         os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
+        self.create_files()  # the config follows the current resources (device, DDP), e.g. after update_rqmt
         run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
+                    threads=self.options.torch_threads or self.run_threads(), gpus=self.run_gpus())
         missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
         if missing:
             raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
@@ -222,7 +228,7 @@ def best_epoch(lr_data: Dict[int, Dict], key: str, epochs: Optional[Sequence[int
     return min(scored, key=lambda e: (scored[e], -e))
 
 
-class GetBestCheckpointJob(Job):
+class GetBestCheckpointJob(ResourceJob):
     """Picks the checkpoint with the best dev score of a training (``out_checkpoint`` is a copy/link of it)."""
 
     def __init__(self, training: ReturnnTrainingJob, *, score_key: str = "dev_loss_ctc"):
@@ -280,7 +286,7 @@ def average_checkpoints(paths: Sequence[str], out_path: str) -> None:
     os.replace(out_path + ".tmp", out_path)
 
 
-class AverageCheckpointsJob(Job):
+class AverageCheckpointsJob(ResourceJob):
     """Averages the ``num_best`` checkpoints with the best dev score (or explicitly given epochs)."""
 
     def __init__(self, training: ReturnnTrainingJob, *, num_best: int = 4, score_key: str = "dev_loss_ctc",

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 
 def _value(v):
@@ -36,7 +38,7 @@ def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}",
     return "\n".join(lines) + "\n"
 
 
-class ReportTableJob(Job):
+class ReportTableJob(ResourceJob):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
     __sis_hash_exclude__ = {"info": None}

@@ -20,8 +20,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import torch
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.search.llm_scorer import LLMScorer
 
 NEG_INF = float("-inf")
@@ -370,7 +371,7 @@ def read_ctc_logprobs(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
         yield str(tag), lp
 
 
-class CTCFusionSearchJob(Job):
+class CTCFusionSearchJob(ResourceJob):
     """Time-synchronous CTC search with an LLM: none, label-wise (shared units) or delayed fusion.
 
     Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, LLM calls).
@@ -472,7 +473,7 @@ class CTCFusionSearchJob(Job):
         scorer = tok = model = None
         if self.mode != FusionMode.NONE:
             loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
-            model = load_llm(loc, device=self.device)
+            model = load_llm(loc, device=self.run_device())
             tok = load_llm_tokenizer(loc, lowercase=self.lowercase)
         durations = {}
         if self.corpus is not None:

@@ -98,13 +98,14 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
         from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
-        torch.set_num_threads(max(1, int(self.rqmt["cpu"])))
+        torch.set_num_threads(self.run_threads())
+        device = self.run_device()
         with open(self.setup.get_path()) as f:
             setup = json.load(f)
         if self.mode != SpeechLLMSearchMode.BEAM and not setup.get("am_spm_model"):
             raise ValueError(f"mode {self.mode.name} needs a speech LLM over the CTC model's units, but "
                              f"{self.setup.get_path()} has no am_spm_model (the LLM keeps its own tokenizer)")
-        model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=self.device)
+        model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=device)
         bos, eos = model.cfg.bos_id, model.cfg.eos_id
         entries = read_corpus(self.corpus.get_path())
         if not entries:
@@ -120,7 +121,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         results: Dict[str, List[dict]] = {}
         audio_s, t0 = 0.0, time.perf_counter()
         for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
-            scorer.set_audio(audio.to(self.device), lens.to(self.device))
+            scorer.set_audio(audio.to(device), lens.to(device))
             max_len = max(1, int(self.max_len_ratio * 10 * max(e.duration for e in batch)))
             if self.mode == SpeechLLMSearchMode.BEAM:
                 out = beam_search({"am": (scorer, 1.0)}, len(batch), self.beam_size, bos, eos, max_len,

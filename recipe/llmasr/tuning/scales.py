@@ -12,7 +12,9 @@ import logging
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 NAMES = ("lm_scale", "prior_scale", "length_reward")
 
@@ -140,7 +142,7 @@ def tune_scales(
     return result
 
 
-class TuneScalesJob(Job):
+class TuneScalesJob(ResourceJob):
     """Tunes lm_scale, prior_scale and length reward on a dev N-best list by minimising WER."""
 
     def __init__(
