@@ -72,7 +72,7 @@ class EngineBase:
             call = task.get_worker_call()
             engine_name, engine_id = self.submit_call(call, logpath, rqmt, self.job_name(task), task.name(), ids)
             task.append_submit_log({"time": time.time(), "task_ids": ids, "engine": engine_name,
-                                    "engine_id": engine_id, "rqmt": rqmt})
+                                    "engine_id": engine_id, "rqmt": rqmt, "progress": task.progress()})
             logging.info("submitted %s %s %s to %s (%s)", job._sis_id(), task.name(), ids, engine_name, engine_id)
 
 

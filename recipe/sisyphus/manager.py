@@ -94,7 +94,8 @@ class Manager:
                 self._submit(job, task, ids)
                 state = gs.STATE_QUEUE
             elif state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
-                retry_ids = [i for i in ids if task.submissions(i) <= gs.MAX_SUBMIT_RETRIES]
+                # interruptions after which the task got on (a resuming training at its time limit) are free
+                retry_ids = [i for i in ids if task.submissions_without_progress(i) <= gs.MAX_SUBMIT_RETRIES]
                 if retry_ids:
                     how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
                     self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}")
