@@ -2,9 +2,14 @@
 from typing import Dict
 
 from config.experiment import hub_llms
+from llmasr.llm.hub import DownloadHFModelJob
 from llmasr.llm.train import TrainConfig
 
-QWEN2 = {"qwen2-0.5b": "Qwen/Qwen2-0.5B", "qwen2-1.5b": "Qwen/Qwen2-1.5B"}
+# hub id and revision of each LLM, downloaded once by DownloadHFModelJob (compute nodes need no hub access). The
+# revision is part of every LLM job's id: "main" until the commit of the paper's download is known (the job
+# records the commit it got in out_model/hub_source.json); pinning it then changes the LLM jobs' ids once.
+QWEN2_HUB = {"qwen2-0.5b": ("Qwen/Qwen2-0.5B", "main"), "qwen2-1.5b": ("Qwen/Qwen2-1.5B", "main")}
+QWEN2 = {name: DownloadHFModelJob(repo, revision=rev).out_model for name, (repo, rev) in QWEN2_HUB.items()}
 GPU_TRAIN = TrainConfig(epochs=1, batch_size=64, learning_rate=1e-5, warmup_steps=1000, max_length=256)
 
 

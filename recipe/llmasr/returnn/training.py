@@ -87,7 +87,11 @@ class ReturnnTrainingBase(ResourceJob):
 
     def tasks(self):
         yield Task("create_files", mini_task=True)
-        yield Task("run", rqmt=self.rqmt, resume="run")
+        yield Task("run", rqmt=self.rqmt, resume="run", progress="epochs_saved")
+
+    def epochs_saved(self) -> int:
+        """Checkpoints written so far: a time-limited run that saved one more made progress (not a failure)."""
+        return sum(os.path.isfile(p.get_path()) for p in self.out_checkpoints.values())
 
     def _training_params(self, model_config: Dict, vocab: int) -> Dict:
         """The RETURNN settings for this job's data, options and device."""
