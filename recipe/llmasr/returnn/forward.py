@@ -188,7 +188,8 @@ class EstimateCtcPriorJob(_ForwardJobBase):
 
 
 class DumpCtcLogProbsJob(_ForwardJobBase):
-    """Writes ``{seq_id: [T, V+1] CTC log-probs}`` (torch file) for the CTC fusion searches."""
+    """Writes every utterance's [T, V+1] CTC log-probs to a RETURNN HDF (written and read one utterance at a time,
+    :mod:`llmasr.search.ctc_logprobs`) for the CTC fusion searches and the joint speech-LLM searches."""
 
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
                  spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
@@ -201,7 +202,7 @@ class DumpCtcLogProbsJob(_ForwardJobBase):
         """
         super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
                          cpu=cpu, device=device)
-        self.out_ctc_logprobs = self.output_path("ctc_logprobs.pt")
+        self.out_ctc_logprobs = self.output_path("ctc_logprobs.hdf")
 
     def run(self):
         self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})

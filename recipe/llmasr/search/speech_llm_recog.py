@@ -94,7 +94,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         from llmasr.returnn.speech_llm import load_speech_llm
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
-        from llmasr.search.delayed_fusion import read_ctc_logprobs
+        from llmasr.search.ctc_logprobs import CtcLogProbsFile
         from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
         from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
@@ -110,9 +110,9 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         entries = read_corpus(self.corpus.get_path())
         if not entries:
             raise ValueError(f"{self.corpus.get_path()}: no utterances")
-        ctc: Dict[str, torch.Tensor] = {}
+        ctc = None  # read one batch at a time: the whole set does not fit in memory at paper scale
         if self.mode != SpeechLLMSearchMode.BEAM:
-            ctc = {k: v.float() for k, v in read_ctc_logprobs(self.ctc_logprobs.get_path())}
+            ctc = CtcLogProbsFile(self.ctc_logprobs.get_path())
             missing = [e.id for e in entries if e.id not in ctc]
             if missing:
                 raise ValueError(f"{self.ctc_logprobs.get_path()} has no CTC outputs for {len(missing)} utterances "
@@ -127,7 +127,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
                 out = beam_search({"am": (scorer, 1.0)}, len(batch), self.beam_size, bos, eos, max_len,
                                   self.length_norm_exponent, nbest=self.nbest)
             else:
-                lp = [ctc[e.id] for e in batch]
+                lp = [ctc[e.id].float() for e in batch]
                 ctc_lens = torch.tensor([x.shape[0] for x in lp])
                 ctc_lp = torch.zeros(len(lp), int(ctc_lens.max()), lp[0].shape[1])  # padding masked by ctc_lens
                 for i, x in enumerate(lp):
