@@ -99,10 +99,10 @@ class ReturnnTrainingBase(ResourceJob):
                                  [p.get_path() for p in self.dev_data], self.spm_model.get_path(), vocab,
                                  os.path.join(self.out_model_dir.get_path(), "epoch"),
                                  self.out_learning_rates.get_path(), self.options)
-        gpus = self.run_gpus()
-        if gpus:
+        if self.run_gpus():
             params["device"] = "cuda"
-        if gpus > 1:  # one process per GPU, started by torch.distributed.run (see run())
+            params["torch_amp"] = "bfloat16"  # autocast on the GPU; the CPU trains in float32
+        if self.run_processes() > 1:  # one process per GPU, started by torch.distributed.run (see run())
             params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
         return params
 
@@ -117,11 +117,17 @@ class ReturnnTrainingBase(ResourceJob):
         """GPUs of the ``run`` task now (after ``update_rqmt``): the device and the number of DDP processes."""
         return int(self.current_rqmt("run").get("gpu", 0) or 0)
 
+    def run_processes(self) -> int:
+        """Data-parallel training processes: one per GPU, or ``rqmt["processes"]`` on the CPU (gloo backend)."""
+        gpus = self.run_gpus()
+        return gpus if gpus > 1 else max(1, int(self.current_rqmt("run").get("processes", 1) or 1))
+
     def run(self):
         os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
         self.create_files()  # the config follows the current resources (device, DDP), e.g. after update_rqmt
-        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.run_threads(), gpus=self.run_gpus())
+        processes = self.run_processes()
+        threads = self.options.torch_threads or max(1, self.run_threads() // processes)
+        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."), threads=threads, gpus=processes)
         missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
         if missing:
             raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
