@@ -54,7 +54,8 @@ def test_resource_arguments_stay_out_of_the_hash(cls):
     params = _params(cls)
     args = {n: (p.default if p.default is not p.empty else f"<{n}>") for n, p in params.items()}
     base = cls._sis_hash_static(args)
-    resources = [n for n in params if n in RESOURCE_ARGS]
+    resources = [n for n in params if n in cls.resource_args]
+    assert RESOURCE_ARGS <= cls.resource_args
     for name in resources:
         changed = dict(args, **{name: _other_value(args[name] if args[name] is not None else 1)})
         assert cls._sis_hash_static(changed) == base, f"{cls.__name__}: {name} changes the job id"
