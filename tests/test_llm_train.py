@@ -143,7 +143,7 @@ def test_finetune_killed_mid_epoch_resumes_to_the_same_weights(run_job, toy, tmp
     def jobs():
         create = run_job(CreateTinyLLMJob(toy["llm_spm"], config=TINY))
         return FineTuneLLMJob(create.out_model, toy["lm"], cpu=1, checkpoint_every=3,
-                              train_config=TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3, warmup_steps=2))
+                              train_config=TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_steps=2))
 
     ft = jobs()
     ft._sis_setup_directory()
@@ -156,9 +156,12 @@ def test_finetune_killed_mid_epoch_resumes_to_the_same_weights(run_job, toy, tmp
             if os.path.exists(progress) or worker.poll() is not None:
                 break
             time.sleep(0.05)
-        os.killpg(worker.pid, signal.SIGKILL)
     finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+    log = os.path.join(job_dir, "log.run.1")
+    assert os.path.exists(progress), open(log).read()[-3000:] if os.path.exists(log) else "no worker log"
     with open(progress) as f:
         at = json.load(f)
     assert not os.path.exists(ft.out_history.get_path()), "the worker finished before it was killed"
