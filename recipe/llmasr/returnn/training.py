@@ -102,8 +102,9 @@ class ReturnnTrainingBase(ResourceJob):
         if self.run_gpus():
             params["device"] = "cuda"
             params["torch_amp"] = "bfloat16"  # autocast on the GPU; the CPU trains in float32
-        if self.run_processes() > 1:  # one process per GPU, started by torch.distributed.run (see run())
-            params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
+        if self.run_processes() > 1:  # one process per GPU (or CPU share), started by torch.distributed.run (run())
+            # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU
+            params["torch_distributed"] = {} if self.run_gpus() else {"backend": "gloo"}
         return params
 
     def _write_returnn_config(self, params: Dict, imports: Sequence[str]) -> None:
