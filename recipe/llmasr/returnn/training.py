@@ -103,8 +103,12 @@ class ReturnnTrainingBase(ResourceJob):
             params["device"] = "cuda"
             params["torch_amp"] = "bfloat16"  # autocast on the GPU; the CPU trains in float32
         if self.run_processes() > 1:  # one process per GPU (or CPU share), started by torch.distributed.run (run())
-            # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU
-            params["torch_distributed"] = {} if self.run_gpus() else {"backend": "gloo"}
+            # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU. The
+            # models' buffers are constants (mel filterbank, window): no broadcast, which RETURNN's rank-0-only dev
+            # evaluation would otherwise mismatch with the other ranks' wait (a collective mismatch, abort)
+            params["torch_distributed"] = {"options": {"broadcast_buffers": False}}
+            if not self.run_gpus():
+                params["torch_distributed"]["backend"] = "gloo"
         return params
 
     def _write_returnn_config(self, params: Dict, imports: Sequence[str]) -> None:
