@@ -275,6 +275,10 @@ class LogProbsCallback:
     def finish(self):
         self.writer.close()
 
+    def __getstate__(self):
+        # RETURNN pickles its config (which holds this callback) for helper processes; the open HDF stays here
+        return {}
+
 
 def _make_callback_class():
     from returnn.forward_iface import ForwardCallbackIface
