@@ -36,6 +36,11 @@ setup(
         "tqdm",
         "psutil",
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout", "ipython"]},
+    extras_require={
+        "dev": ["pytest", "pytest-timeout", "ipython"],
+        # bench/peer_search.py only: ESPnet's reference searches (espnet.nets.*); install without its dependencies
+        # (pip install --no-deps espnet), its full dependency set is not needed for espnet.nets
+        "bench": ["espnet==202511"],
+    },
     entry_points={"console_scripts": ["sis = sisyphus.__main__:main"]},
 )

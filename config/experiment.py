@@ -16,11 +16,12 @@ from llmasr.llm.train import FineTuneLLMJob, FineTuneMethod, FineTuneUnits, Trai
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
-from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
+from llmasr.returnn.forward import (DumpCtcLogProbsJob, DumpEncoderFramesJob, EstimateCtcPriorJob, RecogMode,
+                                    ReturnnForwardJob)
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.attention_plot import PlotAttentionJob
-from llmasr.scoring.report import ReportTableJob
+from llmasr.scoring.report import Finding, ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
@@ -54,6 +55,7 @@ class ExperimentData:
     :param spm_model: the AM's SentencePiece model
     :param tune_set: the evaluation set the scales are tuned on; :param eval_sets: the sets in the tables
     :param prior_zips: data for the CTC prior (default: the training data)
+    :param prior_utterances: the CTC prior averages a fixed random subset of this many utterances (None: all)
     """
 
     corpora: Dict[str, tk.Path]
@@ -64,18 +66,25 @@ class ExperimentData:
     tune_set: str
     eval_sets: Tuple[str, ...]
     prior_zips: Optional[Zips] = None
+    prior_utterances: Optional[int] = None
 
 
 @dataclasses.dataclass
 class Results:
     """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures (on
-    ``hallucination_set``)."""
+    ``hallucination_set``); ``set_means`` adds mean columns over groups of sets (e.g. the Open ASR mean) and
+    ``with_rtfx`` an RTFx column to the tables."""
 
     prefix: str
     hallucination_set: str
     wer: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
     info: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
     hallucination: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
+    findings: List[Finding] = dataclasses.field(default_factory=list)  # checked against the WER table
+    hallucination_findings: List[Finding] = dataclasses.field(default_factory=list)  # ... the hallucination table
+    set_means: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    with_rtfx: bool = False
+    rtfx: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
 
     def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
               search_stats: Optional[tk.Path] = None, *, hallucination: bool = True) -> ScoreWERJob:
@@ -83,29 +92,53 @@ class Results:
         job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
         tk.register_output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
         self.wer.setdefault(system, {})[eval_set] = job.out_wer
+        if search_stats is not None:
+            self.rtfx.setdefault(system, {})[eval_set] = job.out_rtfx
         if hallucination and eval_set == self.hallucination_set:
             self.hallucination[system] = {"insertions": job.out_insertion_rate, "overlong": job.out_long_share,
                                           "loops": job.out_loop_share, "empty": job.out_empty_share}
         return job
 
+    def _table_options(self, rows: Mapping[str, str]) -> Dict[str, object]:
+        """The optional columns of a table whose ``rows`` map row labels to systems (none: the tables as before)."""
+        opts: Dict[str, object] = {}
+        if self.set_means:
+            opts["set_means"] = dict(self.set_means)
+        if self.with_rtfx:
+            opts["rtfx"] = {label: self.rtfx.get(system, {}) for label, system in rows.items()}
+        return opts
+
+    def table(self, name: str, rows: Mapping[str, str]) -> ReportTableJob:
+        """A named table ``<prefix>/report/<name>.md`` of some systems: ``rows`` maps the row label to the system
+        name (with the Open ASR mean and RTFx columns where the results have them)."""
+        missing = [s for s in rows.values() if s not in self.wer]
+        if missing:
+            raise ValueError(f"table {name!r}: systems {missing} have no scores")
+        job = ReportTableJob({label: self.wer[s] for label, s in rows.items()}, **self._table_options(rows))
+        tk.register_output(f"{self.prefix}/report/{name}.md", job.out_table)
+        return job
+
     def report(self) -> None:
         """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
         hall_set = self.hallucination_set
-        report = ReportTableJob(self.wer, info=self.info)
+        report = ReportTableJob(self.wer, info=self.info, findings=self.findings,
+                                **self._table_options({n: n for n in self.wer}))
         tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
         tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
         if self.hallucination:
             hall = ReportTableJob({n: {hall_set: self.wer[n][hall_set]}
                                    for n in self.hallucination}, info=self.hallucination,
-                                  metric="WER [%] and hallucination figures [%]")
+                                  metric="WER [%] and hallucination figures [%]",
+                                  findings=self.hallucination_findings)
             tk.register_output(f"{self.prefix}/report/hallucination.md", hall.out_table)
 
 
-def hub_llms(prefix: str, hub_models: Mapping[str, str], text: tk.Path, spm_model: tk.Path,
+def hub_llms(prefix: str, hub_models: Mapping[str, object], text: tk.Path, spm_model: tk.Path,
              ppl_corpora: Mapping[str, tk.Path], *, train_config: TrainConfig, device: str = "cuda",
              cpu: int = 4) -> Dict[str, object]:
-    """Hub LLMs as they are (``name``), fine-tuned on ``text`` with their own tokenizer lower-cased (``name-ft``),
-    and fine-tuned with the AM's units by a vocabulary swap (``name-ft-am-units``); perplexities registered."""
+    """Hub LLMs (``name -> model folder``, e.g. :func:`config.paper.hub_models`, or hub id) as they are (``name``),
+    fine-tuned on ``text`` with their own tokenizer lower-cased (``name-ft``), and fine-tuned with the AM's units by
+    a vocabulary swap (``name-ft-am-units``); perplexities registered."""
     llms: Dict[str, object] = {}
     for name, hub in hub_models.items():
         llms[name] = hub
@@ -133,24 +166,38 @@ class AcousticModels:
     nbest: Dict[Tuple[str, str], tk.Path]  # (system, eval set) -> N-best
     ctc_logprobs: Dict[str, tk.Path]  # eval set -> CTC log-probs
     prior: EstimateCtcPriorJob
+    # stored outputs of the frozen encoder shared by the AED and the speech LLMs ("train", "dev"), if it is frozen
+    encoder_frames: Optional[Dict[str, tk.Path]] = None
 
 
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
-                    aed_average: int = 2, aed_encoder_from_ctc: bool = False, cpu: int = 2, gpu: int = 0, mem: int = 8,
-                    search_cpu: int = 2, device: str = "cpu") -> AcousticModels:
+                    aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
+                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, device: str = "cpu"
+                    ) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
-    the CTC model (same encoder config needed), so that it can train for fewer epochs."""
+    the CTC model (same encoder config needed), so that it can train for fewer epochs; ``freeze_aed_encoder`` also
+    keeps it fixed: its outputs are then stored once (``encoder_frames``) and the AED's decoder and aux CTC layer
+    train on them, at a small share of the cost of an encoder training."""
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
     ctc.add_alias(f"{prefix}/am/ctc/train")
     ctc_ckpt = GetBestCheckpointJob(ctc, score_key="dev_loss_ctc").out_checkpoint
-    if aed_encoder_from_ctc and aed_config.encoder != ctc_config.encoder:
-        raise ValueError("aed_encoder_from_ctc needs the same encoder config in ctc_config and aed_config")
-    aed = ReturnnTrainingJob(aed_config, data.train_zips, data.dev_zips, data.spm_model, options=aed_options or options,
-                             cpu=cpu, gpu=gpu, mem=mem, init_checkpoint=ctc_ckpt if aed_encoder_from_ctc else None)
+    if (aed_encoder_from_ctc or freeze_aed_encoder) and aed_config.encoder != ctc_config.encoder:
+        raise ValueError("aed_encoder_from_ctc / freeze_aed_encoder need the same encoder config in ctc_config and "
+                         "aed_config")
+    frames = None
+    if freeze_aed_encoder:
+        frames = {name: DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
+                                             cpu=search_cpu, device=device).out_frames
+                  for name, zips in (("train", data.train_zips), ("dev", data.dev_zips))}
+    aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
+                             frames["dev"] if frames else data.dev_zips, data.spm_model,
+                             options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,
+                             init_checkpoint=ctc_ckpt if (aed_encoder_from_ctc or freeze_aed_encoder) else None,
+                             init_mapping=ctc_output_to_aed_aux(ctc_config, aed_config) if freeze_aed_encoder else None)
     aed.add_alias(f"{prefix}/am/aed/train")
     aed_ckpt = AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce").out_checkpoint
     systems = {
@@ -168,28 +215,42 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
             results.score(name, eval_set, data, rec.out_nbest, rec.out_search_stats)
     kwargs = dict(cpu=search_cpu, device=device)
     prior = EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips, data.spm_model,
-                                **kwargs)
+                                max_utterances=data.prior_utterances, **kwargs)
     logprobs = {s: DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model,
                                       **kwargs).out_ctc_logprobs for s in data.eval_sets}
-    return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior)
+    results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
+                                    (("aed+ctc", "<", "aed-beam"), ("aed+ctc", "<", "ctc-beam"))))
+    return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
+
+
+def ctc_output_to_aed_aux(ctc_config: CtcModelConfig, aed_config: AedModelConfig) -> Dict[str, str]:
+    """Parameter names of the AED's aux CTC layer on the last encoder layer -> the CTC model's output layer (the
+    AED on the CTC model's frozen encoder starts its CTC layer there instead of from scratch)."""
+    last = aed_config.encoder.num_layers
+    if last not in aed_config.aux_ctc_layers:
+        return {}
+    return {f"aux_outputs.{last}.{p}": f"output.{p}" for p in ("weight", "bias")}
 
 
 @dataclasses.dataclass(frozen=True)
 class TuningGrid:
-    """Grids of the scale tuning (refined around the best point by :class:`TuneScalesJob`)."""
+    """Grids of the scale tuning (refined around the best point by :class:`TuneScalesJob` in ``refine_rounds``
+    rounds of halving steps)."""
 
     lm_scales: Tuple[float, ...] = tuple(x / 10 for x in range(0, 11))
     prior_scales: Tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     length_rewards: Tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+    refine_rounds: int = 3
 
 
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
-                   delays: Sequence[Optional[int]] = (1, 5, 20, None), grid: TuningGrid = TuningGrid(),
+                   delays: Sequence[Optional[int]] = (1, 5, 10, 20, None), grid: TuningGrid = TuningGrid(),
                    device: str = "cpu", tag: str = "") -> None:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
-    and delayed fusion (CTC with the LLM's own tokenizer, several delays); scales tuned on the tuning set's
-    rescored N-best lists and used on every evaluation set. ``tag`` is appended to the fusion system names
+    and delayed fusion at several delays, with that same LLM (so that the two fusions compare with one LM) and with
+    the LLM's own tokenizer; scales tuned on the tuning set's rescored N-best lists and used on every evaluation set;
+    the findings the paper reports about them are checked in the report. ``tag`` is appended to the fusion system names
     (e.g. the LLM size when the function is called once per LLM)."""
     suffix = f" [{tag}]" if tag else ""
     prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
@@ -200,7 +261,7 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
                                    device=device).out_nbest
         job = TuneScalesJob(rescored, data.corpora[data.tune_set], lm_scales=grid.lm_scales,
                             prior_scales=grid.prior_scales if with_prior else (0.0,),
-                            length_rewards=grid.length_rewards, am_key=am_key)
+                            length_rewards=grid.length_rewards, refine_rounds=grid.refine_rounds, am_key=am_key)
         job.add_alias(f"{prefix}/tuning/{am_system}/{llm_name}")
         tk.register_output(f"{prefix}/tuning/{am_system}/{llm_name}/scales.json", job.out_scales)
         return job
@@ -233,15 +294,39 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
                                  device=device)
         results.score("aed + label-wise fusion" + suffix, s, data, job.out_nbest, job.out_search_stats)
 
-    t = tune("ctc-beam", own_units_llm, am_key="ctc", use_labels=False, with_prior=True)
-    for delay in delays:
-        name = f"ctc + delayed fusion (k={delay or 'end'})" + suffix
-        results.info[name] = scales(t)
-        for s in data.eval_sets:
-            job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[own_units_llm],
-                                     mode=FusionMode.DELAYED, delay=delay, **scales(t), log_prior=prior_all,
-                                     corpus=data.corpora[s], device=device)
-            results.score(name, s, data, job.out_nbest, job.out_search_stats)
+    # delayed fusion with the LLM of label-wise fusion (same units and scales: k=1 can be checked against label-wise)
+    # and with the LLM's own tokenizer (the cross-tokenizer case)
+    labelwise_scales = t
+    own_scales = tune("ctc-beam", own_units_llm, am_key="ctc", use_labels=False, with_prior=True)
+    for llm_name, t, kind in ((am_units_llm, labelwise_scales, "am-units"), (own_units_llm, own_scales, "own-units")):
+        for delay in delays:
+            name = delayed_name(kind, delay) + suffix
+            results.info[name] = scales(t)
+            for s in data.eval_sets:
+                job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name],
+                                         mode=FusionMode.DELAYED, delay=delay, **scales(t), log_prior=prior_all,
+                                         corpus=data.corpora[s], device=device)
+                results.score(name, s, data, job.out_nbest, job.out_search_stats)
+    ks = [k for k in delays if k is not None] + ([None] if None in delays else [])
+    results.findings.extend([
+        Finding("LLM fusion below the AM alone", (("ctc + label-wise fusion" + suffix, "<", "ctc-beam"),
+                                                  ("aed + label-wise fusion" + suffix, "<", "aed-beam"))),
+        Finding("delayed fusion WER rises with k (same LLM as label-wise)",
+                tuple((delayed_name("am-units", a) + suffix, "<=", delayed_name("am-units", b) + suffix)
+                      for a, b in zip(ks, ks[1:]))),
+        Finding("delayed fusion WER rises with k (LLM's own tokenizer)",
+                tuple((delayed_name("own-units", a) + suffix, "<=", delayed_name("own-units", b) + suffix)
+                      for a, b in zip(ks, ks[1:]))),
+        Finding("delayed fusion at k=1 close to label-wise fusion (same LLM, within 10 % relative)",
+                ((delayed_name("am-units", 1) + suffix, "~", "ctc + label-wise fusion" + suffix),)),
+        Finding(f"N-best rescoring no better than delayed fusion at the end ({own_units_llm})",
+                ((delayed_name("own-units", None) + suffix, "<=", f"ctc-beam + rescoring ({own_units_llm})"),)),
+    ])
+
+
+def delayed_name(units: str, delay: Optional[int]) -> str:
+    """Table row of CTC + delayed fusion with the LLM over ``units`` ("am-units" or "own-units") every k frames."""
+    return f"ctc + delayed fusion {units} (k={delay or 'end'})"
 
 
 def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
@@ -262,8 +347,10 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
             aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
             am_spm_model=data.spm_model if am_units else None,
             prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")
-        job = SpeechLLMTrainingJob(setup, data.train_zips, data.dev_zips, data.spm_model, options=options,
-                                   cpu=cpu, gpu=gpu, mem=mem)
+        on_frames = setup.config.freeze_encoder and am.encoder_frames is not None  # the AED's frozen encoder
+        job = SpeechLLMTrainingJob(setup, am.encoder_frames["train"] if on_frames else data.train_zips,
+                                   am.encoder_frames["dev"] if on_frames else data.dev_zips, data.spm_model,
+                                   options=options, cpu=cpu, gpu=gpu, mem=mem)
         job.add_alias(f"{prefix}/speech_llm/{name}/train")
         trained[name] = job
 
@@ -285,4 +372,15 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
               mode=SpeechLLMSearchMode.JOINT_LABEL_SYNC, ctc_scale=joint_ctc_scale)
     recognise(f"speech-llm {first} + ctc (time-sync)", job, with_ctc=True,
               mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=joint_ctc_scale)
+    base, joint = f"speech-llm {first}", [f"speech-llm {first} + ctc ({m})" for m in ("label-sync", "time-sync")]
+    results.findings.append(Finding("joint speech LLM + CTC (label-sync) below both the speech LLM and the CTC model",
+                                    ((joint[0], "<", base), (joint[0], "<", "ctc-beam"))))
+    results.findings.extend(Finding(f"ablation: {name} against {first}", ((f"speech-llm {name}", "vs", base),))
+                            for name in list(trained)[1:])
+    results.findings.append(Finding(f"ablation: length normalisation alpha=0 against alpha=1 ({first})",
+                                    ((f"{base} (alpha=0)", "vs", base),)))
+    results.hallucination_findings.extend(
+        Finding(f"{j[len(base) + 3:]} removes insertions and overlong outputs of the speech LLM",
+                ((f"{j}:insertions", "<", f"{base}:insertions"), (f"{j}:overlong", "<=", f"{base}:overlong")))
+        for j in joint)
     return trained

@@ -180,3 +180,70 @@ def build_graph(prefix="a"):
     c.add_alias(f"{prefix}/concat")
     tk.register_output(f"{prefix}/concat.txt", c.out_file)
     return c
+
+
+class FlakyJob(Job):
+    """Fails until a marker file exists (stands for a job hit by a broken node that a failure hook repairs)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+        self.out_file = self.output_path("ok.txt")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        if not os.path.exists(self.marker):
+            raise RuntimeError(f"FlakyJob: {self.marker} does not exist yet")
+        with open(self.out_file.get_path(), "w") as f:
+            f.write("ok")
+
+
+class ReadInputJob(Job):
+    """Copies an input file, opened through the path object (so a cached input is read from the cache)."""
+
+    def __init__(self, text_file):
+        self.text_file = text_file
+        self.out_file = self.output_path("copy.txt")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        with open(self.text_file) as f:
+            text = f.read()
+        with open(self.out_file.get_path(), "w") as f:
+            f.write(text)
+
+
+class KillSelfJob(Job):
+    """Its task dies by SIGKILL, as under the out-of-memory killer."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.out_file = self.output_path("never.txt")
+
+    def tasks(self):
+        yield Task("run", rqmt={"cpu": 1, "mem": 0.1})
+
+    def run(self):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FillDiskJob(Job):
+    """Writes ``n_bytes`` to its output, 64 KiB at a time (fills a small disk)."""
+
+    def __init__(self, n_bytes):
+        self.n_bytes = n_bytes
+        self.out_file = self.output_path("big.bin")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        with open(self.out_file.get_path(), "wb") as f:
+            for _ in range(0, self.n_bytes, 65536):
+                f.write(b"\0" * 65536)
+                f.flush()

@@ -3,6 +3,7 @@ import io
 import os
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -50,6 +51,15 @@ def _sge_state(job_id: str) -> str:
         fields = line.split()
         if len(fields) > 4 and fields[0] == job_id:
             return fields[4]
+    return ""
+
+
+def _sge_state_by_name(name: str) -> str:
+    """Raw qstat state of the job called ``name`` ("" when not listed)."""
+    out = subprocess.run(["qstat", "-xml"], capture_output=True, text=True).stdout
+    for job in ET.fromstring(out).iter("job_list"):
+        if (job.findtext("JB_name") or job.findtext("full_job_name")) == name:
+            return job.findtext("state") or ""
     return ""
 
 
@@ -108,17 +118,20 @@ def test_restart_while_queued_cancel_and_time_limit(sge, shared_dir, monkeypatch
     monkeypatch.setattr(gs, "MAX_SUBMIT_RETRIES", 0)
     graph.clear()
     created_jobs.clear()
-    cancelled = SleepJob("cancel-me", 120, str(shared_dir), cpu=1)
-    too_long = SleepJob("too-long", 120, str(shared_dir), cpu=1)
+    # both sleep far longer than the manager may wait, so neither can end with a marker by itself
+    cancelled = SleepJob("cancel-me", 900, str(shared_dir), cpu=1)
+    too_long = SleepJob("too-long", 900, str(shared_dir), cpu=1)
     too_long.set_rqmt("run", {"cpu": 1, "mem": 0.5, "time": 5 / 3600})  # h_rt 5 s
     tk.register_output("c/done", cancelled.out_done)
     tk.register_output("t/done", too_long.out_done)
     m = Manager(graph, SGE(), poll=0.3, out=io.StringIO())
     m.step()
-    _wait(lambda: job_state(SGE(), cancelled)[0] == gs.STATE_RUNNING, what="job to run")
+    # qdel only once the job really runs ("r"): one deleted while still being transferred can linger in qstat
+    _wait(lambda: _sge_state_by_name(SGE().job_name(cancelled._sis_tasks()[0])) == "r", what="job to run")
     SGE().cancel(cancelled._sis_tasks()[0])
-    rc, log = manager(SGE(), max_time=90)
-    assert rc == 1, log
+    # h_rt is enforced by the execd's periodic limit check, which is slow on a loaded machine: allow minutes
+    rc, log = manager(SGE(), max_time=300)
+    assert rc == 1, log + subprocess.run(["qstat"], capture_output=True, text=True).stdout
     assert not cancelled._sis_finished() and not too_long._sis_finished()
     for j in (cancelled, too_long):
         assert len(j._sis_tasks()[0].submit_log()) == 1

@@ -1,5 +1,5 @@
-"""The experiment configs build their graphs (no job runs): the toy default and the paper-scale LibriSpeech and
-Loquacious experiments."""
+"""The experiment configs build their graphs (no job runs): the toy default, the LibriSpeech data and LLMs, and the
+paper-scale job ids (stable: a golden digest)."""
 import hashlib
 import importlib
 import os
@@ -10,6 +10,36 @@ from sisyphus.graph import graph
 # job id (a new hashed field, a resource entering the hash) fails here. After an intended change run
 # ``UPDATE_PAPER_JOB_IDS=1 pytest tests/test_configs_build.py -k paper`` and commit the file with the reason.
 PAPER_IDS_FILE = os.path.join(os.path.dirname(__file__), "data", "paper_scale_job_ids.txt")
+
+
+def check_resources_out_of_the_hash(jobs):
+    """Every job a config builds keeps its resources out of its id (``ResourceJob``; the classes are checked
+    argument by argument in tests/test_resources.py)."""
+    from llmasr.resources import ResourceJob
+
+    plain = sorted({type(j).__name__ for j in jobs if not isinstance(j, ResourceJob)})
+    assert not plain, f"jobs that hash their resources: {plain}"
+
+
+def check_llms_are_downloaded(jobs):
+    """No job but the download names a hub model: every LLM job reads a DownloadHFModelJob's output folder."""
+    import dataclasses
+
+    def hub_ids(value):
+        if isinstance(value, str):
+            return [value] if value.startswith(("Qwen/", "meta-llama/")) else []
+        if isinstance(value, dict):
+            return [h for v in value.values() for h in hub_ids(v)]
+        if isinstance(value, (list, tuple, set)):
+            return [h for v in value for h in hub_ids(v)]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return hub_ids(vars(value))
+        return []
+
+    named = {j.job_id(): hub_ids(j._sis_kwargs) for j in jobs if type(j).__name__ != "DownloadHFModelJob"}
+    bad = {k: v for k, v in named.items() if v}
+    assert not bad, f"jobs that would load a hub model at run time: {sorted(bad.items())[:5]}"
+    assert any(type(j).__name__ == "DownloadHFModelJob" for j in jobs)
 
 
 def check_paper_scale_job_ids(ids):
@@ -34,19 +64,34 @@ def test_toy_config_builds_the_whole_graph():
             "toy/report/hallucination.md"} <= names
     # every fusion and speech-LLM system of the table is scored on dev and test
     systems = ["ctc-beam + rescoring (ft-own)", "aed-beam + rescoring (pretrained)", "ctc + label-wise fusion",
-               "aed + label-wise fusion"] + [f"ctc + delayed fusion (k={k})" for k in (1, 5, 20, "end")]
+               "aed + label-wise fusion"] + [f"ctc + delayed fusion {units} (k={k})" for k in (1, 5, 10, 20, "end")
+                                             for units in ("am-units", "own-units")]
     systems += [f"speech-llm {v}" for v in toy.SPEECH_LLM_VARIANTS] + [
         "speech-llm prefix-lora-k2 (alpha=0)", "speech-llm prefix-lora-k2 + ctc (label-sync)",
         "speech-llm prefix-lora-k2 + ctc (time-sync)"]
     for system in systems:
         assert {f"toy/{system}/dev/wer.json", f"toy/{system}/test/wer.json"} <= names, system
     jobs = graph.jobs()
+    check_resources_out_of_the_hash(jobs)
     kinds = {j.job_id().split("/")[-1].split(".")[0] for j in jobs}
     assert {"MakeToyCorpusJob", "TrainSentencePieceJob", "ReturnnTrainingJob", "ReturnnForwardJob", "ScoreWERJob",
             "PretrainLLMJob", "ReportTableJob", "TuneScalesJob", "RescoreNBestJob", "CTCFusionSearchJob",
             "AedFusionSearchJob", "SpeechLLMTrainingJob", "SpeechLLMRecogJob"} <= kinds
     # the scales are tuned once per (AM, LLM) pair and shared by dev and test
     assert sum(1 for j in jobs if "TuneScalesJob" in j.job_id()) == 6
+    # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
+    trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
+    assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 2
+    frames = {p.get_path() for j in trainings for p in j.train_data if p.get_path().endswith(".hdf")}
+    assert len(frames) == 1
+    sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
+    assert {p.get_path() for j in sllm for p in j.train_data} == frames
+    # every finding the toy is meant to show is checked in the report
+    report = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric == "WER [%]")
+    claims = " ".join(f.claim for f in report.findings)
+    for word in ("AED+CTC below", "fusion below the AM", "rises with k", "close to label-wise", "rescoring",
+                 "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2"):
+        assert word in claims, word
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
     assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
     assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1
@@ -63,19 +108,14 @@ def test_librispeech_configs_build():
     assert len(graph.jobs()) > 30
 
 
-def test_paper_scale_experiments_build():
+# the paper-scale experiments (LibriSpeech, Loquacious) are built and checked in tests/test_paper_configs.py; here
+# only their job ids
+def test_paper_scale_job_ids_are_stable():
     from config.librispeech import experiment as ls
     from config.loquacious import experiment as loq
 
     ls.py()
-    names = {t.name for t in graph.targets}
-    for size in ("qwen2-0.5b", "qwen2-1.5b"):
-        assert f"librispeech/ctc + delayed fusion (k=5) [{size}]/test-other/wer.json" in names
-        assert f"librispeech/speech-llm {size} xattn-lora-k2/ami/wer.json" in names
-    assert "librispeech/aed+ctc/earnings22/wer.json" in names and "librispeech/report/hallucination.md" in names
-    train = [j for j in graph.jobs() if "ReturnnTrainingJob" in j.job_id()]
-    assert {j.model_config.encoder.num_layers for j in train} == {16} and all(j.rqmt["gpu"] == 1 for j in train)
     loq.py()
-    names = {t.name for t in graph.targets}
-    assert "loquacious/ctc-beam/test/wer.json" in names and "loquacious/report/results.md" in names
+    check_resources_out_of_the_hash(graph.jobs())
+    check_llms_are_downloaded(graph.jobs())
     check_paper_scale_job_ids(j.job_id() for j in graph.jobs())

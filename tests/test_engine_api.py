@@ -87,3 +87,13 @@ def test_variables_round_trip(run_job):
     assert str(c.out_length) == "2"
     with open(c.out_length.get_path()) as f:
         assert f.read() == "2\n"
+
+
+def test_report_of_a_single_variable_is_not_taken_for_a_function(sis_setup_dir, run_job):
+    c = ConcatJob([WriteTextJob("abc").out_file])
+    tk.register_report("rep/len.txt", c.out_length)  # delayed values are callable (upstream's __call__)
+    run_job(c)
+    from sisyphus.graph import graph
+
+    graph.update_outputs()
+    assert (sis_setup_dir / "output" / "rep" / "len.txt").read_text() == "3\n"

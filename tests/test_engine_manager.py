@@ -126,7 +126,8 @@ def test_interruptions_with_progress_do_not_use_up_the_retries(sis_setup_dir, mo
     rc, log = run_manager(max_time=180)
     assert rc == 0, log
     task = ok._sis_tasks()[0]
-    assert task.submissions(1) == 7 and task.submissions_without_progress(1) == 1  # the last attempt finished
+    assert task.attempts(1) == 7 and task.attempts_without_progress(1) == 1  # the last attempt finished
+    assert [e.get("progress") for e in task.history(1) if e["event"] == "start"] == list(range(7))
     with open(ok.out_numbers.get_path()) as f:
         assert f.read().split() == [str(i) for i in range(6)]
 
@@ -136,7 +137,7 @@ def test_interruptions_with_progress_do_not_use_up_the_retries(sis_setup_dir, mo
         tk.register_output("limited/stuck.txt", stuck.out_numbers)
         rc, log = run_manager(max_time=180)
         assert rc == 1, log
-        assert stuck._sis_tasks()[0].submissions(1) == 1 + gs.MAX_SUBMIT_RETRIES, kwargs
+        assert stuck._sis_tasks()[0].attempts(1) == 1 + gs.MAX_SUBMIT_RETRIES, kwargs
 
 
 def test_missing_input_file_is_reported(sis_setup_dir):

@@ -139,3 +139,53 @@ def test_batch_of_utterances_equals_one_by_one(model, labelwise, delay):
         for x, y in zip(bo, so):
             assert x["score"] == pytest.approx(y["score"], abs=1e-4)
     assert batch_stats.llm_forward_calls < single_stats.llm_forward_calls  # one call serves all utterances
+
+
+@pytest.mark.parametrize("delay", [1, 2, None])
+def test_delayed_fusion_equals_brute_force(model, delay):
+    """Without pruning, every label sequence's fused score is exact for any delay: CTC = sum over all alignments,
+    LM = full-forward score of its word tokens + EOS, prior of all its labels, reward per label."""
+    import itertools
+    import math
+
+    from llmasr.text.units import AmUnits
+
+    vocab = ["<blank>", "\u2581a", "b", "\u2581c"]
+    char_ids = {"a": 3, "b": 4, "c": 5}
+
+    class Encoder:
+        def encode_words(self, words, first_index=0):
+            return [t for k, w in enumerate(words)
+                    for t in ([] if first_index + k == 0 else [6]) + [char_ids[ch] for ch in w]]
+
+    conv = WordConverter(AmUnits(vocab), Encoder())
+    T, V = 4, 4
+    ctc = _ctc(T, V, seed=7)
+    prior = _prior(V)
+    ctc_ref = {}
+    for path in itertools.product(range(V), repeat=T):
+        seq, prev = [], None
+        for p in path:
+            if p != prev and p != 0:
+                seq.append(p)
+            prev = p
+        s = math.exp(float(sum(ctc[t, p] for t, p in enumerate(path))))
+        ctc_ref[tuple(seq)] = ctc_ref.get(tuple(seq), 0.0) + s
+    keys = list(ctc_ref)
+    lm_ref = dict(zip(keys, score_sequences(model, [conv(k, True)[0] for k in keys], BOS, EOS)))
+    stats = SearchStats()
+    out = delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS), converter=conv, blank=0,
+                                beam_size=1000, label_topk=V - 1, lm_scale=LM_SCALE, log_prior=prior,
+                                prior_scale=PRIOR_SCALE, length_reward=LENGTH_REWARD, delay=delay, nbest=1000,
+                                stats=stats)[0]
+    got = _by_labels(out)
+    assert set(got) == set(keys)
+    for k in keys:
+        total = (math.log(ctc_ref[k]) + LM_SCALE * lm_ref[k] - PRIOR_SCALE * float(prior[list(k)].sum())
+                 + LENGTH_REWARD * len(k))
+        assert got[k]["scores"]["ctc"] == pytest.approx(math.log(ctc_ref[k]), abs=1e-4)
+        assert got[k]["scores"]["lm"] == pytest.approx(lm_ref[k], abs=1e-4)
+        assert got[k]["score"] == pytest.approx(total, abs=1e-4)
+    assert [h["score"] for h in out] == sorted((h["score"] for h in out), reverse=True)
+    # BOS, then at most one call per flush (none while no word is complete)
+    assert 2 <= stats.llm_forward_calls <= 1 + (T // delay if delay else 1)

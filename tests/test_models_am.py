@@ -55,6 +55,23 @@ def test_encoder_downsamples_6x_and_masks_padding():
     assert torch.allclose(enc_pair[0], enc_first[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("short", [11000, 11000 + 160 * 3, 4000])
+def test_encoder_output_does_not_depend_on_batch_padding(short):
+    """An utterance alone and inside a batch padded to a much longer one: same frames (the padding is zeroed before
+    every convolution of the frontend and of the Conformer convolution modules)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(3)
+    model = build_model(CtcModelConfig(encoder=tiny_encoder_config(conv_kernel_size=15), vocab_size=V)).eval()
+    audio, lengths = _audio((32000, short))
+    with torch.no_grad():
+        batched, batched_lens = model.encoder(audio, lengths)
+        alone, alone_lens = model.encoder(audio[1:, :short], lengths[1:])
+    n = int(alone_lens[0])
+    assert int(batched_lens[1]) == n
+    assert batched[0].shape[1] > n + 5  # the batch really is padded behind the short utterance
+    assert (batched[0][1, :n] - alone[0][0, :n]).abs().max().item() <= 1e-5
+
+
 def test_aed_cached_decoding_equals_full_forward():
     torch.set_num_threads(1)
     model = _aed()
@@ -303,3 +320,9 @@ def test_preload_options_take_the_encoder_of_another_model(tmp_path):
         preload_options(path, ("decoder.",))
     with pytest.raises(FileNotFoundError, match="init checkpoint"):
         preload_options(str(tmp_path / "missing.pt"), ("encoder.",))
+    # the AED's aux CTC layer on the last encoder layer from the CTC model's output layer
+    mapping = {"aux_outputs.2.weight": "output.weight", "aux_outputs.2.bias": "output.bias"}
+    opts = preload_options(path, ("encoder.",), mapping)
+    assert opts["var_name_mapping"] == mapping and "output.weight" not in opts["ignore_params"]
+    with pytest.raises(ValueError, match="does not have"):
+        preload_options(path, ("encoder.",), {"aux_outputs.2.weight": "nope.weight"})

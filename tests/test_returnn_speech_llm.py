@@ -1,5 +1,6 @@
 """Speech LLMs trained through ``python -m returnn`` (prefix and cross-attention interfaces, AM units and the LLM's
 own tokenizer, aux CTC), then recognised alone and jointly with CTC."""
+import dataclasses
 import json
 import os
 
@@ -83,6 +84,18 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
                                           max_len_ratio=0.5))
         jo = read_nbest(joint.out_nbest.get_path())
         assert sorted(jo) == sorted(out) and all("ctc" in h[0]["scores"] for h in jo.values())
+    # the paper's joint search: the speech LLM's own aux CTC, beam 4, soft collapse 0.8, CTC scale from a variable;
+    # the naive reference (every hypothesis scored every frame, one call each) finds the same hypotheses
+    scale = tk.Variable(str(tmp_path / "ctc_scale"))
+    scale.set(0.4)
+    found = []
+    for fast in (True, False):
+        own = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus,
+                                        mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=scale, beam_size=4,
+                                        nbest=1, soft_collapse_threshold=0.8, score_new_labels_only=fast,
+                                        batch_hyps=fast))
+        found.append({k: h[0]["labels"] for k, h in read_nbest(own.out_nbest.get_path()).items()})
+    assert sorted(found[0]) == sorted(out) and found[0] == found[1]
 
 
 def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path):
@@ -98,6 +111,51 @@ def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path
     beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]), beam_size=2,
                                      nbest=1, max_len_ratio=0.5))
     assert len(read_nbest(beam.out_nbest.get_path())) == 4
-    with pytest.raises(ValueError, match="needs ctc_logprobs"):
-        SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
-                          mode=SpeechLLMSearchMode.JOINT_TIME_SYNC)
+    # joint search needs labels shared with a CTC output; this one keeps the LLM's tokenizer (and has no aux CTC)
+    with pytest.raises(ValueError, match="needs a speech LLM over the CTC model's units"):
+        run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
+                                  mode=SpeechLLMSearchMode.JOINT_TIME_SYNC))
+
+
+def test_models_train_on_stored_encoder_outputs(data, run_job, tmp_path):
+    """A frozen encoder's outputs are stored once (HDF); an AED decoder and a speech LLM train on them and their
+    checkpoints hold the whole model with the encoder unchanged."""
+    import h5py
+
+    from llmasr.models.conformer import AedModelConfig, TransformerDecoderConfig, tiny_encoder_config
+    from llmasr.returnn.forward import DumpEncoderFramesJob, RecogMode, ReturnnForwardJob
+    from llmasr.returnn.training import ReturnnTrainingJob
+
+    aed_ckpt, aed_cfg, llm, vocab = _parts(data, tmp_path, run_job)
+    frames = {s: run_job(DumpEncoderFramesJob(aed_ckpt, aed_cfg, data[s], data["spm"])).out_frames
+              for s in ("train", "dev")}
+    with h5py.File(frames["dev"].get_path()) as f:
+        assert f["inputs"].shape[1] == 32 and len(f["seqTags"]) == 4  # encoder width; 4 dev utterances
+    aed_state = torch.load(aed_ckpt.get_path())["model"]
+
+    cfg = AedModelConfig(encoder=tiny_encoder_config(), aux_ctc_layers=(2,), aux_ctc_scales=(0.3,),
+                         decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64, dropout=0.0))
+    aed = run_job(ReturnnTrainingJob(cfg, frames["train"], frames["dev"], data["spm"], options=OPTS, cpu=1,
+                                     init_checkpoint=aed_ckpt))
+    state = torch.load(aed.out_last_checkpoint.get_path(), map_location="cpu")["model"]
+    # no threaded HDF cache: it hands out labels before they are read (-1 ids)
+    assert "'cache_byte_size': 0" in open(aed.out_returnn_config.get_path()).read()
+    assert all(torch.equal(v, aed_state[k]) for k, v in state.items() if k.startswith("encoder."))
+    assert not torch.equal(state["decoder.output.weight"], aed_state["decoder.output.weight"])
+    scores = read_learning_rates(aed.out_learning_rates.get_path())[1]["error"]
+    assert {"dev_loss_ce", "dev_loss_aux_ctc_2", "train_loss_ce"} <= set(scores)
+    rec = run_job(ReturnnForwardJob(aed.out_last_checkpoint, aed.out_model_config, data["dev"], data["spm"],
+                                    mode=RecogMode.AED_BEAM, beam_size=2, nbest=1, max_len_ratio=0.4))
+    assert len(read_nbest(rec.out_nbest.get_path())) == 4
+
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+                                                  freeze_encoder=True, aux_ctc_scale=0.3),
+                           llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"])
+    sllm = run_job(SpeechLLMTrainingJob(setup, frames["train"], frames["dev"], data["spm"], options=OPTS, cpu=1))
+    state = torch.load(sllm.out_last_checkpoint.get_path(), map_location="cpu")["model"]
+    assert all(torch.equal(v, aed_state[k]) for k, v in state.items() if k.startswith("encoder."))
+    assert {"dev_loss_ce", "train_loss_ce"} <= set(read_learning_rates(sllm.out_learning_rates.get_path())[1]["error"])
+
+    trainable = dataclasses.replace(setup, config=dataclasses.replace(setup.config, freeze_encoder=False))
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        SpeechLLMTrainingJob(trainable, frames["train"], frames["dev"], data["spm"], options=OPTS).create_files()

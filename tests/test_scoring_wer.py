@@ -4,7 +4,7 @@ import pytest
 
 from llmasr.data.corpus import CorpusEntry, write_corpus
 from llmasr.scoring.hallucination import hallucination_stats, max_ngram_repeats
-from llmasr.scoring.report import ReportTableJob, markdown_table
+from llmasr.scoring.report import Finding, ReportTableJob, check_findings, markdown_table
 from llmasr.scoring.wer import ScoreWERJob, compute_wer
 from llmasr.search.nbest import write_nbest
 from sisyphus import tk
@@ -80,3 +80,23 @@ def test_score_wer_job_hallucination_figures(run_job, tmp_path):
     assert job.out_insertion_rate.get() == pytest.approx(100.0 * 6 / 5)
     assert job.out_long_share.get() == pytest.approx(50.0) and job.out_loop_share.get() == pytest.approx(50.0)
     assert job.out_empty_share.get() == pytest.approx(50.0)
+
+
+def test_findings_are_checked_per_set():
+    results = {"ctc": {"dev": 30.0, "test": 40.0}, "fusion": {"dev": 25.0, "test": 41.0},
+               "k1": {"dev": 26.0, "test": 40.5}, "other": {"dev": 20.0}}
+    info = {"joint": {"insertions": 1.0}, "alone": {"insertions": 5.0}}
+    lines = check_findings([
+        Finding("fusion helps", (("fusion", "<", "ctc"),)),
+        Finding("k=1 close to label-wise", (("k1", "~", "fusion"),), rel_tol=0.05),
+        Finding("direction", (("fusion", "vs", "k1"),)),
+        Finding("fewer insertions", (("joint:insertions", "<", "alone:insertions"),)),
+        Finding("missing system", (("nope", "<", "ctc"),)),
+    ], results, info)
+    assert lines[0].startswith("- fusion helps: holds on dev, **not on test**") and "41.0 not < 40.0" in lines[0]
+    assert lines[1].startswith("- k=1 close to label-wise: holds on dev and test")
+    assert lines[2].startswith("- direction: direction") and "lower: fusion" in lines[2] and "lower: k1" in lines[2]
+    assert lines[3].startswith("- fewer insertions: holds on dev and test")
+    assert lines[4].startswith("- missing system: not measured (no nope)")
+    with pytest.raises(ValueError, match="comparisons"):
+        Finding("bad", (("a", ">", "b"),))

@@ -16,16 +16,17 @@ EVAL_SOURCES: Sequence[str] = ("commonvoice", "librispeech", "voxpopuli", "yodas
 AM_VOCAB_SIZE = 10_000
 
 
-def loquacious_data(train_subset: LoquaciousSubset = TRAIN_SUBSET) -> Dict[str, object]:
-    """Builds the data part of the graph; returns the paths later stages use."""
+def loquacious_data(train_subset: LoquaciousSubset = TRAIN_SUBSET, prefix: str = PREFIX) -> Dict[str, object]:
+    """Builds the data part of the graph (aliases and outputs under ``prefix``); returns the paths later stages
+    use."""
     corpora = loquacious_corpora(train_subset, eval_sources=EVAL_SOURCES)
     train_zip = PackOggZipJob(corpora["train"], name="train").out_ogg_zip
     eval_names = [n for n in corpora if n != "train"]
     eval_zips = {n: PackOggZipJob(corpora[n], name=n.replace("/", "_")).out_ogg_zip for n in eval_names}
     train_text = CorpusToTextJob([corpora["train"]]).out_text
     spm = TrainSentencePieceJob(train_text, vocab_size=AM_VOCAB_SIZE, model_type=SentencePieceType.UNIGRAM)
-    spm.add_alias(f"{PREFIX}/labels/spm_unigram_10k")
-    tk.register_output(f"{PREFIX}/labels/spm_unigram_10k.vocab", spm.out_vocab)
+    spm.add_alias(f"{prefix}/labels/spm_unigram_10k")
+    tk.register_output(f"{prefix}/labels/spm_unigram_10k.vocab", spm.out_vocab)
     open_asr = open_asr_test_sets()
     return {"corpora": corpora, "train_zips": [train_zip], "eval_zips": eval_zips, "train_text": train_text,
             "llm_text": train_text, "spm": spm, "open_asr": open_asr,

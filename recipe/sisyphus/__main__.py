@@ -27,7 +27,10 @@ def _load_graph(configs: List[str]):
 
 
 def cmd_manager(args) -> int:
+    import sisyphus.toolkit as tk
     from sisyphus.manager import Manager
+
+    tk._running_in_manager = True
 
     graph, runner = _load_graph(args.config)
     engine = gs.engine()
@@ -42,7 +45,10 @@ def cmd_worker(args) -> int:
 
 
 def cmd_console(args) -> int:
+    import sisyphus.toolkit as tk
     from sisyphus import console
+
+    tk._running_in_manager = True
 
     graph, runner = _load_graph(args.config)
     console.start(graph, gs.engine(), command=args.command)

@@ -39,10 +39,13 @@ class Console:
         job = self._job(job)
         t = job._sis_tasks()[0] if task is None else next(x for x in job._sis_tasks() if x.name() == task)
         path = t.log_path(task_id)
-        if not os.path.isfile(path):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        packed = job._sis_archived_file(os.path.basename(path))  # after JOB_AUTO_CLEANUP
+        if packed is None:
             return f"(no log {path})"
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
+        return "".join(packed.decode("utf-8", errors="replace").splitlines(keepends=True)[-lines:])
 
     def rerun(self, job: Any) -> str:
         """Moves a job's directory aside so the next manager run computes it again."""
@@ -50,11 +53,13 @@ class Console:
         return job._sis_move() if job._sis_setup() else ""
 
     def clear_errors(self, job: Any) -> None:
-        """Removes error markers so failed tasks are retried."""
+        """Removes error markers so failed tasks are retried, with a fresh budget of ``tries``."""
         job = self._job(job)
         for t in job._sis_tasks():
             for i in t.task_ids():
-                t.reset(i)
+                if t.error(i):
+                    t.reset(i)
+                    t.clear_history(i)
 
     def unused(self) -> List[str]:
         """Job directories no registered output needs."""
@@ -83,10 +88,16 @@ def start(graph: Any, engine: Any, command: Optional[str] = None) -> None:
     console = Console(graph, engine)
     ns = {name: getattr(console, name) for name in dir(console) if not name.startswith("_")}
     ns.update({"tk": tk, "gs": gs, "graph": graph, "engine": engine, "console": console})
+    # upstream's console helpers, under their own names (tk.* works as well)
+    for name in ("remove_job_and_descendants", "import_work_directory", "compare_graph", "export_graph", "dump",
+                 "load_file", "load_job", "find_job", "find_path", "setup_job_directory", "run_job"):
+        ns.setdefault(name, getattr(tk, name))
     if command is not None:
         exec(command, ns)
         return
-    banner = "sis console: jobs(), states(), print_states(), log(job), rerun(job), clear_errors(job), unused(), clean()"
+    banner = ("sis console: jobs(), states(), print_states(), log(job), rerun(job), clear_errors(job), unused(), "
+              "clean(); upstream's tk.* helpers: tk.remove_job_and_descendants, tk.import_work_directory, "
+              "tk.compare_graph, tk.export_graph, tk.dump, tk.load_file, ...")
     try:
         from IPython import start_ipython
 

@@ -39,6 +39,10 @@ class EngineBase:
         """gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_QUEUE_ERROR or gs.STATE_UNKNOWN."""
         raise NotImplementedError
 
+    def exit_reason(self, task: Any, task_id: int) -> Optional[str]:
+        """Why the engine saw this task id's worker end without success (e.g. a signal); None if unknown."""
+        return None
+
     def get_task_id(self, task_id: Optional[int]) -> int:
         """The task id a worker runs: given on the command line, else from the array-job environment."""
         if task_id is not None:
@@ -59,20 +63,43 @@ class EngineBase:
         """A name the cluster shows: task name and job id, with characters clusters accept."""
         return f"{task.name()}.{task._job._sis_id()}".replace("/", ".")
 
-    def submit(self, task: Any, task_ids: List[int]) -> None:
-        """Submits the task ids (in groups of ``task.parallel``) and records each submission."""
+    def get_rqmt(self, task: Any, task_id: int, update: bool = False) -> Dict[str, Any]:
+        """Resources of one submission: engine defaults, the task's rqmt, then the settings hooks.
+
+        With ``update`` (resubmitting an interrupted task) values raised for earlier submissions are kept where
+        the recipe did not change them, and ``update_engine_rqmt`` may raise them further from the last usage;
+        ``check_engine_limits`` caps every submission.
+        """
         rqmt = dict(self.get_default_rqmt(task))
         rqmt.update(task.rqmt())
+        if update:
+            history = [rec["rqmt"] for rec in task.submit_log() if task_id in rec.get("task_ids", []) and "rqmt" in rec]
+            if history:
+                initial, last = history[0], history[-1]
+                missing = object()
+                rqmt = {k: (last.get(k, v) if initial.get(k, missing) == v else v) for k, v in rqmt.items()}
+                usage = task.last_usage(task_id)
+                if usage:
+                    rqmt = task.update_rqmt(rqmt, usage)
+        return gs.check_engine_limits(dict(rqmt), task)
+
+    def submit(self, task: Any, task_ids: List[int], update: bool = False) -> None:
+        """Submits the task ids (in groups of ``task.parallel``) and records each submission."""
         job = task._job
         logpath = job._sis_path(abspath=True)
         groups = [task_ids]
         if task.parallel and len(task_ids) > task.parallel:
             groups = [task_ids[i:i + task.parallel] for i in range(0, len(task_ids), task.parallel)]
         for ids in groups:
+            rqmt: Dict[str, Any] = {}
+            for i in ids:  # one array job: the largest need of its ids
+                for k, v in self.get_rqmt(task, i, update).items():
+                    both_numbers = isinstance(v, (int, float)) and isinstance(rqmt.get(k), (int, float))
+                    rqmt[k] = max(rqmt[k], v) if both_numbers else v
             call = task.get_worker_call()
             engine_name, engine_id = self.submit_call(call, logpath, rqmt, self.job_name(task), task.name(), ids)
             task.append_submit_log({"time": time.time(), "task_ids": ids, "engine": engine_name,
-                                    "engine_id": engine_id, "rqmt": rqmt, "progress": task.progress()})
+                                    "engine_id": engine_id, "rqmt": rqmt})
             logging.info("submitted %s %s %s to %s (%s)", job._sis_id(), task.name(), ids, engine_name, engine_id)
 
 
@@ -109,11 +136,14 @@ class EngineSelector(EngineBase):
         for e in self.engines.values():
             e.reset_cache()
 
-    def submit(self, task: Any, task_ids: List[int]) -> None:
-        self.get_used_engine(task).submit(task, task_ids)
+    def submit(self, task: Any, task_ids: List[int], update: bool = False) -> None:
+        self.get_used_engine(task).submit(task, task_ids, update)
 
     def task_state(self, task: Any, task_id: int) -> str:
         return self.get_used_engine(task).task_state(task, task_id)
+
+    def exit_reason(self, task: Any, task_id: int) -> Optional[str]:
+        return self.get_used_engine(task).exit_reason(task, task_id)
 
     def get_task_id(self, task_id: Optional[int]) -> int:
         return EngineBase.get_task_id(self, task_id)

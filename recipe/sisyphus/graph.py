@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 import sisyphus.global_settings as gs
 from sisyphus.job_path import AbstractPath
+from sisyphus.safe_names import check_inside, is_inside
 
 
 class OutputTarget:
@@ -34,8 +35,8 @@ class OutputPath(OutputTarget):
     def update_links(self) -> None:
         if not self.path.available():
             return
-        link = os.path.join(gs.BASE_DIR, gs.OUTPUT_DIR, gs.ALIAS_AND_OUTPUT_SUBDIR, self.name)
-        _relink(link, self.path.get_path())
+        root = os.path.join(gs.BASE_DIR, gs.OUTPUT_DIR)
+        _relink(os.path.join(root, gs.ALIAS_AND_OUTPUT_SUBDIR, self.name), self.path.get_path(), root)
 
 
 class OutputReport(OutputTarget):
@@ -57,24 +58,37 @@ class OutputReport(OutputTarget):
             if self.report_fn is not None:
                 text = self.report_fn(self.values)
             elif self.template is not None:
+                if not self.is_done():
+                    raise RuntimeError("waiting for its inputs")
                 text = self.template.format(**instanciate_delayed(self.values))
             else:
                 text = repr(instanciate_delayed(self.values)) if self.is_done() else "not finished yet"
         except Exception as exc:  # a report must not stop the manager
             text = f"report not ready: {exc}"
-        path = os.path.join(gs.BASE_DIR, gs.OUTPUT_DIR, gs.ALIAS_AND_OUTPUT_SUBDIR, self.name)
+        root = os.path.join(gs.BASE_DIR, gs.OUTPUT_DIR)
+        path = os.path.join(root, gs.ALIAS_AND_OUTPUT_SUBDIR, self.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        check_inside(os.path.dirname(path), root, "report folder")
+        if os.path.islink(path):
+            raise FileExistsError(f"{path} is a symlink (to {os.readlink(path)}); a report is not written through it")
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text if text.endswith("\n") else text + "\n")
         os.replace(tmp, path)
 
 
-def _relink(link: str, target: str) -> None:
+def _relink(link: str, target: str, root: str) -> None:
+    """Points ``link`` (inside ``root``) at ``target``; replaces only links the manager made (into work/)."""
     os.makedirs(os.path.dirname(link), exist_ok=True)
+    check_inside(os.path.dirname(link), root, "link folder")
     if os.path.islink(link):
-        if os.readlink(link) == target:
+        current = os.readlink(link)
+        if current == target:
             return
+        work = os.path.join(gs.BASE_DIR, gs.WORK_DIR)
+        if not os.path.isabs(current) or not is_inside(os.path.dirname(current), work):
+            raise FileExistsError(f"{link} is a link to {current}, not one the manager made (those point into "
+                                  f"{work}); remove it or choose another name")
         os.unlink(link)
     elif os.path.exists(link):
         raise FileExistsError(f"{link} exists and is not a link made by the manager")
@@ -136,15 +150,36 @@ class SISGraph:
         """Jobs whose id or alias contains ``pattern``."""
         return [j for j in self.jobs() if pattern in j._sis_id() or any(pattern in a for a in (j.get_aliases() or ()))]
 
-    def update_outputs(self) -> None:
-        """Refreshes ``output/`` links and reports and ``alias/`` links."""
+    def update_outputs(self) -> Dict[str, str]:
+        """Refreshes ``output/`` links and reports and ``alias/`` links; returns {name: error} for those that failed.
+
+        A link that cannot be made (a full disk, a foreign file in the way) is reported, not raised, so one bad
+        name never stops the manager.
+        """
+        errors: Dict[str, str] = {}
         for t in list(self.targets):
-            t.update_links()
+            try:
+                t.update_links()
+            except (OSError, ValueError) as exc:
+                errors[f"output/{t.name}"] = _describe(exc, f"output {t.name}")
+        alias_root = os.path.join(gs.BASE_DIR, gs.ALIAS_DIR)
         for j in self.jobs():
             for alias in j.get_aliases() or ():
-                link = os.path.join(gs.BASE_DIR, gs.ALIAS_DIR, gs.ALIAS_AND_OUTPUT_SUBDIR, alias)
-                if j._sis_setup():
-                    _relink(link, j._sis_path(abspath=True))
+                link = os.path.join(alias_root, gs.ALIAS_AND_OUTPUT_SUBDIR, alias)
+                try:
+                    if j._sis_setup():
+                        _relink(link, j._sis_path(abspath=True), alias_root)
+                except (OSError, ValueError) as exc:
+                    errors[f"alias/{alias}"] = _describe(exc, f"alias {alias}")
+        return errors
+
+
+def _describe(exc: Exception, what: str) -> str:
+    from sisyphus.tools import describe_os_error
+
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, FileExistsError):
+        return f"{what}: {describe_os_error(exc)}"
+    return f"{what}: {exc}"
 
 
 graph = SISGraph()

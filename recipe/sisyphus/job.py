@@ -8,13 +8,15 @@ import logging
 import os
 import pickle
 import shutil
+import subprocess
+import tarfile
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Set
 
 import sisyphus.global_settings as gs
-from sisyphus import tools
-from sisyphus.hash import sis_hash
+from sisyphus import block, tools
 from sisyphus.job_path import AbstractPath, Path, Variable
+from sisyphus.safe_names import check_relative_name
 from sisyphus.task import Task
 
 # Every job built in this process, by id: equal jobs from different configs are one object.
@@ -66,6 +68,8 @@ class JobSingleton(type):
                     created_jobs.pop(sis_id, None)  # a failed constructor leaves no half-built job
                     raise
                 created_jobs[sis_id] = job
+        if block.active_blocks:
+            block.add_job_to_active_blocks(job)
         return job
 
 
@@ -140,8 +144,8 @@ class Job(metaclass=JobSingleton):
             if k in d and d[k] == org:
                 d[k] = replacement
         if cls.__sis_version__ is None:
-            return sis_hash(d)
-        return sis_hash((d, cls.__sis_version__))
+            return tools.sis_hash(d)
+        return tools.sis_hash((d, cls.__sis_version__))
 
     @classmethod
     def _sis_hash_static(cls, parsed_args: dict) -> str:
@@ -190,7 +194,8 @@ class Job(metaclass=JobSingleton):
         return self._sis_path(gs.JOB_WORK_DIR)
 
     def output_path(self, filename: str, directory: bool = False, cached: bool = False) -> Path:
-        """Declares an output file (or directory, created before the job runs)."""
+        """Declares an output file (or directory, created before the job runs); the name must stay in output/."""
+        check_relative_name(filename, "output file", f"{self._sis_id()}/{gs.JOB_OUTPUT}/")
         path = Path(filename, self, cached)
         key = path.path
         if key in self._sis_outputs:
@@ -202,7 +207,11 @@ class Job(metaclass=JobSingleton):
         return path
 
     def output_var(self, filename: str, pickle: bool = False, backup: Any = None) -> Variable:
-        """Declares an output holding a Python value (``var.set(x)`` in run, ``var.get()`` later)."""
+        """Declares an output holding a Python value (``var.set(x)`` in run, ``var.get()`` later).
+
+        As upstream, ``get()`` returns ``backup`` (None by default) while the job has not written the value.
+        """
+        check_relative_name(filename, "output variable", f"{self._sis_id()}/{gs.JOB_OUTPUT}/")
         var = Variable(filename, self, pickle=pickle, backup=backup)
         assert var.path not in self._sis_outputs, f"output {filename} declared twice in {self}"
         self._sis_outputs[var.path] = var
@@ -217,6 +226,8 @@ class Job(metaclass=JobSingleton):
         return path
 
     def add_alias(self, alias: str) -> "Job":
+        """Links ``alias/<alias>`` to the job directory; the name must stay inside ``alias/``."""
+        check_relative_name(alias, "alias", f"{gs.ALIAS_DIR}/")
         if self._sis_aliases is None:
             self._sis_aliases = set()
         self._sis_aliases.add(alias)
@@ -328,9 +339,7 @@ class Job(metaclass=JobSingleton):
     def _sis_finished(self) -> bool:
         if self._sis_is_finished:
             return True
-        if os.path.isfile(self._sis_path(gs.JOB_FINISHED_MARKER)) or os.path.isfile(
-            self._sis_path(gs.JOB_FINISHED_ARCHIVE)
-        ):
+        if job_finished(self._sis_path(abspath=True)):
             self._sis_is_finished = True
             return True
         return False
@@ -344,8 +353,52 @@ class Job(metaclass=JobSingleton):
         if all(t.finished() for t in self._sis_tasks()):
             tools.atomic_touch(self._sis_path(gs.JOB_FINISHED_MARKER, abspath=True))
             self._sis_is_finished = True
+            gs.on_job_finished(self)
             return True
         return False
+
+    def _sis_cleanable(self) -> bool:
+        """True for a finished job whose directory is not yet packed (and not a link to another setup's)."""
+        path = self._sis_path(abspath=True)
+        return (self._sis_finished() and not os.path.islink(path)
+                and not os.path.isfile(os.path.join(path, gs.JOB_FINISHED_ARCHIVE)))
+
+    def _sis_cleanup(self) -> bool:
+        """Packs a finished job's directory as upstream's cleaner does (``JOB_AUTO_CLEANUP``).
+
+        ``work/`` is removed (kept with ``JOB_CLEANUP_KEEP_WORK``); everything except ``output/``, ``info``,
+        ``work/`` and ``input/`` (logs, markers, job.save, usage files) goes into ``finished.tar.gz``, which marks
+        the job as finished from then on. Returns True if it packed the directory.
+        """
+        if not self._sis_cleanable():
+            return False
+        base = self._sis_path(abspath=True)
+        logging.info("clean up: %s", base)
+        try:
+            if not gs.JOB_CLEANUP_KEEP_WORK:
+                shutil.rmtree(os.path.join(base, gs.JOB_WORK_DIR), ignore_errors=True)
+            keep = {gs.JOB_OUTPUT, gs.JOB_INFO, gs.JOB_WORK_DIR}
+            if getattr(gs, "JOB_CLEANUP_KEEP_INPUT", True):
+                keep.add(gs.JOB_INPUT)
+            files = sorted(f for f in os.listdir(base) if f not in keep)
+            tmp = gs.JOB_FINISHED_ARCHIVE + ".tmp"
+            subprocess.check_call(["tar", "-czf", tmp] + files, cwd=base)
+            os.replace(os.path.join(base, tmp), os.path.join(base, gs.JOB_FINISHED_ARCHIVE))
+            for f in files:
+                p = os.path.join(base, f)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p)
+                elif os.path.lexists(p):
+                    os.remove(p)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            logging.warning("could not clean up %s: %s", base, exc)
+            return False
+        return True
+
+    def _sis_archived_file(self, name: str) -> Optional[bytes]:
+        """A file of the job directory that the cleanup packed into finished.tar.gz (None if absent)."""
+        archive = self._sis_path(gs.JOB_FINISHED_ARCHIVE, abspath=True)
+        return read_from_archive(archive, name)
 
     def _sis_setup_directory(self) -> None:
         """Creates the job directory: output/, work/, input/ links, engine/, the pickled job and info."""
@@ -360,9 +413,14 @@ class Job(metaclass=JobSingleton):
                 if not os.path.lexists(link):
                     os.symlink(p.creator._sis_path(abspath=True), link, target_is_directory=True)
         tmp = os.path.join(base, gs.JOB_SAVE + ".tmp")
-        with gzip.open(tmp, "wb") as f:
-            pickle.dump(self, f)
-        os.replace(tmp, os.path.join(base, gs.JOB_SAVE))
+        try:
+            with gzip.open(tmp, "wb") as f:
+                pickle.dump(self, f)
+            os.replace(tmp, os.path.join(base, gs.JOB_SAVE))
+        except OSError as exc:  # e.g. a full disk: no half-written job.save.tmp is left behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise tools.FileSystemError(exc.errno, tools.describe_os_error(exc, tmp), tmp) from exc
         lines = [f"JOB: {self._sis_id()}"]
         lines += [f"INPUT: {p.get_path()}" for p in sorted(self._sis_inputs, key=lambda p: p.get_path())]
         for k, v in self._sis_kwargs.items():
@@ -397,7 +455,31 @@ class Job(metaclass=JobSingleton):
         return self._sis_finished()
 
 
+def job_finished(path: str) -> bool:
+    """True if the job directory has the ``finished`` marker or the archive the cleanup leaves."""
+    return os.path.isfile(os.path.join(path, gs.JOB_FINISHED_MARKER)) or os.path.isfile(
+        os.path.join(path, gs.JOB_FINISHED_ARCHIVE))
+
+
+def read_from_archive(archive: str, name: str) -> Optional[bytes]:
+    """The bytes of member ``name`` of a job's finished.tar.gz, None if the archive or the member is missing."""
+    if not os.path.isfile(archive):
+        return None
+    with tarfile.open(archive) as tar:
+        try:
+            member = tar.extractfile(name)
+        except KeyError:
+            return None
+        return None if member is None else member.read()
+
+
 def load_job(job_dir: str) -> Job:
-    """Unpickles the job saved in a job directory (used by the worker)."""
-    with gzip.open(os.path.join(job_dir, gs.JOB_SAVE), "rb") as f:
+    """Unpickles the job saved in a job directory (used by the worker); reads a packed one from its archive."""
+    save = os.path.join(job_dir, gs.JOB_SAVE)
+    if not os.path.isfile(save):
+        data = read_from_archive(os.path.join(job_dir, gs.JOB_FINISHED_ARCHIVE), gs.JOB_SAVE)
+        if data is None:
+            raise FileNotFoundError(f"{job_dir}: neither {gs.JOB_SAVE} nor {gs.JOB_FINISHED_ARCHIVE} with it")
+        return pickle.loads(gzip.decompress(data))
+    with gzip.open(save, "rb") as f:
         return pickle.load(f)

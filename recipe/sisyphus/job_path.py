@@ -12,8 +12,19 @@ from sisyphus.delayed_ops import DelayedBase
 from sisyphus.hash import sis_hash_helper
 
 
+class VariableNotSet(FileNotFoundError):
+    """Reading a Variable whose job has not written it yet (upstream's name; also a FileNotFoundError)."""
+
+
+class NoBackup:
+    """Marks a Variable without a backup value (``backup=None`` is a valid backup: ``get()`` returns None)."""
+
+
 class AbstractPath(DelayedBase):
     """A file made by ``creator`` (a Job), or an input file when ``creator`` is None."""
+
+    _sis_path = True  # upstream marks path objects with this class attribute
+    cacheing_enabled = False  # set in the worker: cached paths then go through gs.file_caching
 
     def __new__(cls, path=None, *args, **kwargs):
         obj = super().__new__(cls)
@@ -81,6 +92,9 @@ class AbstractPath(DelayedBase):
         return p if os.path.isabs(p) else os.path.join(gs.BASE_DIR, p)
 
     def get_cached_path(self) -> str:
+        """The path for reading inside a task: passed through the ``file_caching`` setting for ``cached`` paths."""
+        if AbstractPath.cacheing_enabled and self.cached:
+            return gs.file_caching(self.get_path())
         return self.get_path()
 
     def get(self) -> str:
@@ -89,15 +103,11 @@ class AbstractPath(DelayedBase):
     def is_set(self) -> bool:
         return self.available()
 
-    def join_right(self, other: str) -> "Path":
-        """A path below this one (e.g. a file inside an output directory)."""
-        return type(self)(os.path.join(self.path, other), self.creator, cached=self.cached)
-
     def __fspath__(self) -> str:
-        return self.get_path()
+        return self.get_cached_path()
 
     def __str__(self) -> str:
-        return self.get_path()
+        return self.get_cached_path()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.get_path()}>"
@@ -160,11 +170,36 @@ class AbstractPath(DelayedBase):
 class Path(AbstractPath):
     """A file path (upstream's ``tk.Path``)."""
 
+    def copy(self) -> "Path":
+        """A new Path with the same state (creator, path, hash_overwrite, tags)."""
+        new = Path("")
+        new.__setstate__(self.__getstate__())
+        return new
 
-class Variable(Path):
-    """A job output that holds a Python value (repr'd text or pickle)."""
+    def copy_append(self, suffix: str) -> "Path":
+        """A copy with ``suffix`` appended to the path, and to a ``hash_overwrite`` as upstream does."""
+        new = self.copy()
+        if self.hash_overwrite is not None:
+            creator, overwrite = self.hash_overwrite
+            new.hash_overwrite = (creator, overwrite + suffix)
+        new.path = self.path + suffix
+        return new
 
-    def __init__(self, path: str, creator: Any = None, pickle: bool = False, backup: Any = None, **kwargs):
+    def join_right(self, other: str) -> "Path":
+        """A path below this one (e.g. a file inside an output directory), joined with ``/`` as upstream; a name
+        that would lead out of its job's output folder is refused."""
+        if self.creator is not None:
+            from sisyphus.safe_names import check_relative_name
+
+            check_relative_name(os.path.join(self.path, other), "output file",
+                                f"{self.creator._sis_id()}/{gs.JOB_OUTPUT}/")
+        return self.copy_append("/" + other)
+
+
+class Variable(AbstractPath):
+    """A job output that holds a Python value (repr'd text or pickle); not a ``Path``, as upstream."""
+
+    def __init__(self, path: str, creator: Any = None, pickle: bool = False, backup: Any = NoBackup, **kwargs):
         super().__init__(path, creator, **kwargs)
         self.pickle = pickle
         self.backup = backup
@@ -172,9 +207,11 @@ class Variable(Path):
     def get(self) -> Any:
         fname = self.get_path()
         if not os.path.isfile(fname):
-            if self.backup is not None:
+            if self.backup is not NoBackup:
                 return self.backup
-            raise FileNotFoundError(f"variable {fname} is not computed yet")
+            if getattr(gs, "RAISE_VARIABLE_NOT_SET_EXCEPTION", True):
+                raise VariableNotSet(f"variable {fname} is not set yet (its job has not written it)")
+            return f"<UNFINISHED VARIABLE: {fname}>"
         if self.pickle:
             with gzip.open(fname, "rb") as f:
                 return pickle.load(f)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import sisyphus.global_settings as gs
 from sisyphus.engine import EngineBase
+from sisyphus.tools import describe_os_error
 
 
 def _total_mem_gb() -> float:
@@ -30,16 +31,22 @@ class LocalEngine(EngineBase):
     :param cpus: cores to use (default: all)
     :param mem: memory in GB (default: the machine's)
     :param gpus: GPUs to hand out (CUDA_VISIBLE_DEVICES is set per task)
+    :param cpu: upstream's name for ``cpus`` (``LocalEngine(cpu=8)`` in upstream settings files)
+    :param gpu: upstream's name for ``gpus``
     """
 
     name = "local"
 
-    def __init__(self, cpus: Optional[int] = None, mem: Optional[float] = None, gpus: int = 0):
+    def __init__(self, cpus: Optional[int] = None, mem: Optional[float] = None, gpus: int = 0, *,
+                 cpu: Optional[int] = None, gpu: Optional[int] = None):
+        cpus = cpu if cpu is not None else cpus
+        gpus = gpu if gpu is not None else gpus
         self.cpus = cpus or os.cpu_count() or 1
         self.mem = mem if mem is not None else _total_mem_gb()
         self.gpus = gpus
-        self._queue: List[Tuple[List[str], Dict[str, Any], str, int]] = []
-        self._running: Dict[Tuple[str, int], Tuple[subprocess.Popen, Dict[str, Any], List[int]]] = {}
+        self._queue: List[Tuple[List[str], Dict[str, Any], str, int, str]] = []
+        self._running: Dict[Tuple[str, int], Tuple[subprocess.Popen, Dict[str, Any], List[int], str, str]] = {}
+        self._exits: Dict[Tuple[str, int], str] = {}  # why a worker ended without success, until asked once
         self._free_gpus = list(range(gpus))
         self._lock = threading.RLock()
         self._thread: Optional[threading.Thread] = None
@@ -62,7 +69,7 @@ class LocalEngine(EngineBase):
         """Kills every running task (used when the manager is interrupted)."""
         with self._lock:
             self._queue.clear()
-            for proc, _, _ in self._running.values():
+            for proc, _, _, _, _ in self._running.values():
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except OSError:
@@ -83,7 +90,7 @@ class LocalEngine(EngineBase):
 
     def _used(self) -> Dict[str, float]:
         used = {"cpu": 0, "mem": 0.0, "gpu": 0}
-        for _, r, _ in self._running.values():
+        for _, r, _, _, _ in self._running.values():
             for k in used:
                 used[k] += r[k]
         return used
@@ -95,18 +102,20 @@ class LocalEngine(EngineBase):
 
     def _step(self) -> None:
         with self._lock:
-            for key, (proc, _, gpus) in list(self._running.items()):
+            for key, (proc, _, _, _, _) in list(self._running.items()):
                 if proc.poll() is not None:
-                    del self._running[key]
-                    self._free_gpus.extend(gpus)
+                    self._reap(key)
             remaining = []
             for item in self._queue:
-                call, r, logpath, task_id = item
+                call, r, logpath, task_id, task_name = item
                 used = self._used()
                 fits = (used["cpu"] + r["cpu"] <= self.cpus and used["mem"] + r["mem"] <= self.mem + 1e-9
                         and used["gpu"] + r["gpu"] <= self.gpus)
                 if fits and not remaining:  # first in, first out: no overtaking by smaller tasks
-                    self._start(call, r, logpath, task_id)
+                    try:
+                        self._start(call, r, logpath, task_id, task_name)
+                    except OSError as exc:  # e.g. a full disk: the manager hears of it, the engine goes on
+                        self._exits[(" ".join(call), task_id)] = f"could not start the worker: {describe_os_error(exc)}"
                 else:
                     remaining.append(item)
             self._queue = remaining
@@ -114,19 +123,56 @@ class LocalEngine(EngineBase):
             for k in self.max_used:
                 self.max_used[k] = max(self.max_used[k], used[k])
 
-    def _start(self, call: List[str], r: Dict[str, Any], logpath: str, task_id: int) -> None:
+    def _reap(self, key: Tuple[str, int]) -> None:
+        proc, _, gpus, logpath, task_name = self._running.pop(key)
+        self._free_gpus.extend(gpus)
+        if proc.returncode != 0:
+            self._record_exit(key, proc, logpath, task_name)
+
+    def _record_exit(self, key: Tuple[str, int], proc: subprocess.Popen, logpath: str, task_name: str) -> None:
+        """Keeps why a worker ended badly, and notes it in the task log if the worker could not."""
+        rc = proc.returncode
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            reason = f"worker pid {proc.pid} killed by signal {name} ({-rc})"
+        else:
+            reason = f"worker pid {proc.pid} exited with code {rc}"
+        task_id = key[1]
+        markers = [os.path.join(logpath, f"{kind}.{task_name}.{task_id}") for kind in (gs.STATE_FINISHED, gs.STATE_ERROR)]
+        if not any(os.path.exists(m) for m in markers):
+            try:
+                with open(os.path.join(logpath, f"{gs.JOB_LOG}.{task_name}.{task_id}"), "a", encoding="utf-8") as f:
+                    hint = " (the out-of-memory killer sends SIGKILL)" if rc == -signal.SIGKILL else ""
+                    f.write(f"+------------ {reason}, without recording an outcome{hint}\n")
+            except OSError:
+                pass
+            self._exits[key] = reason
+
+    def exit_reason(self, task: Any, task_id: int) -> Optional[str]:
+        """Why the last worker of this task id ended without success (once; None if it did not)."""
+        with self._lock:
+            return self._exits.pop((" ".join(task.get_worker_call()), task_id), None)
+
+    def _start(self, call: List[str], r: Dict[str, Any], logpath: str, task_id: int, task_name: str) -> None:
         env = dict(os.environ)
         gpus = [self._free_gpus.pop(0) for _ in range(r["gpu"])]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         env["SIS_TASK_ID"] = str(task_id)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(r["cpu"])
-        engine_log = os.path.join(logpath, gs.JOB_LOG_ENGINE, f"local.{os.path.basename(call[-1])}.{task_id}")
-        os.makedirs(os.path.dirname(engine_log), exist_ok=True)
-        with open(engine_log, "ab") as out:
-            proc = subprocess.Popen(call + [str(task_id)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    cwd=gs.BASE_DIR, start_new_session=True)
-        self._running[(" ".join(call), task_id)] = (proc, r, gpus)
+        engine_log = os.path.join(logpath, gs.JOB_LOG_ENGINE, f"local.{task_name}.{task_id}")
+        try:
+            os.makedirs(os.path.dirname(engine_log), exist_ok=True)
+            with open(engine_log, "ab") as out:
+                proc = subprocess.Popen(call + [str(task_id)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                        cwd=gs.BASE_DIR, start_new_session=True)
+        except OSError:
+            self._free_gpus.extend(gpus)
+            raise
+        self._running[(" ".join(call), task_id)] = (proc, r, gpus, logpath, task_name)
 
     # interface -------------------------------------------------------------------------------------------
     def submit_call(self, call: List[str], logpath: str, rqmt: Dict[str, Any], name: str, task_name: str,
@@ -134,17 +180,19 @@ class LocalEngine(EngineBase):
         r = self._clamp(rqmt, name)
         with self._lock:
             for i in task_ids:
-                self._queue.append((call, r, logpath, i))
+                self._queue.append((call, r, logpath, i, task_name))
         self.start_engine()
         return self.name, os.getpid()
 
     def task_state(self, task: Any, task_id: int) -> str:
         key = (" ".join(task.get_worker_call()), task_id)
         with self._lock:
-            if key in self._running and self._running[key][0].poll() is None:
-                return gs.STATE_RUNNING
+            if key in self._running:
+                if self._running[key][0].poll() is None:
+                    return gs.STATE_RUNNING
+                self._reap(key)  # ended just now: its exit is known before the manager asks why
             call = task.get_worker_call()
-            if any(c == call and i == task_id for c, _, _, i in self._queue):
+            if any(c == call and i == task_id for c, _, _, i, _ in self._queue):
                 return gs.STATE_QUEUE
         return gs.STATE_UNKNOWN
 

@@ -10,23 +10,32 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import sisyphus.global_settings as gs
 from sisyphus.graph import SISGraph
+from sisyphus.locks import ManagerAlreadyRunning, ManagerLock, describe_owner_text
+from sisyphus.tools import FileSystemError, describe_os_error
 
 
 def task_state(engine: Any, task: Any, task_id: int) -> str:
-    """State of one task id from the job directory's markers and the engine's queue."""
-    if task.finished(task_id):
-        return gs.STATE_FINISHED
-    if task.error(task_id):
-        return gs.STATE_RETRY_ERROR if task.submissions(task_id) < task.tries else gs.STATE_ERROR
-    state = engine.task_state(task, task_id)
-    if state in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_QUEUE_ERROR):
-        return state
-    age = task.heartbeat_age(task_id)
-    if age is not None and age < gs.HEARTBEAT_TIMEOUT:
-        return gs.STATE_RUNNING  # a worker from an earlier manager (or another host) is still alive
-    if task.started(task_id) or task.submissions(task_id) > 0:
+    """State of one task id from the job directory's markers, the worker's claim and the engine's queue."""
+    for recheck in (False, True):
+        if task.finished(task_id):
+            return gs.STATE_FINISHED
+        if task.error(task_id):
+            return gs.STATE_RETRY_ERROR if task.failures(task_id) < task.tries else gs.STATE_ERROR
+        if recheck:
+            break  # a worker that just ended wrote its marker before it let go of its claim
+        state = engine.task_state(task, task_id)
+        if state in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_QUEUE_ERROR):
+            return state
+        claimed = task.claimed(task_id)
+        if claimed:
+            return gs.STATE_RUNNING  # a worker (of this or an earlier manager, on any host) holds the task
+        if claimed is None:  # job directories of older engine versions: only the heartbeat tells
+            age = task.heartbeat_age(task_id)
+            if age is not None and age < gs.HEARTBEAT_TIMEOUT:
+                return gs.STATE_RUNNING
+    if task.attempts(task_id) > 0 or (claimed is None and task.started(task_id)):
         return gs.STATE_INTERRUPTED_RESUMABLE if task.resume() else gs.STATE_INTERRUPTED_NOT_RESUMABLE
-    return gs.STATE_RUNNABLE
+    return gs.STATE_RUNNABLE  # never started: a submission lost with a restarted manager costs no retry
 
 
 def job_state(engine: Any, job: Any) -> Tuple[str, Optional[Any], List[int]]:
@@ -53,6 +62,17 @@ def job_state(engine: Any, job: Any) -> Tuple[str, Optional[Any], List[int]]:
     return gs.STATE_FINISHED, None, []
 
 
+def disk_full_note(path: str) -> str:
+    """`` (the disk holding PATH is full: N bytes free)`` when it nearly is, else "": a failed task's log
+    may have lost its last lines to that."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f" (the disk holding {path} is full: {free} bytes free)" if free < 256 * 1024 else ""
+
+
 class Manager:
     """Loops over the graph: set up runnable jobs, submit, resubmit interrupted/retry tasks, mark finished jobs.
 
@@ -70,42 +90,100 @@ class Manager:
         self.config_done = config_done or (lambda: True)
         self.out = out
         self._last_summary = None
+        self._submitted: Dict[Tuple[str, str, int], int] = {}  # task id -> its attempts when this manager submitted it
+        self._lost: Counter = Counter()  # submissions of this manager whose worker never started the task
+        self._job_errors: Dict[str, str] = {}  # job id -> why the manager itself could not go on with it
+        self._output_errors: Dict[str, str] = {}  # output link or report -> why it could not be written
 
     def _print(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
 
-    def _submit(self, job: Any, task: Any, ids: List[int]) -> None:
+    def _submit(self, job: Any, task: Any, ids: List[int], update: bool = False) -> None:
         job._sis_setup_directory()  # (re)writes job.save, so a resubmission runs with the current code
-        self.engine.submit(task, ids)
+        for i in ids:
+            self._submitted[(job._sis_id(), task.name(), i)] = task.attempts(i)
+        self.engine.submit(task, ids, update=update)
+
+    def _exit_note(self, task: Any, ids: List[int]) -> str:
+        reasons = [r for r in (self.engine.exit_reason(task, i) for i in ids) if r]
+        return f" ({'; '.join(reasons)})" if reasons else ""
+
+    def _lost_launches(self, job: Any, task: Any, ids: List[int]) -> List[int]:
+        """Ids this manager submitted whose worker ended without starting the task; too many make an error."""
+        if task is None:
+            return []
+        failed = []
+        for i in ids:
+            key = (job._sis_id(), task.name(), i)
+            if key in self._submitted and self._submitted.pop(key) == task.attempts(i):
+                self._lost[key] += 1
+                note = self._exit_note(task, [i])
+                self._print(f"worker of {job._sis_id()} task {task.name()}.{i} ended before starting it{note}")
+                if self._lost[key] > gs.MAX_SUBMIT_RETRIES:
+                    self._job_errors[job._sis_id()] = (f"task {task.name()}.{i}: {self._lost[key]} workers ended "
+                                                       f"before starting it{note}; see {job._sis_path(gs.JOB_LOG_ENGINE)}")
+                    failed.append(i)
+        return failed
+
+    def _act(self, job: Any) -> Tuple[str, Any, List[int]]:
+        """Finds a job's state and submits what is due; returns (state, task, ids)."""
+        if job._sis_id() in self._job_errors:
+            return gs.STATE_ERROR, None, []
+        state, task, ids = job_state(self.engine, job)
+        if state == gs.STATE_RUNNABLE:
+            if self._lost_launches(job, task, ids):
+                return gs.STATE_ERROR, None, []
+            self._submit(job, task, ids)
+            state = gs.STATE_QUEUE
+        elif state == gs.STATE_RETRY_ERROR:
+            for i in ids:
+                task.reset(i)
+            self._print(f"retry {job._sis_id()} task {task.name()} {ids} (log: {task.log_path(ids[0])})")
+            self._submit(job, task, ids)
+            state = gs.STATE_QUEUE
+        elif state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
+            note = self._exit_note(task, ids)
+            for i in ids:
+                self._submitted.pop((job._sis_id(), task.name(), i), None)
+            # interruptions after which the task got on (a resuming training at its time limit) are free
+            retry_ids = [i for i in ids if task.attempts_without_progress(i) <= gs.MAX_SUBMIT_RETRIES]
+            if retry_ids:
+                how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
+                self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}{note}")
+                self._submit(job, task, retry_ids, update=True)
+                state = gs.STATE_QUEUE
+            else:
+                if note:
+                    self._print(f"{job._sis_id()} task {task.name()} {ids} interrupted too often{note}")
+                state = gs.STATE_ERROR
+        return state, task, ids
 
     def step(self) -> Dict[str, List[Tuple[Any, Any, List[int]]]]:
         """One loop: returns jobs grouped by state (after acting on them)."""
         self.engine.reset_cache()
         by_state: Dict[str, List[Tuple[Any, Any, List[int]]]] = {}
         for job in self.graph.jobs():
-            state, task, ids = job_state(self.engine, job)
-            if state == gs.STATE_RUNNABLE:
-                self._submit(job, task, ids)
-                state = gs.STATE_QUEUE
-            elif state == gs.STATE_RETRY_ERROR:
-                for i in ids:
-                    task.reset(i)
-                self._print(f"retry {job._sis_id()} task {task.name()} {ids} (log: {task.log_path(ids[0])})")
-                self._submit(job, task, ids)
-                state = gs.STATE_QUEUE
-            elif state in (gs.STATE_INTERRUPTED_RESUMABLE, gs.STATE_INTERRUPTED_NOT_RESUMABLE):
-                # interruptions after which the task got on (a resuming training at its time limit) are free
-                retry_ids = [i for i in ids if task.submissions_without_progress(i) <= gs.MAX_SUBMIT_RETRIES]
-                if retry_ids:
-                    how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
-                    self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}")
-                    self._submit(job, task, retry_ids)
-                    state = gs.STATE_QUEUE
-                else:
-                    state = gs.STATE_ERROR
+            try:
+                state, task, ids = self._act(job)
+                if state == gs.STATE_ERROR and job._sis_id() not in self._job_errors:
+                    gs.on_job_failure(job)  # may clear error markers to retry (upstream's hook)
+                    state, task, ids = self._act(job)
+            except OSError as exc:  # e.g. a full disk while writing job.save: stop this job, say why
+                message = str(exc) if isinstance(exc, FileSystemError) else describe_os_error(exc)
+                self._job_errors[job._sis_id()] = message
+                self._print(f"ERROR: {job._sis_id()}: {message}")
+                state, task, ids = gs.STATE_ERROR, None, []
+            if state == gs.STATE_FINISHED and gs.JOB_AUTO_CLEANUP and job._sis_cleanable():
+                job._sis_cleanup()
             by_state.setdefault(state, []).append((job, task, ids))
-        self.graph.update_outputs()
+        self._update_outputs()
         return by_state
+
+    def _update_outputs(self) -> None:
+        for name, message in self.graph.update_outputs().items():
+            if self._output_errors.get(name) != message:
+                self._print(f"ERROR: {message}")
+            self._output_errors[name] = message
 
     def summary(self, by_state: Dict[str, list]) -> str:
         counts = Counter({s: len(v) for s, v in by_state.items()})
@@ -113,11 +191,15 @@ class Manager:
 
     def print_errors(self, by_state: Dict[str, list]) -> None:
         for job, task, ids in by_state.get(gs.STATE_ERROR, []):
+            if job._sis_id() in self._job_errors:
+                self._print(f"ERROR: {job._sis_id()}: {self._job_errors[job._sis_id()]}")
+                continue
             if task is None:
                 continue
+            full = disk_full_note(job._sis_path(abspath=True))
             for i in ids:
                 log = task.log_path(i)
-                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}")
+                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}{full}")
                 if not os.path.isfile(log):
                     # the worker did not get as far as its log: show what the engine captured
                     engine_logs = sorted(glob.glob(os.path.join(job._sis_path(abspath=True), gs.JOB_LOG_ENGINE, "*")),
@@ -137,9 +219,25 @@ class Manager:
             for job in self.graph.jobs():
                 by_state.setdefault(job_state(self.engine, job)[0], []).append(job)
             self._print(self.summary(by_state))
-            answer = input("start manager? [y/N] ").strip().lower()
+            try:
+                answer = input("start manager? [y/N] ").strip().lower()
+            except EOFError:
+                self._print("no answer (stdin is closed): not starting; use -r to start without asking")
+                return 0
             if answer not in ("y", "yes"):
                 return 0
+        lock = ManagerLock(os.path.join(gs.BASE_DIR, gs.WORK_DIR))
+        try:
+            lock.acquire()
+        except ManagerAlreadyRunning as exc:
+            self._print(f"ERROR: {exc}")
+            return 3
+        except OSError as exc:
+            self._print(f"ERROR: {describe_os_error(exc)}")
+            return 1
+        if lock.previous_owner:
+            self._print(f"note: the last manager on this work directory ended without releasing it "
+                        f"({describe_owner_text(lock.previous_owner)}); its workers are checked by their claims")
         self.engine.start_engine()
         start = time.time()
         try:
@@ -152,7 +250,10 @@ class Manager:
                 active = any(by_state.get(s) for s in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_RUNNABLE))
                 done = all(t.is_done() for t in self.graph.targets)
                 if done and self.config_done() and not active:
-                    self.graph.update_outputs()
+                    self._update_outputs()
+                    if self._output_errors:
+                        self._print("stopping: some outputs could not be linked or written (see above)")
+                        return 1
                     self._print("all outputs finished")
                     return 0
                 if not active and self.config_done():
@@ -185,3 +286,4 @@ class Manager:
                 time.sleep(self.poll)
         finally:
             self.engine.stop_engine()
+            lock.release()

@@ -86,6 +86,8 @@ class Task:
         return self.path(gs.JOB_LOG, task_id)
 
     def finished(self, task_id: Optional[int] = None) -> bool:
+        if self._job is not None and self._job._sis_is_finished:
+            return True  # also after the cleanup packed the task markers into finished.tar.gz
         ids = self.task_ids() if task_id is None else [task_id]
         return all(os.path.isfile(self.path(gs.STATE_FINISHED, i)) for i in ids)
 
@@ -104,6 +106,34 @@ class Task:
         except OSError:
             return None
 
+    def claimed(self, task_id: int) -> Optional[bool]:
+        """True while a worker holds the task id's claim; None for a job directory without claim files."""
+        from sisyphus.locks import CLAIM, is_locked
+
+        return is_locked(self.path(CLAIM, task_id))
+
+    def history(self, task_id: int) -> List[dict]:
+        """Events (start, error, finished, exit) of real attempts since the last reset."""
+        from sisyphus.locks import HISTORY, read_events
+
+        return read_events(self.path(HISTORY, task_id))
+
+    def attempts(self, task_id: int) -> int:
+        """How often a worker really started this task id (submissions that never ran do not count)."""
+        return sum(1 for e in self.history(task_id) if e.get("event") == "start")
+
+    def failures(self, task_id: int) -> int:
+        """How many attempts raised (at least 1 while an error marker exists)."""
+        n = sum(1 for e in self.history(task_id) if e.get("event") == "error")
+        return max(n, 1) if self.error(task_id) else n
+
+    def clear_history(self, task_id: int) -> None:
+        """Starts a fresh retry budget (``sis console``'s clear_errors)."""
+        from sisyphus.locks import HISTORY, append_event
+
+        if os.path.exists(self.path(HISTORY, task_id)):
+            append_event(self.path(HISTORY, task_id), "reset")
+
     def submissions(self, task_id: int) -> int:
         """How often this task id was submitted (from ``submit_log.<task>``)."""
         n = 0
@@ -118,15 +148,35 @@ class Task:
             return None
         try:
             value = getattr(self._job, self._progress)()
-            return json.loads(json.dumps(value))  # as the submit log stores it
+            return json.loads(json.dumps(value))  # as the attempt history stores it
         except Exception:  # noqa: BLE001 - a progress probe must never stop the manager
             return None
 
-    def submissions_without_progress(self, task_id: int) -> int:
-        """Submissions of this task id after which its progress did not change (without a progress method: all)."""
-        values = [rec.get("progress") for rec in self.submit_log() if task_id in rec.get("task_ids", [])]
+    def has_progress(self) -> bool:
+        return self._progress is not None
+
+    def attempts_without_progress(self, task_id: int) -> int:
+        """Attempts of this task id after which its progress did not change (without a progress method: all).
+
+        The worker records the progress with each attempt's start; the last attempt is compared with now."""
+        values = [e.get("progress") for e in self.history(task_id) if e.get("event") == "start"]
         values.append(self.progress())
-        return sum(1 for before, after in zip(values, values[1:]) if before is None or before == after)
+        return sum(1 for before, after in zip(values, values[1:]) if after is None or before == after)
+
+    def last_usage(self, task_id: int) -> Dict[str, Any]:
+        """What the last run of a task id used, in the keys of ``gs.update_engine_rqmt`` ({} if unknown)."""
+        try:
+            with open(self.path(gs.JOB_USAGE, task_id), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return {"used_time": info.get("wall_seconds", 0) / 3600, "max": {"rss": info.get("max_rss_gb", 0)},
+                "host": info.get("host")}
+
+    def update_rqmt(self, last_rqmt: Dict[str, Any], last_usage: Dict[str, Any]) -> Dict[str, Any]:
+        """Resources for resubmitting after an interruption: the task's ``update_rqmt`` or the settings hook."""
+        update = self._update_rqmt or gs.update_engine_rqmt
+        return update(last_rqmt=dict(last_rqmt), last_usage=last_usage)
 
     def submit_log(self) -> List[dict]:
         p = self.path(gs.JOB_SUBMIT_LOG)

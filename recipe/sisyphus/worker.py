@@ -17,6 +17,7 @@ from typing import Optional
 
 import sisyphus.global_settings as gs
 from sisyphus import tools
+from sisyphus.locks import CLAIM, HISTORY, FileLock, append_event, describe_owner, read_events
 
 
 def _rotate(path: str) -> None:
@@ -58,15 +59,67 @@ class _Heartbeat(threading.Thread):
                 pass
 
 
+def _say(msg: str) -> None:
+    """Prints to the task log; a log on a full disk must not turn a clean failure into a crash."""
+    try:
+        print(msg, flush=True)
+    except OSError:
+        pass
+
+
 def run_task(job_dir: str, task_name: str, task_id: Optional[int] = None, redirect_log: bool = True) -> int:
-    """Runs the task; returns 0 on success, 1 on failure (after writing the error marker)."""
+    """Runs the task; returns 0 on success (or when another worker has it), 1 on failure (error marker written).
+
+    The worker first locks the task id's claim file, before importing the job: a second copy started by a
+    restarted or second manager finds it locked and exits, so a task id never runs twice at once.
+    """
     from sisyphus.engine import EngineBase
-    from sisyphus.job import load_job
 
     os.environ["SIS_WORKER"] = "1"
     job_dir = os.path.abspath(job_dir)
     task_id = EngineBase().get_task_id(task_id)
-    job = load_job(job_dir)
+    if not os.path.isfile(os.path.join(job_dir, gs.JOB_SAVE)):
+        print(f"{job_dir} is not a job directory (no {gs.JOB_SAVE})", file=sys.stderr)
+        return 2
+    claim = FileLock(os.path.join(job_dir, f"{CLAIM}.{task_name}.{task_id}"))
+    if not claim.acquire(wait=2.0):
+        print(f"{job_dir}: task {task_name}.{task_id} is already running ({describe_owner(claim.path)}); "
+              f"not starting it again", file=sys.stderr)
+        return 0
+    try:
+        history = os.path.join(job_dir, f"{HISTORY}.{task_name}.{task_id}")
+        return _run_claimed(job_dir, task_name, task_id, redirect_log, history)
+    finally:
+        claim.release()
+
+
+def _run_claimed(job_dir: str, task_name: str, task_id: int, redirect_log: bool, history: str) -> int:
+    from sisyphus.job import load_job
+
+    log_path = os.path.join(job_dir, f"{gs.JOB_LOG}.{task_name}.{task_id}")
+    finished = os.path.join(job_dir, f"{gs.STATE_FINISHED}.{task_name}.{task_id}")
+    error = os.path.join(job_dir, f"{gs.STATE_ERROR}.{task_name}.{task_id}")
+    usage = os.path.join(job_dir, f"{gs.JOB_USAGE}.{task_name}.{task_id}")
+    if os.path.exists(error):
+        # a failed attempt is retried only after the manager (or clear_errors) removed its marker
+        print(f"{job_dir}: task {task_name}.{task_id} has an error marker; not starting it", file=sys.stderr)
+        return 0
+    events = read_events(history)
+    if events:  # the last attempt started but recorded no outcome: it was interrupted
+        resumed = events[-1].get("event") == "start"
+    else:  # job directories of older engine versions
+        resumed = os.path.exists(log_path) or os.path.exists(usage)
+    try:
+        job = load_job(job_dir)
+        from sisyphus.job_path import AbstractPath
+
+        AbstractPath.cacheing_enabled = True  # cached inputs are read through gs.file_caching inside tasks
+    except BaseException as exc:  # noqa: B902 - an unloadable job is a failed attempt, not a silent exit
+        traceback.print_exc()
+        append_event(history, "start")
+        append_event(history, "error", message=f"{type(exc).__name__}: {exc}")
+        tools.atomic_touch(error, f"cannot load {job_dir}/{gs.JOB_SAVE}: {type(exc).__name__}: {exc}\n")
+        return 1
     # The job dir is <WORK_DIR>/<job id>: take WORK_DIR from it, so paths resolve as in the manager.
     suffix = os.sep + job._sis_id()
     if job_dir.endswith(suffix):
@@ -76,15 +129,11 @@ def run_task(job_dir: str, task_name: str, task_id: Optional[int] = None, redire
         print(f"{job_dir}: job has no task {task_name!r} (tasks: {sorted(tasks)})", file=sys.stderr)
         return 2
     task = tasks[task_name]
-    log_path = os.path.join(job_dir, f"{gs.JOB_LOG}.{task_name}.{task_id}")
-    finished = os.path.join(job_dir, f"{gs.STATE_FINISHED}.{task_name}.{task_id}")
-    error = os.path.join(job_dir, f"{gs.STATE_ERROR}.{task_name}.{task_id}")
-    usage = os.path.join(job_dir, f"{gs.JOB_USAGE}.{task_name}.{task_id}")
     if os.path.exists(finished) and not task.continuable:
         print(f"{job_dir}: task {task_name}.{task_id} already finished", file=sys.stderr)
         return 0
-    # An earlier attempt that was interrupted (no error marker) is resumed; one that raised starts afresh.
-    resumed = (os.path.exists(log_path) or os.path.exists(usage)) and not os.path.exists(error)
+    # progress at the start of each attempt: interruptions after which it grew do not use up the retries
+    append_event(history, "start", **({"progress": task.progress()} if task.has_progress() else {}))
     if redirect_log:
         _rotate(log_path)
         log = open(log_path, "a", buffering=1, encoding="utf-8")
@@ -93,27 +142,46 @@ def run_task(job_dir: str, task_name: str, task_id: Optional[int] = None, redire
         sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s", force=True)
-    if os.path.exists(error):
-        os.remove(error)
     started = time.time()
     heartbeat = _Heartbeat(usage, started, resumed)
     heartbeat.write()
     heartbeat.start()
     os.chdir(os.path.join(job_dir, gs.JOB_WORK_DIR))
     mode = "resume" if (resumed and task.resume()) else "start"
-    print(f"+------------ {job._sis_id()} task {task_name}.{task_id} ({mode}) on {os.uname().nodename}", flush=True)
+    _say(f"+------------ {job._sis_id()} task {task_name}.{task_id} ({mode}) on {os.uname().nodename}")
     for key, value in job._sis_environment.items():
         os.environ[key] = str(value)
     try:
         task.run(task_id, resume=(mode == "resume"))
     except BaseException as exc:  # noqa: B902 - every failure must leave an error marker
-        traceback.print_exc()
-        print(f"+------------ task {task_name}.{task_id} FAILED: {type(exc).__name__}: {exc}", flush=True)
         heartbeat.stop.set()
-        tools.atomic_touch(error, f"{type(exc).__name__}: {exc}\n")
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass
+        _say(f"+------------ task {task_name}.{task_id} FAILED: {message}")
+        _record_failure(history, error, message)
         return 1
     heartbeat.stop.set()
-    heartbeat.write()
-    print(f"+------------ task {task_name}.{task_id} finished in {time.time() - started:.1f} s", flush=True)
-    tools.atomic_touch(finished)
+    try:
+        heartbeat.write()
+        _say(f"+------------ task {task_name}.{task_id} finished in {time.time() - started:.1f} s")
+        append_event(history, "finished")
+        tools.atomic_touch(finished)
+    except OSError as exc:  # e.g. the disk filled up just now: the task did not finish cleanly
+        _record_failure(history, error, tools.describe_os_error(exc))
+        return 1
     return 0
+
+
+def _record_failure(history: str, error: str, message: str) -> None:
+    """Writes the error marker and history event; on a full disk an empty marker (it needs no data block)."""
+    try:
+        append_event(history, "error", message=message)
+    except OSError:
+        pass
+    try:
+        tools.atomic_touch(error, message + "\n")
+    except OSError:
+        tools.atomic_touch(error)

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
-from typing import Optional, Tuple, Union
+from typing import BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 
@@ -52,18 +52,96 @@ class AudioFormat(enum.Enum):
         return {"format": "OGG", "subtype": "VORBIS"}
 
 
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000)  # written by streaming encoders (espeak --stdout, sox -)
+
+
+def _check_wav_length(f: BinaryIO, size: int, name: str) -> None:
+    """A RIFF/WAVE file must hold the bytes its header declares (libsndfile reads a cut file silently)."""
+    head = f.read(12)
+    riff_size = int.from_bytes(head[4:8], "little")
+    if riff_size not in _UNKNOWN_SIZES and 8 + riff_size > size:
+        raise AudioError(f"audio {name} is truncated: its RIFF header declares {8 + riff_size} bytes, "
+                         f"the file holds {size}")
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk = f.read(8)
+        chunk_size = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"data":
+            if chunk_size not in _UNKNOWN_SIZES and pos + 8 + chunk_size > size:
+                raise AudioError(f"audio {name} is truncated: its header declares {chunk_size} bytes of samples, "
+                                 f"the file holds {size - pos - 8}")
+            return
+        pos += 8 + chunk_size + (chunk_size & 1)
+    raise AudioError(f"audio {name} is truncated: no complete data chunk in its {size} bytes")
+
+
+def _check_ogg_length(f: BinaryIO, size: int, name: str) -> None:
+    """Every page of an Ogg file must be complete and every logical stream must end with an end-of-stream page."""
+    pos = 0
+    open_streams = set()
+    while pos < size:
+        f.seek(pos)
+        header = f.read(27)
+        if len(header) < 27 or header[:4] != b"OggS":
+            raise AudioError(f"audio {name} is truncated or corrupt: no Ogg page at byte {pos} of {size}")
+        segments = f.read(header[26])
+        if len(segments) < header[26]:
+            raise AudioError(f"audio {name} is truncated: the Ogg page at byte {pos} is cut")
+        end = pos + 27 + header[26] + sum(segments)
+        if end > size:
+            raise AudioError(f"audio {name} is truncated: the Ogg page at byte {pos} ends at {end}, "
+                             f"the file holds {size} bytes")
+        serial = header[14:18]
+        if header[5] & 0x04:
+            open_streams.discard(serial)
+        else:
+            open_streams.add(serial)
+        pos = end
+    if open_streams:
+        raise AudioError(f"audio {name} is truncated: its Ogg stream ends without an end-of-stream page")
+
+
+def check_container_length(source: Union[str, bytes], name: str) -> None:
+    """Refuses WAV and Ogg data shorter than their headers say (FLAC is checked by its decoder)."""
+    f: BinaryIO = open(source, "rb") if isinstance(source, str) else io.BytesIO(source)
+    with f:
+        magic = f.read(12)
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        if magic[:4] == b"RIFF" and magic[8:12] == b"WAVE":
+            _check_wav_length(f, size, name)
+        elif magic[:4] == b"OggS":
+            _check_ogg_length(f, size, name)
+
+
+def _flac_without_samples(source: Union[str, bytes]) -> bool:
+    """True for a FLAC stream whose STREAMINFO block (always the first) declares 0 samples."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            head = f.read(42)
+    else:
+        head = source[:42]
+    if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return False
+    return int.from_bytes(head[18:26], "big") & 0xFFFFFFFFF == 0  # 36-bit total samples at STREAMINFO byte 10
+
+
 def _decode(source: Union[str, bytes], name: str) -> Tuple[np.ndarray, int]:
     """Decodes a file path or encoded bytes to float32 samples [T] (mono) and the sample rate."""
     import soundfile as sf
 
     if isinstance(source, str) and not os.path.isfile(source):
         raise AudioError(f"audio file {name} does not exist")
+    check_container_length(source, name)
     try:
         with sf.SoundFile(source if isinstance(source, str) else io.BytesIO(source)) as f:
             expected = f.frames
             sr = f.samplerate
             data = f.read(dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as exc:
+        if _flac_without_samples(source):  # libsndfile calls that "Format not recognised"
+            raise AudioError(f"audio {name} holds no samples (FLAC header without audio frames)") from exc
         raise AudioError(f"audio {name} is unreadable: {exc}") from exc
     if expected > 0 and data.shape[0] < expected:
         raise AudioError(f"audio {name} is truncated: read {data.shape[0]} of {expected} samples")

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, load_audio, write_audio
+from llmasr.data.corpus import utterance_file_name
 
 
 def parquet_files(local_dir: str, folder: Optional[str], prefix: Optional[str]) -> List[str]:
@@ -59,7 +60,11 @@ def iter_hub_rows(name: str, config: Optional[str], split: str, audio_column: st
 
 
 def audio_source(value: Any, *, row_file: str, utt_id: str) -> Union[bytes, str]:
-    """Encoded bytes or a file path from an audio cell (HF ``{"bytes", "path"}`` dict or bytes)."""
+    """Encoded bytes or a file path from an audio cell (HF ``{"bytes", "path"}`` dict or bytes).
+
+    A cell without bytes may name a file only relative to its parquet file's folder and inside it: a dataset
+    must not make the job read other local files (``{"path": "/etc/passwd"}``) into a corpus.
+    """
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):
@@ -67,16 +72,22 @@ def audio_source(value: Any, *, row_file: str, utt_id: str) -> Union[bytes, str]
             return bytes(value["bytes"])
         path = value.get("path")
         if path:
-            if not os.path.isabs(path):
-                path = os.path.join(os.path.dirname(row_file), path)
-            return path
+            folder = os.path.dirname(os.path.abspath(row_file))
+            if not os.path.isfile(row_file) or os.path.isabs(path):
+                raise ValueError(f"{row_file}: utterance {utt_id!r} has no audio bytes, only the path {path!r}; "
+                                 f"only a path relative to the parquet file's folder is read")
+            full = os.path.join(folder, path)
+            real, real_folder = os.path.realpath(full), os.path.realpath(folder)
+            if not real.startswith(real_folder + os.sep):
+                raise ValueError(f"{row_file}: utterance {utt_id!r}: audio path {path!r} leads out of {folder}")
+            return full
     raise ValueError(f"{row_file}: utterance {utt_id!r} has no audio (got {type(value).__name__})")
 
 
 def audio_file_name(utt_id: str, fmt: AudioFormat) -> str:
-    """``<2 hex digits>/<id>.<ext>``: spreads millions of files over 256 folders; '/' in ids becomes '_'."""
+    """``<2 hex digits>/<escaped id>.<ext>``: spreads millions of files over 256 folders, one file per id."""
     shard = hashlib.md5(utt_id.encode("utf-8")).hexdigest()[:2]
-    return os.path.join(shard, utt_id.replace("/", "_").replace(os.sep, "_") + fmt.extension)
+    return os.path.join(shard, utterance_file_name(utt_id, fmt.extension))
 
 
 EncodeArgs = Tuple[str, Union[bytes, str], str, str, AudioFormat, SampleRatePolicy]  # id, audio, where, out, fmt, policy

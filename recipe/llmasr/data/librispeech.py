@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 from sisyphus import Task, tk
 
 from llmasr.data.audio import SampleRatePolicy, check_transcript, map_parallel, prepare_audio_file, task_workers
-from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.data.corpus import CorpusEntry, utterance_file_name, validate_utterance_id, write_corpus
 from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.resources import ResourceJob
 
@@ -132,6 +132,9 @@ def read_librispeech_subset(subset_dir: str) -> List[CorpusEntry]:
             where = f"{trans}:{lineno}"
             line = check_transcript(raw, where=where)
             utt_id, _, text = line.partition(" ")
+            validate_utterance_id(utt_id, where)
+            if os.sep in utt_id or utt_id in (".", ".."):  # ids name files in the chapter folder
+                raise ValueError(f"{where}: utterance id {utt_id!r} is not a file name in {chapter_dir}")
             text = check_transcript(text, where=f"{where} (utterance {utt_id})")
             if utt_id in seen:
                 raise ValueError(f"{where}: duplicate utterance id {utt_id!r} (first in {seen[utt_id]})")
@@ -184,7 +187,8 @@ class LibriSpeechCorpusJob(ParallelCorpusJob):
         entries = read_librispeech_subset(subset_dir)
         audio_dir = self.out_audio_dir.get_path()
         os.makedirs(audio_dir, exist_ok=True)
-        jobs = [(e.audio, os.path.join(audio_dir, e.id + ".flac"), self.sample_rate_policy) for e in entries]
+        jobs = [(e.audio, os.path.join(audio_dir, utterance_file_name(e.id, ".flac")), self.sample_rate_policy)
+                for e in entries]
         results = map_parallel(prepare_audio_file, jobs, workers=task_workers(self.run_threads()))
         for e, (path, duration) in zip(entries, results):
             e.audio = os.path.abspath(path)

@@ -17,7 +17,7 @@ from typing import Dict, Optional, Sequence
 from sisyphus import Task, tk
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, check_transcript, task_workers
-from llmasr.data.corpus import CorpusEntry, iter_corpus, write_corpus
+from llmasr.data.corpus import CorpusEntry, iter_corpus, validate_utterance_id, write_corpus
 from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.data.hf_audio import audio_file_name, audio_source, encode_all, iter_hub_rows, iter_local_rows, parquet_files
 from llmasr.resources import ResourceJob
@@ -103,13 +103,15 @@ class LoquaciousCorpusJob(ParallelCorpusJob):
         pattern = re.compile(self.source_pattern)
 
         def items():
+            seen: Dict[str, str] = {}
             for i, row in enumerate(self._rows()):
                 if self.max_utterances is not None and i >= self.max_utterances:
                     return
                 where = row["_file"]
-                utt_id = row["ID"]
-                if not utt_id:
-                    raise ValueError(f"{where}: row with empty ID")
+                utt_id = validate_utterance_id(row["ID"], f"{where} row {i}")
+                if utt_id in seen:
+                    raise ValueError(f"{where} row {i}: duplicate utterance id {utt_id!r} (first in {seen[utt_id]})")
+                seen[utt_id] = f"{where} row {i}"
                 text = check_transcript(row["text"], where=f"{where} utterance {utt_id!r}")
                 if self.normalize_text:
                     text = check_transcript(normalize_for_training(text), where=f"{where} utterance {utt_id!r}")

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from sisyphus import tk
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, check_transcript, task_workers
-from llmasr.data.corpus import CorpusEntry, write_corpus
+from llmasr.data.corpus import CorpusEntry, validate_utterance_id, write_corpus
 from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.data.hf_audio import audio_file_name, audio_source, encode_all, iter_hub_rows, iter_local_rows, parquet_files
 from llmasr.text.normalize import normalize_for_scoring
@@ -95,11 +95,15 @@ class OpenAsrTestSetJob(ParallelCorpusJob):
         dropped = [0]
 
         def items():
+            seen: Dict[str, str] = {}
             for i, row in enumerate(rows):
                 if self.max_utterances is not None and i >= self.max_utterances:
                     return
                 where = row["_file"]
-                utt_id = str(row.get("id") or f"{self.test_set}-{i:06d}")
+                utt_id = validate_utterance_id(str(row.get("id") or f"{self.test_set}-{i:06d}"), f"{where} row {i}")
+                if utt_id in seen:
+                    raise ValueError(f"{where} row {i}: duplicate utterance id {utt_id!r} (first in {seen[utt_id]})")
+                seen[utt_id] = f"{where} row {i}"
                 col = text_col or next((c for c in TEXT_COLUMNS if c in row), None)
                 if col is None:
                     raise ValueError(f"{where}: utterance {utt_id!r} has no transcription column")

@@ -14,7 +14,7 @@ from typing import Optional
 from sisyphus import Task, tk
 
 from llmasr.data.audio import AudioFormat, check_audio_file, load_audio, write_audio
-from llmasr.data.corpus import iter_corpus
+from llmasr.data.corpus import iter_corpus, utterance_file_name
 from llmasr.resources import ResourceJob
 
 
@@ -34,14 +34,13 @@ def pack_ogg_zip(corpus_path: str, zip_path: str, *, audio_format: Optional[Audi
             seen.add(e.id)
             if not e.text.strip():
                 raise ValueError(f"{corpus_path}: empty transcription for utterance {e.id!r}")
-            safe = e.id.replace("/", "_")
             if audio_format is None:
                 if not os.path.isfile(e.audio):
                     raise FileNotFoundError(f"{corpus_path}: audio file {e.audio} of utterance {e.id!r} is missing")
-                member = safe + os.path.splitext(e.audio)[1]
+                member = utterance_file_name(e.id, os.path.splitext(e.audio)[1])
                 zf.write(e.audio, f"{name}/{member}")
             else:
-                member = safe + audio_format.extension
+                member = utterance_file_name(e.id, audio_format.extension)
                 scratch = zip_path + ".scratch" + audio_format.extension
                 write_audio(load_audio(e.audio), scratch, fmt=audio_format)
                 zf.write(scratch, f"{name}/{member}")

@@ -404,6 +404,8 @@ class PretrainLLMJob(ResourceJob):
 class FineTuneLLMJob(PretrainLLMJob):
     """Fine-tunes an LLM on training transcriptions: own or AM units, all weights or LoRA."""
 
+    __sis_hash_exclude__ = {"use_rslora": False}
+
     def __init__(self, llm: Union[tk.Path, str], text: tk.Path, *, units: FineTuneUnits = FineTuneUnits.LLM,
                  am_spm_model: Optional[tk.Path] = None, lowercase: bool = False,
                  method: FineTuneMethod = FineTuneMethod.FULL, lora_rank: int = 8, lora_alpha: float = 16.0,
@@ -411,7 +413,7 @@ class FineTuneLLMJob(PretrainLLMJob):
                  lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                  dev_text: Optional[tk.Path] = None,
                  train_config: TrainConfig = TrainConfig(epochs=2, learning_rate=5e-4),
-                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu",
+                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu", use_rslora: bool = False,
                  checkpoint_every: int = 1000):
         """
         :param llm: pre-trained model dir or hub name
@@ -422,6 +424,7 @@ class FineTuneLLMJob(PretrainLLMJob):
         :param method: FULL or LORA (adapters merged into the saved model)
         :param lora_rank: LoRA rank; :param lora_alpha: LoRA alpha; :param lora_dropout: LoRA dropout
         :param lora_target_modules: linear layers that get adapters
+        :param use_rslora: rank-stabilised LoRA scaling alpha / sqrt(r) (the set-up of :mod:`llmasr.models.lora`)
         :param dev_text: optional held-out text for a per-epoch dev loss
         :param train_config: optimisation settings
         :param max_sentences: use only the first N sentences
@@ -444,6 +447,7 @@ class FineTuneLLMJob(PretrainLLMJob):
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
         self.lora_target_modules = tuple(lora_target_modules)
+        self.use_rslora = use_rslora
 
     def _prepare(self):
         from llmasr.models.llm import LLMTokenizer, load_llm, load_llm_tokenizer, swap_vocabulary
@@ -456,10 +460,12 @@ class FineTuneLLMJob(PretrainLLMJob):
             swap_vocabulary(model, tok, am_tok)
             tok = am_tok
         if self.method == FineTuneMethod.LORA:
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            lcfg = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                              target_modules=list(self.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+            from llmasr.models.lora import lora_config
+
+            lcfg = lora_config(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                               targets=self.lora_target_modules, use_rslora=self.use_rslora, causal_lm=True)
             model = get_peft_model(model, lcfg)
             if self.units == FineTuneUnits.AM:  # the new input/output matrices must learn too
                 for p in model.get_input_embeddings().parameters():

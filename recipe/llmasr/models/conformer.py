@@ -8,6 +8,7 @@ and on optional intermediate layers (aux losses). AED: encoder + Transformer dec
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -20,11 +21,15 @@ from torch.nn import functional as F
 from i6_models.assemblies.conformer import ConformerBlockV2Config, ConformerEncoderV2, ConformerEncoderV2Config
 from i6_models.config import ModuleFactoryV1
 from i6_models.parts.conformer import (
+    ConformerConvolutionV1,
     ConformerConvolutionV1Config,
+    ConformerMHSAV1,
     ConformerMHSAV1Config,
     ConformerPositionwiseFeedForwardV1Config,
 )
 from i6_models.parts.conformer.norm import LayerNormNC
+from i6_models.parts.frontend.common import mask_pool
+from i6_models.parts.frontend.generic_frontend import FrontendLayerType, GenericFrontendV1, GenericFrontendV1Config
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
 
@@ -65,11 +70,33 @@ class SpecAugmentConfig:
     start_step: int = 0  # training steps without masking first (CTC learns its alignments faster on clean input)
 
 
+class FeedForwardActivation(enum.Enum):
+    """Activation inside the Conformer feed-forward modules."""
+
+    SILU = "silu"
+    RELU_SQUARED = "relu_squared"  # relu(x)^2, as in the paper's AM
+
+
+class FrontendType(enum.Enum):
+    """Convolutional front end before the Conformer blocks (both downsample time 6x)."""
+
+    VGG = "vgg"  # i6_models VGG4LayerActFrontendV1: 4 convs, two max-pooling layers over time and frequency
+    # RETURNN's ConformerConvSubsample layout (i6_models GenericFrontendV1): conv 3x3 (32 ch) -> ReLU -> pool 1x2
+    # over frequency -> conv 3x3 stride 3 over time (64 ch) -> ReLU -> conv 3x3 stride 2 over time (64 ch) -> ReLU
+    CONV_SUBSAMPLE = "conv_subsample"
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """ReLU followed by squaring (the "relu^2" feed-forward activation)."""
+    return torch.square(F.relu(x))
+
+
 @dataclass
 class ConformerEncoderConfig(HashDefaults):
     """Sizes of the Conformer encoder (the paper's: 16 layers x 1024)."""
 
-    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": ()}
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": (), "ff_activation": FeedForwardActivation.SILU,
+                                                "frontend": FrontendType.VGG, "frontend_conv_channels": (32, 64, 64)}
 
     num_layers: int = 12
     dim: int = 512
@@ -85,6 +112,13 @@ class ConformerEncoderConfig(HashDefaults):
     # training only: each batch is resampled by a factor drawn from these (Kaldi-style speed perturbation:
     # tempo and pitch change together); () leaves the audio as it is
     speed_perturbation: Tuple[float, ...] = ()
+    ff_activation: FeedForwardActivation = FeedForwardActivation.SILU
+    frontend: FrontendType = FrontendType.VGG  # CONV_SUBSAMPLE uses downsampling as its two time strides
+    frontend_conv_channels: Tuple[int, int, int] = (32, 64, 64)  # CONV_SUBSAMPLE: channels of its three convs
+
+    def __post_init__(self):
+        self.ff_activation = FeedForwardActivation(self.ff_activation)  # plain values from a JSON model config
+        self.frontend = FrontendType(self.frontend)
 
 
 @dataclass
@@ -101,9 +135,27 @@ class CtcModelConfig:
     ctc_scale: float = 1.0
 
 
+class DecoderNorm(enum.Enum):
+    """Normalisation of the AED decoder's pre-norm blocks."""
+
+    LAYER_NORM = "layer_norm"
+    RMS_NORM = "rms_norm"
+
+
+class DecoderPositions(enum.Enum):
+    """How the AED decoder sees label positions."""
+
+    SINUSOIDAL = "sinusoidal"  # added to the label embeddings
+    ROPE = "rope"  # rotary embeddings on the self-attention queries and keys
+
+
 @dataclass
-class TransformerDecoderConfig:
-    """Pre-LN Transformer decoder with self-attention, cross-attention over the encoder, and a feed-forward block."""
+class TransformerDecoderConfig(HashDefaults):
+    """Pre-norm Transformer decoder with self-attention, cross-attention over the encoder, and a feed-forward block
+    (the paper's: RMSNorm, gated feed-forward, RoPE; the defaults are the classic LayerNorm / ReLU / sinusoidal)."""
+
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"norm": DecoderNorm.LAYER_NORM, "gated_ff": False,
+                                                "positions": DecoderPositions.SINUSOIDAL}
 
     num_layers: int = 6
     dim: int = 512
@@ -111,6 +163,13 @@ class TransformerDecoderConfig:
     ff_dim: int = 2048
     dropout: float = 0.1
     att_dropout: float = 0.1
+    norm: DecoderNorm = DecoderNorm.LAYER_NORM
+    gated_ff: bool = False  # SiLU-gated feed-forward (SwiGLU) instead of Linear -> ReLU -> Linear
+    positions: DecoderPositions = DecoderPositions.SINUSOIDAL
+
+    def __post_init__(self):
+        self.norm = DecoderNorm(self.norm)
+        self.positions = DecoderPositions(self.positions)
 
 
 @dataclass
@@ -134,9 +193,20 @@ class AedModelConfig:
 ModelConfig = Union[CtcModelConfig, AedModelConfig]
 
 
+def _plain_values(value: Any) -> Any:
+    """Enums by their values, recursively (JSON and RETURNN config literals)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_values(v) for v in value)
+    return value
+
+
 def model_config_to_dict(cfg: ModelConfig) -> Dict[str, Any]:
     """Plain dict (JSON-able) of a model config, with its type under ``"model_type"``."""
-    d = dataclasses.asdict(cfg)
+    d = _plain_values(dataclasses.asdict(cfg))
     d["model_type"] = "aed" if isinstance(cfg, AedModelConfig) else "ctc"
     return d
 
@@ -176,21 +246,29 @@ def tiny_encoder_config(**kwargs) -> ConformerEncoderConfig:
     return ConformerEncoderConfig(**opts)
 
 
+def paper_encoder_config(num_layers: int = 16) -> ConformerEncoderConfig:
+    """The paper's Conformer encoder: ``num_layers`` x 1024, 8 heads, FF 4096 with relu^2, 6x time downsampling by
+    the ConformerConvSubsample-style front end (32/64/64 channels) on 80 log-mel features."""
+    return ConformerEncoderConfig(num_layers=num_layers, dim=1024, num_heads=8, ff_dim=4096, frontend_channels=64,
+                                  ff_activation=FeedForwardActivation.RELU_SQUARED,
+                                  frontend=FrontendType.CONV_SUBSAMPLE, frontend_conv_channels=(32, 64, 64))
+
+
 def paper_aed_config(vocab_size: int = 10240) -> AedModelConfig:
-    """The paper's AED: 16 x 1024 Conformer encoder, 6-layer Transformer decoder, aux CTC, unigram 10k units."""
+    """The paper's AED: 16 x 1024 Conformer encoder, 6 x 1024 decoder (RMSNorm, gated FF of 2816 = 1024 * 4 * 2/3
+    rounded up to 256, RoPE), aux CTC at layers 4, 10 and 16, label smoothing 0.1, unigram 10k units."""
     return AedModelConfig(
-        encoder=ConformerEncoderConfig(num_layers=16, dim=1024, num_heads=16, ff_dim=4096, frontend_channels=64),
-        decoder=TransformerDecoderConfig(num_layers=6, dim=1024, num_heads=16, ff_dim=4096),
-        vocab_size=vocab_size, aux_ctc_layers=(8, 16), aux_ctc_scales=(0.3, 1.0),
+        encoder=paper_encoder_config(16),
+        decoder=TransformerDecoderConfig(num_layers=6, dim=1024, num_heads=8, ff_dim=2816, norm=DecoderNorm.RMS_NORM,
+                                         gated_ff=True, positions=DecoderPositions.ROPE),
+        vocab_size=vocab_size, label_smoothing=0.1, aux_ctc_layers=(4, 10, 16), aux_ctc_scales=(0.3, 0.3, 1.0),
     )
 
 
 def paper_ctc_config(vocab_size: int = 10240) -> CtcModelConfig:
-    """The paper's CTC AM: 16 x 1024 Conformer encoder with aux CTC losses at layers 4 and 8."""
-    return CtcModelConfig(
-        encoder=ConformerEncoderConfig(num_layers=16, dim=1024, num_heads=16, ff_dim=4096, frontend_channels=64),
-        vocab_size=vocab_size, aux_ctc_layers=(4, 8), aux_ctc_scales=(0.3, 0.3),
-    )
+    """The paper's CTC AM: the 16 x 1024 encoder with the CTC output on layer 16 and aux CTC at layers 4 and 10."""
+    return CtcModelConfig(encoder=paper_encoder_config(16), vocab_size=vocab_size, aux_ctc_layers=(4, 10),
+                          aux_ctc_scales=(0.3, 0.3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,6 +320,26 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: Optional[int] = None) -> tor
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def frontend_factory(cfg: ConformerEncoderConfig) -> ModuleFactoryV1:
+    """The i6_models front end of ``cfg.frontend``; both reduce time by ``cfg.downsampling[0] * [1]``."""
+    p1, p2 = cfg.downsampling
+    if cfg.frontend == FrontendType.CONV_SUBSAMPLE:
+        c1, c2, c3 = cfg.frontend_conv_channels
+        conv, act, pool = FrontendLayerType.Conv2d, FrontendLayerType.Activation, FrontendLayerType.Pool2d
+        return ModuleFactoryV1(GenericFrontendV1, GenericFrontendV1Config(
+            in_features=cfg.logmel.num_filters, layer_ordering=[conv, act, pool, conv, act, conv, act],
+            conv_kernel_sizes=[(3, 3)] * 3, conv_strides=[(1, 1), (p1, 1), (p2, 1)], conv_paddings=None,
+            conv_out_dims=[c1, c2, c3], pool_kernel_sizes=[(1, 2)], pool_strides=[(1, 2)], pool_paddings=[(0, 0)],
+            activations=[nn.ReLU(), nn.ReLU(), nn.ReLU()], out_features=cfg.dim))
+    return ModuleFactoryV1(VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config(
+        in_features=cfg.logmel.num_filters, conv1_channels=cfg.frontend_channels,
+        conv2_channels=cfg.frontend_channels, conv3_channels=cfg.frontend_channels,
+        conv4_channels=cfg.frontend_channels, conv_kernel_size=(3, 3), conv_padding=None,
+        pool1_kernel_size=(p1, 2), pool1_stride=(p1, 2), pool1_padding=None,
+        pool2_kernel_size=(p2, 2), pool2_stride=(p2, 2), pool2_padding=None,
+        activation=nn.functional.silu, out_features=cfg.dim))
+
+
 class ConformerEncoder(nn.Module):
     """Raw audio -> Conformer encoder frames (6x downsampled log-mel frames), built from i6_models blocks."""
 
@@ -250,17 +348,11 @@ class ConformerEncoder(nn.Module):
         self.cfg = cfg
         self.features = LogMelFeatures(cfg.logmel)
         p1, p2 = cfg.downsampling
-        frontend = VGG4LayerActFrontendV1Config(
-            in_features=cfg.logmel.num_filters, conv1_channels=cfg.frontend_channels,
-            conv2_channels=cfg.frontend_channels, conv3_channels=cfg.frontend_channels,
-            conv4_channels=cfg.frontend_channels, conv_kernel_size=(3, 3), conv_padding=None,
-            pool1_kernel_size=(p1, 2), pool1_stride=(p1, 2), pool1_padding=None,
-            pool2_kernel_size=(p2, 2), pool2_stride=(p2, 2), pool2_padding=None,
-            activation=nn.functional.silu, out_features=cfg.dim,
-        )
+        ff_activation = {FeedForwardActivation.SILU: nn.functional.silu,
+                         FeedForwardActivation.RELU_SQUARED: relu_squared}[cfg.ff_activation]
         block = ConformerBlockV2Config(
             ff_cfg=ConformerPositionwiseFeedForwardV1Config(input_dim=cfg.dim, hidden_dim=cfg.ff_dim,
-                                                           dropout=cfg.dropout),
+                                                           dropout=cfg.dropout, activation=ff_activation),
             mhsa_cfg=ConformerMHSAV1Config(input_dim=cfg.dim, num_att_heads=cfg.num_heads,
                                            att_weights_dropout=cfg.att_dropout, dropout=cfg.dropout),
             conv_cfg=ConformerConvolutionV1Config(channels=cfg.dim, kernel_size=cfg.conv_kernel_size,
@@ -270,8 +362,7 @@ class ConformerEncoder(nn.Module):
         with warnings.catch_warnings():  # typeguard cannot resolve i6_models' string annotations; harmless
             warnings.simplefilter("ignore")
             self.conformer = ConformerEncoderV2(ConformerEncoderV2Config(
-                num_layers=cfg.num_layers, frontend=ModuleFactoryV1(VGG4LayerActFrontendV1, frontend),
-                block_cfg=block))
+                num_layers=cfg.num_layers, frontend=frontend_factory(cfg), block_cfg=block))
         self.downsampling = p1 * p2
         self.train_step: Optional[int] = None  # set by the training loop for SpecAugment's start_step
 
@@ -302,10 +393,91 @@ class ConformerEncoder(nn.Module):
         if pad:
             feats = F.pad(feats, (0, 0, 0, pad))
         mask = lengths_to_mask(feat_lens, feats.shape[1])
-        feats = feats.masked_fill(~mask[:, :, None], 0.0)
-        # note: i6_models' convolution modules do not mask, so batch padding reaches the last valid frames
-        outs, out_mask = self.conformer(feats, mask, return_layers=return_layers)
-        return outs, out_mask.sum(dim=1)
+        last = len(self.conformer.module_list) - 1
+        return_layers = [last] if return_layers is None else list(return_layers)
+        if not all(0 <= i <= last for i in return_layers):
+            raise ValueError(f"return_layers {return_layers} outside the encoder's layers 0..{last}")
+        if isinstance(self.conformer.frontend, GenericFrontendV1):
+            x, mask = masked_generic_frontend(self.conformer.frontend, feats, mask)
+        else:
+            x, mask = masked_vgg_frontend(self.conformer.frontend, feats, mask)
+        outs = []
+        for i in range(max(return_layers) + 1):
+            x = masked_conformer_block(self.conformer.module_list[i], x, mask)
+            if i in return_layers:
+                outs.append(x)
+        return [outs[sorted(return_layers).index(i)] for i in return_layers], mask.sum(dim=1)
+
+
+# Batch padding must not reach an utterance's frames: i6_models' convolutions (VGG frontend, Conformer convolution
+# module) do not mask, so the two forwards below are theirs with padded frames zeroed before every convolution and
+# pooling; an utterance then gets the same encoder output alone and in any padded batch.
+
+
+def _zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, T, ...] with the frames outside ``mask`` [B, T] set to 0."""
+    shape = [mask.shape[0], mask.shape[1]] + [1] * (x.dim() - 2)
+    return x * mask.reshape(shape).to(x.dtype)
+
+
+def masked_vgg_frontend(frontend: VGG4LayerActFrontendV1, feats: torch.Tensor, mask: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``VGG4LayerActFrontendV1`` on features [B, T, F] with mask [B, T] -> ([B, T', D], mask [B, T'])."""
+    fe = frontend
+
+    def channels(x, m):  # [B, C, T, F]: zero on the time axis (dim 2)
+        return x * m[:, None, :, None].to(x.dtype)
+
+    def pooled(m, layer):
+        return mask_pool(m, kernel_size=layer.kernel_size[0], stride=layer.stride[0], padding=layer.padding[0])
+
+    x = feats[:, None, :, :]
+    for conv in (fe.conv1, fe.conv2):
+        x = conv(channels(x, mask))
+        mask = pooled(mask, conv)
+    x = fe.pool1(channels(fe.activation(x), mask))
+    mask = pooled(mask, fe.pool1)
+    for conv in (fe.conv3, fe.conv4):
+        x = conv(channels(x, mask))
+        mask = pooled(mask, conv)
+    x = fe.pool2(channels(fe.activation(x), mask))
+    mask = pooled(mask, fe.pool2)
+    x = torch.flatten(x.transpose(1, 2), start_dim=2)  # [B, T', C * F']
+    return fe.linear(x), mask
+
+
+def masked_generic_frontend(frontend: GenericFrontendV1, feats: torch.Tensor, mask: torch.Tensor
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``GenericFrontendV1`` (the conv-subsampling front end) on features [B, T, F] with mask [B, T], padded frames
+    zeroed before every convolution and pooling -> ([B, T', D], mask [B, T'])."""
+    x = feats[:, None, :, :]  # [B, 1, T, F]
+    for layer in frontend.frontend_layers:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            x = layer(x * mask[:, None, :, None].to(x.dtype))
+            kernel, stride, padding = (layer.kernel_size, layer.stride, layer.padding)
+            first = (lambda v: v[0] if isinstance(v, (tuple, list)) else v)
+            mask = mask_pool(mask, kernel_size=first(kernel), stride=first(stride), padding=first(padding))
+        else:
+            x = layer(x)
+    x = torch.flatten(x.transpose(1, 2), start_dim=2)  # [B, T', C * F']
+    return frontend.linear(x), mask
+
+
+def masked_conformer_block(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``ConformerBlockV2`` on [B, T, D] with the convolution module's depthwise convolution masked."""
+    for scale, module in zip(block.scales, block.module_list):
+        if isinstance(module, ConformerMHSAV1):
+            y = module(x, mask)
+        elif isinstance(module, ConformerConvolutionV1):
+            y = module.layer_norm(x)
+            y = F.glu(module.pointwise_conv1(y), dim=-1)
+            y = module.depthwise_conv(_zero_padding(y, mask).transpose(1, 2))
+            y = module.activation(module.norm(y).transpose(1, 2))
+            y = module.dropout(module.pointwise_conv2(y))
+        else:
+            y = module(x)
+        x = scale * y + x
+    return block.final_layer_norm(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,21 +557,55 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return enc
 
 
+def rotate_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (RoPE, half-split layout) of ``x`` [B, H, L, Dh] at ``positions`` [B, L]."""
+    half = x.shape[-1] // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    ang = positions.float()[:, None, :, None] * freqs  # [B, 1, L, Dh/2]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half: 2 * half]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., 2 * half:]], dim=-1)
+
+
+def decoder_norm(cfg: TransformerDecoderConfig) -> nn.Module:
+    """The pre-norm of a decoder block (LayerNorm or RMSNorm)."""
+    return nn.RMSNorm(cfg.dim) if cfg.norm == DecoderNorm.RMS_NORM else nn.LayerNorm(cfg.dim)
+
+
+class GatedFeedForward(nn.Module):
+    """SiLU-gated feed-forward block (SwiGLU): ``W_out(silu(W_gate x) * W_in x)``."""
+
+    def __init__(self, dim: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.gate = nn.Linear(dim, ff_dim)
+        self.inner = nn.Linear(dim, ff_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(ff_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(F.silu(self.gate(x)) * self.inner(x)))
+
+
 class _DecoderLayer(nn.Module):
     def __init__(self, cfg: TransformerDecoderConfig, enc_dim: int):
         super().__init__()
         d, self.h = cfg.dim, cfg.num_heads
         if d % self.h:
             raise ValueError(f"TransformerDecoderConfig: dim={d} not divisible by num_heads={self.h}")
-        self.self_ln = nn.LayerNorm(d)
+        self.rope = cfg.positions == DecoderPositions.ROPE
+        self.self_ln = decoder_norm(cfg)
         self.self_qkv = nn.Linear(d, 3 * d)
         self.self_out = nn.Linear(d, d)
-        self.cross_ln = nn.LayerNorm(d)
+        self.cross_ln = decoder_norm(cfg)
         self.cross_q = nn.Linear(d, d)
         self.cross_kv = nn.Linear(enc_dim, 2 * d)
         self.cross_out = nn.Linear(d, d)
-        self.ff_ln = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, cfg.ff_dim), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_dim, d))
+        self.ff_ln = decoder_norm(cfg)
+        if cfg.gated_ff:
+            self.ff = GatedFeedForward(d, cfg.ff_dim, cfg.dropout)
+        else:
+            self.ff = nn.Sequential(nn.Linear(d, cfg.ff_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                    nn.Linear(cfg.ff_dim, d))
         self.dropout = nn.Dropout(cfg.dropout)
         self.att_dropout = cfg.att_dropout
 
@@ -415,9 +621,10 @@ class _DecoderLayer(nn.Module):
         k, v = self.cross_kv(enc).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
-    def forward(self, x, cross_kv, cross_mask, self_cache=None, causal=True):
+    def forward(self, x, cross_kv, cross_mask, self_cache=None, causal=True, positions=None):
         """
         :param x: [B, L, D] (L new positions)
+        :param positions: [B, L] label positions of ``x`` (RoPE only)
         :param cross_kv: encoder keys/values [B, H, T, D/H] each
         :param cross_mask: [B, 1, 1, T] bool, True where attending is allowed
         :param self_cache: (k, v) of previous positions [B, H, l, D/H] or None
@@ -425,6 +632,8 @@ class _DecoderLayer(nn.Module):
         """
         drop = self.att_dropout if self.training else 0.0
         q, k, v = [self._heads(t) for t in self.self_qkv(self.self_ln(x)).chunk(3, dim=-1)]
+        if self.rope:  # cached keys are stored rotated, so a step only rotates its new position
+            q, k = rotate_positions(q, positions), rotate_positions(k, positions)
         if self_cache is not None:
             k = torch.cat([self_cache[0], k], dim=2)
             v = torch.cat([self_cache[1], v], dim=2)
@@ -442,21 +651,28 @@ class _DecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """Label embedding + sinusoidal positions -> pre-LN decoder layers -> output softmax over the units."""
+    """Label embedding (+ sinusoidal positions, or RoPE in the self-attention) -> pre-norm decoder layers -> output
+    softmax over the units."""
 
     def __init__(self, cfg: TransformerDecoderConfig, enc_dim: int, vocab_size: int):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.dim)
         self.layers = nn.ModuleList([_DecoderLayer(cfg, enc_dim) for _ in range(cfg.num_layers)])
-        self.final_ln = nn.LayerNorm(cfg.dim)
+        self.final_ln = decoder_norm(cfg)
         self.output = nn.Linear(cfg.dim, vocab_size)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def _embed(self, labels: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
-        pos = torch.arange(labels.shape[1], device=labels.device)[None, :] + (
+    @staticmethod
+    def _positions(labels: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+        """[B, L] positions of ``labels`` [B, L] starting at ``start`` (int or [B])."""
+        return torch.arange(labels.shape[1], device=labels.device)[None, :] + (
             start[:, None] if torch.is_tensor(start) else start)
-        x = self.embedding(labels) * math.sqrt(self.cfg.dim) + sinusoidal_positions(pos, self.cfg.dim)
+
+    def _embed(self, labels: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+        x = self.embedding(labels) * math.sqrt(self.cfg.dim)
+        if self.cfg.positions == DecoderPositions.SINUSOIDAL:
+            x = x + sinusoidal_positions(self._positions(labels, start), self.cfg.dim)
         return self.dropout(x)
 
     def encoder_state(self, enc: torch.Tensor, enc_lengths: torch.Tensor):
@@ -469,16 +685,18 @@ class TransformerDecoder(nn.Module):
         """Full (teacher-forced) forward: ``labels`` [B, L] (BOS first) -> logits [B, L, V]."""
         kvs, mask = self.encoder_state(enc, enc_lengths)
         x = self._embed(labels, 0)
+        pos = self._positions(labels, 0).expand(labels.shape[0], -1)
         for layer, kv in zip(self.layers, kvs):
-            x, _ = layer(x, kv, mask)
+            x, _ = layer(x, kv, mask, positions=pos)
         return self.output(self.final_ln(x))
 
     def step(self, labels: torch.Tensor, state: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, Any]]:
         """One cached step: ``labels`` [N] -> logits [N, V]; ``state`` from :meth:`initial_step_state`."""
         x = self._embed(labels[:, None], state["pos"])
+        pos = state["pos"][:, None]
         caches = []
         for layer, kv, cache in zip(self.layers, state["cross_kv"], state["self_kv"]):
-            x, new_cache = layer(x, kv, state["cross_mask"], self_cache=cache)
+            x, new_cache = layer(x, kv, state["cross_mask"], self_cache=cache, positions=pos)
             caches.append(new_cache)
         logits = self.output(self.final_ln(x))[:, 0]
         return logits, dict(state, self_kv=caches, pos=state["pos"] + 1)
@@ -542,6 +760,20 @@ class ConformerAedModel(nn.Module):
     def compute_losses(self, audio, audio_lengths, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         """Summed losses by name with scales: label-smoothed CE (over labels + EOS) and the aux CTC losses."""
         enc, lengths, ctc = self.encode(audio, audio_lengths, with_ctc=True)
+        return self._losses(enc, lengths, ctc, targets, target_lengths)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                                   target_lengths: torch.Tensor) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored outputs of the (frozen) encoder's last layer [B, T, D]: trains the decoder
+        and the aux CTC layer of the last encoder layer; other aux CTC layers have no input here."""
+        n = self.cfg.encoder.num_layers
+        if any(la != n for la in self.cfg.aux_ctc_layers):
+            raise ValueError(f"AedModelConfig.aux_ctc_layers={self.cfg.aux_ctc_layers}: training on stored encoder "
+                             f"outputs (last layer, {n}) allows an aux CTC only on layer {n}")
+        ctc = {la: self.aux_outputs[str(la)](frames) for la in self.cfg.aux_ctc_layers}
+        return self._losses(frames, lengths, ctc, targets, target_lengths)
+
+    def _losses(self, enc, lengths, ctc, targets, target_lengths) -> Dict[str, Tuple[torch.Tensor, float]]:
         b = targets.shape[0]
         bos = torch.full((b, 1), self.cfg.bos_idx, dtype=targets.dtype, device=targets.device)
         dec_in = torch.cat([bos, targets], dim=1)

@@ -19,14 +19,16 @@ import dataclasses
 import enum
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmasr.hash_defaults import HashDefaults
 from llmasr.models.adapter import FrameStackAdapter
 from llmasr.models.checkpoint import read_state_dict
+from llmasr.models.lora import lora_config
 
 if TYPE_CHECKING:
     from llmasr.models.llm import LLMTokenizer
@@ -50,7 +52,7 @@ class LLMTraining(enum.Enum):
 
 
 @dataclasses.dataclass
-class SpeechLLMConfig:
+class SpeechLLMConfig(HashDefaults):
     """Options of :class:`SpeechLLM`; the encoder and LLM modules are passed separately.
 
     :param encoder_dim: encoder output dimension (filled in by :func:`build_speech_llm`)
@@ -59,6 +61,9 @@ class SpeechLLMConfig:
     :param interface: PREFIX (soft prompt) or CROSS_ATTENTION (gated cross-attention layers in the LLM)
     :param llm_training: frozen / lora / full (the adapter, cross-attention and CTC layers always train)
     :param lora_rank: LoRA rank when ``llm_training`` is LORA
+    :param lora_alpha: LoRA alpha (the update is scaled by alpha / r, or alpha / sqrt(r) with ``use_rslora``)
+    :param lora_dropout: dropout on the LoRA input; :param lora_targets: the LLM's linear layers that get adapters
+    :param use_rslora: rank-stabilised LoRA scaling (alpha / sqrt(r)), which keeps large ranks such as 320 learning
     :param freeze_encoder: keep the encoder parameters fixed
     :param freeze_embedding: keep the LLM input embedding fixed
     :param prompt_pre: token ids before the speech frames (e.g. "USER: ")
@@ -69,6 +74,8 @@ class SpeechLLMConfig:
     :param cross_attention_heads: heads of the cross-attention layers (0 = the LLM's number of attention heads)
     :param ctc_vocab_size: aux CTC output size including the blank, which is the last index (0 = no aux CTC)
     :param aux_ctc_scale: scale of the aux CTC loss in :meth:`SpeechLLM.compute_losses`
+    :param aux_ctc_layers: 1-based encoder layers with their own CTC output layer (each loss scaled by
+        ``aux_ctc_scale``, joint search uses the highest); () = one CTC output on the last layer
     :param train_vocabulary: train the LLM's input/output embeddings even when the LLM is frozen or LoRA-adapted
         (set by :func:`build_speech_llm` after a vocabulary swap: the new matrices must learn)
     """
@@ -90,12 +97,24 @@ class SpeechLLMConfig:
     ctc_vocab_size: int = 0
     aux_ctc_scale: float = 0.0
     train_vocabulary: bool = False
+    lora_alpha: float = 8.0  # peft's default
+    lora_dropout: float = 0.0
+    lora_targets: Tuple[str, ...] = ("q_proj", "v_proj")
+    use_rslora: bool = False
+    aux_ctc_layers: Tuple[int, ...] = ()
+
+    # options added later stay out of the job hashes at their defaults
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lora_alpha": 8.0, "lora_dropout": 0.0,
+                                                "lora_targets": ("q_proj", "v_proj"), "use_rslora": False,
+                                                "aux_ctc_layers": ()}
 
     def __post_init__(self):
         self.interface = SpeechInterface(self.interface)  # also accepts the plain values of a literal config
         self.llm_training = LLMTraining(self.llm_training)
         self.prompt_pre = tuple(int(i) for i in self.prompt_pre)
         self.prompt_post = tuple(int(i) for i in self.prompt_post)
+        self.lora_targets = tuple(str(t) for t in self.lora_targets)
+        self.aux_ctc_layers = tuple(int(la) for la in self.aux_ctc_layers)
         if self.cross_attention_every < 1:
             raise ValueError(f"SpeechLLMConfig.cross_attention_every must be >= 1, got {self.cross_attention_every}")
         if self.ctc_vocab_size == 1 or self.ctc_vocab_size < 0:
@@ -270,11 +289,22 @@ class SpeechLLM(nn.Module):
         emb = llm.get_input_embeddings().weight
         hidden = emb.shape[1]
         self.adapter = FrameStackAdapter(cfg.encoder_dim, hidden, k=cfg.adapter_k, hidden_dim=cfg.adapter_hidden)
-        self.ctc_head = nn.Linear(cfg.encoder_dim, cfg.ctc_vocab_size) if cfg.ctc_vocab_size else None
+        self.ctc_head = (nn.Linear(cfg.encoder_dim, cfg.ctc_vocab_size) if cfg.ctc_vocab_size
+                         and not cfg.aux_ctc_layers else None)
+        self.ctc_heads = nn.ModuleDict({str(la): nn.Linear(cfg.encoder_dim, cfg.ctc_vocab_size)
+                                        for la in cfg.aux_ctc_layers}) if cfg.aux_ctc_layers else None
+        if cfg.aux_ctc_layers and not cfg.ctc_vocab_size:
+            raise ValueError(f"SpeechLLMConfig.aux_ctc_layers={cfg.aux_ctc_layers} needs ctc_vocab_size")
+        if self.ctc_heads is not None:
+            n = getattr(getattr(encoder, "cfg", None), "num_layers", None)
+            if n is None or max(cfg.aux_ctc_layers) > n or min(cfg.aux_ctc_layers) < 1:
+                raise ValueError(f"SpeechLLMConfig.aux_ctc_layers={cfg.aux_ctc_layers} outside the encoder's "
+                                 f"layers 1..{n}")
         if cfg.llm_training == LLMTraining.LORA:
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            llm = get_peft_model(llm, LoraConfig(r=cfg.lora_rank, target_modules=["q_proj", "v_proj"]))
+            llm = get_peft_model(llm, lora_config(rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                                  targets=cfg.lora_targets, use_rslora=cfg.use_rslora))
         elif cfg.llm_training == LLMTraining.FROZEN:
             for p in llm.parameters():
                 p.requires_grad_(False)
@@ -311,11 +341,21 @@ class SpeechLLM(nn.Module):
 
     def encode(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encoder frames [B, T, D] (last layer if the encoder returns a list of layers) and lengths [B]."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_encoder):
-            frames, lens = self.encoder(audio, audio_lens)
-        if isinstance(frames, (list, tuple)):
-            frames = frames[-1]
+        frames, lens, _ = self._encode_layers(audio, audio_lens)
         return frames, lens
+
+    def _encode_layers(self, audio: torch.Tensor, audio_lens: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, torch.Tensor]]:
+        """Last-layer frames, lengths, and the frames of the ``aux_ctc_layers`` (1-based layer -> [B, T, D])."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_encoder):
+            if not self.cfg.aux_ctc_layers:
+                frames, lens = self.encoder(audio, audio_lens)
+                return (frames[-1] if isinstance(frames, (list, tuple)) else frames), lens, {}
+            last = self.encoder.cfg.num_layers
+            layers = sorted(set(self.cfg.aux_ctc_layers) | {last})
+            outs, lens = self.encoder(audio, audio_lens, return_layers=[la - 1 for la in layers])
+        by_layer = dict(zip(layers, outs))
+        return by_layer[last], lens, by_layer
 
     def _adapt(self, frames: torch.Tensor, lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         speech, slens = self.adapter(frames, lens)
@@ -393,7 +433,8 @@ class SpeechLLM(nn.Module):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
         return loss, int((labels != -100).sum())
 
-    def _ctc(self, frames: torch.Tensor, lens: torch.Tensor, targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    def _ctc(self, head: nn.Module, frames: torch.Tensor, lens: torch.Tensor, targets: Sequence[Sequence[int]]
+             ) -> torch.Tensor:
         from llmasr.models.conformer import ctc_loss_sum
 
         blank = self.cfg.ctc_vocab_size - 1
@@ -401,7 +442,7 @@ class SpeechLLM(nn.Module):
         if bad:
             raise ValueError(f"aux CTC targets must be in 0..{blank - 1} (blank = {blank}), got e.g. {bad[0]}")
         tgt, tlens = _pad_batch(targets, 0, frames.device)
-        return ctc_loss_sum(self.ctc_head(frames), lens, tgt, tlens, blank)
+        return ctc_loss_sum(head(frames), lens, tgt, tlens, blank)
 
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor, targets: Sequence[Sequence[int]]
                 ) -> Tuple[torch.Tensor, int]:
@@ -412,19 +453,36 @@ class SpeechLLM(nn.Module):
                        ctc_targets: Optional[Sequence[Sequence[int]]] = None) -> Dict[str, Tuple[torch.Tensor, float]]:
         """Summed losses with their scales: ``{"ce": (CE over tokens + EOS, 1.0), "aux_ctc": (CTC, aux_ctc_scale)}``
         (aux CTC only with ``ctc_vocab_size``; its targets default to ``targets``)."""
-        frames, lens = self.encode(audio, audio_lens)
+        frames, lens, by_layer = self._encode_layers(audio, audio_lens)
+        return self.compute_losses_from_frames(frames, lens, targets, ctc_targets, layers=by_layer)
+
+    def compute_losses_from_frames(self, frames: torch.Tensor, lens: torch.Tensor, targets: Sequence[Sequence[int]],
+                                   ctc_targets: Optional[Sequence[Sequence[int]]] = None,
+                                   layers: Optional[Dict[int, torch.Tensor]] = None
+                                   ) -> Dict[str, Tuple[torch.Tensor, float]]:
+        """:meth:`compute_losses` on stored encoder outputs ``frames`` [B, T, D] (a frozen encoder's output, computed
+        once instead of every epoch); ``layers``: the frames of the ``aux_ctc_layers`` (1-based layer -> [B, T, D])."""
         ce, _ = self._ce(frames, lens, targets)
         losses = {"ce": (ce, 1.0)}
+        ctc_targets = targets if ctc_targets is None else ctc_targets
         if self.ctc_head is not None:
-            ctc = self._ctc(frames, lens, targets if ctc_targets is None else ctc_targets)
-            losses["aux_ctc"] = (ctc, float(self.cfg.aux_ctc_scale))
+            losses["aux_ctc"] = (self._ctc(self.ctc_head, frames, lens, ctc_targets), float(self.cfg.aux_ctc_scale))
+        if self.cfg.aux_ctc_layers and layers is None:
+            raise ValueError(f"SpeechLLMConfig.aux_ctc_layers={self.cfg.aux_ctc_layers} need the encoder's layer "
+                             f"outputs; stored frames hold only the last layer")
+        for la in self.cfg.aux_ctc_layers:
+            losses[f"aux_ctc_{la}"] = (self._ctc(self.ctc_heads[str(la)], layers[la], lens, ctc_targets),
+                                       float(self.cfg.aux_ctc_scale))
         return losses
 
     def ctc_log_probs(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Aux CTC log-probs [B, T, ctc_vocab_size] (blank last) and frame lengths [B], e.g. for joint search."""
-        if self.ctc_head is None:
+        if self.ctc_head is None and self.ctc_heads is None:
             raise ValueError("SpeechLLMConfig.ctc_vocab_size is 0: this speech LLM has no CTC output")
-        frames, lens = self.encode(audio, audio_lens)
+        frames, lens, by_layer = self._encode_layers(audio, audio_lens)
+        if self.ctc_heads is not None:
+            top = max(self.cfg.aux_ctc_layers)
+            return self.ctc_heads[str(top)](by_layer[top]).float().log_softmax(-1), lens
         return self.ctc_head(frames).float().log_softmax(-1), lens
 
     # -- analysis ----------------------------------------------------------------------------------------------
@@ -516,7 +574,7 @@ def _location(path: Any) -> str:
 
 def build_speech_llm(cfg: SpeechLLMConfig, *, llm: Any, aed_model_config: Any, aed_checkpoint: Optional[Any] = None,
                      am_spm_model: Optional[Any] = None, prompt_pre_text: str = "", prompt_post_text: str = "",
-                     seed: int = 0) -> Tuple[SpeechLLM, "LLMTokenizer"]:
+                     seed: int = 0, encoder_config: Optional[Any] = None) -> Tuple[SpeechLLM, "LLMTokenizer"]:
     """Builds a speech LLM: the Conformer encoder of an AED, an adapter and a pre-trained LLM.
 
     :param cfg: options; ``encoder_dim``, ``bos_id``/``eos_id`` and (from non-empty prompt texts) the prompt ids are
@@ -529,15 +587,23 @@ def build_speech_llm(cfg: SpeechLLMConfig, *, llm: Any, aed_model_config: Any, a
         are the targets; the new embedding/output matrices train even with a frozen / LoRA LLM
     :param prompt_pre_text: text before the speech; :param prompt_post_text: text after it
     :param seed: initialisation seed of the new parameters (building twice gives the same model)
+    :param encoder_config: the encoder's own :class:`~llmasr.models.conformer.ConformerEncoderConfig` (or its dict)
+        instead of the AED's (``aed_model_config`` may then be None)
     :return: the model (in training mode) and the tokenizer of its targets
     """
     import json
 
-    from llmasr.models.conformer import ConformerEncoder, model_config_from_dict
+    from llmasr.models.conformer import (ConformerEncoder, ConformerEncoderConfig, CtcModelConfig,
+                                         model_config_from_dict)
     from llmasr.models.llm import LLMTokenizer, load_llm, load_llm_tokenizer, swap_vocabulary
 
-    with open(_location(aed_model_config)) as f:
-        am_cfg = model_config_from_dict(json.load(f))
+    if encoder_config is not None:
+        if not isinstance(encoder_config, ConformerEncoderConfig):
+            encoder_config = model_config_from_dict({"model_type": "ctc", "encoder": dict(encoder_config)}).encoder
+        am_cfg = CtcModelConfig(encoder=encoder_config)
+    else:
+        with open(_location(aed_model_config)) as f:
+            am_cfg = model_config_from_dict(json.load(f))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model_llm = load_llm(_location(llm), eval_mode=False)

@@ -50,8 +50,9 @@ class TrainingOptions(HashDefaults):
     # PIECEWISE_LINEAR: (share of the training done, learning rate) points from 0.0 to 1.0, e.g.
     # ((0.0, 1e-5), (0.1, 1e-3), (0.8, 1e-3), (1.0, 1e-6)) for warm-up, plateau and decay
     lr_points: Tuple[Tuple[float, float], ...] = ()
+    bf16: bool = False  # on a GPU RETURNN's torch_amp = "bfloat16" (bfloat16 autocast); a CPU trains in float32
 
-    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": ()}
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": (), "bf16": False}
     _HASH_RESOURCES: ClassVar[FrozenSet[str]] = frozenset({"torch_threads", "num_workers"})
 
     def check(self) -> None:
@@ -125,6 +126,32 @@ def ogg_zip_dataset(zips: Sequence[str], spm_model: str, *, partition_epoch: int
     return d
 
 
+@dataclass(frozen=True)
+class FramesInput:
+    """Training data that are stored encoder outputs (HDF files of :class:`llmasr.returnn.forward.DumpEncoderFramesJob`)
+    rather than audio: their feature dimension and frames per second (to turn batch seconds into frames)."""
+
+    dim: int
+    frames_per_second: float
+
+
+def is_frames_file(path: str) -> bool:
+    """Stored encoder outputs are HDF files; audio comes as OggZip."""
+    return path.endswith(".hdf")
+
+
+def frames_dataset(files: Sequence[str], *, partition_epoch: int = 1, train: bool = True) -> Dict[str, Any]:
+    """HDFDataset opts over stored encoder outputs (``data`` [T, D]) and their targets (``classes``).
+
+    The cache stays off (``cache_byte_size=0``): with it, HDFDataset fills its target buffer (initialised to -1) in
+    a background thread while the training reads it, which gave batches of -1 labels and h5py crashes."""
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"encoder-output file {f} does not exist")
+    return {"class": "HDFDataset", "files": list(files), "use_cache_manager": False, "cache_byte_size": 0,
+            "partition_epoch": partition_epoch, "seq_ordering": "laplace:.100" if train else "sorted_reverse"}
+
+
 def serialize_config(params: Dict[str, Any], *, imports: Sequence[str] = (), extra_code: str = "") -> str:
     """RETURNN config text: ``#!rnn.py`` header, sys.path setup, the literal ``params``, then ``imports``."""
     lines = ["#!rnn.py", "import os", "import sys", f"sys.path.insert(0, {RECIPE_DIR!r})", ""]
@@ -147,9 +174,14 @@ def write_config(path: str, params: Dict[str, Any], *, imports: Sequence[str] = 
 
 
 def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zips: List[str], spm_model: str,
-                    vocab_size: int, model_prefix: str, lr_file: str, opts: TrainingOptions) -> Dict[str, Any]:
-    """The settings of a RETURNN training config."""
+                    vocab_size: int, model_prefix: str, lr_file: str, opts: TrainingOptions,
+                    frames: Optional[FramesInput] = None) -> Dict[str, Any]:
+    """The settings of a RETURNN training config; with ``frames`` the data are stored encoder outputs (HDF)."""
     opts.check()
+    kinds = {is_frames_file(p) for p in list(train_zips) + list(dev_zips)}
+    if kinds != {frames is not None}:
+        raise ValueError(f"training data {list(train_zips) + list(dev_zips)}: expected "
+                         f"{'stored encoder outputs (.hdf)' if frames is not None else 'OggZip audio'} only")
     params: Dict[str, Any] = {
         "backend": "torch",
         "task": "train",
@@ -158,8 +190,8 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         "model_config": model_config,
         "extern_data": {"data": {"dim": 1, "dtype": "float32"},
                         "classes": {"dim": vocab_size, "sparse": True, "dtype": "int32"}},
-        "train": ogg_zip_dataset(train_zips, spm_model, partition_epoch=opts.partition_epoch, train=True),
-        "dev": ogg_zip_dataset(dev_zips, spm_model, train=False),
+        "train": None if frames else ogg_zip_dataset(train_zips, spm_model, partition_epoch=opts.partition_epoch),
+        "dev": None if frames else ogg_zip_dataset(dev_zips, spm_model, train=False),
         "batching": "laplace:.100",
         "batch_size": {"data": int(opts.batch_size_seconds * 16000), "classes": 10 ** 9},
         "max_seqs": opts.max_seqs,
@@ -178,6 +210,19 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         "stop_on_nonfinite_train_score": True,
         "torch_dataloader_opts": {"num_workers": opts.num_workers},
     }
+    if opts.bf16:
+        params["torch_amp"] = "bfloat16"
+    if frames is not None:  # lengths in frames, not samples
+        fps = frames.frames_per_second
+        params.update({
+            "extern_data": {"data": {"dim": frames.dim, "dtype": "float32"},
+                            "classes": {"dim": vocab_size, "sparse": True, "dtype": "int32"}},
+            "train": frames_dataset(train_zips, partition_epoch=opts.partition_epoch, train=True),
+            "dev": frames_dataset(dev_zips, train=False),
+            "batch_size": {"data": max(1, int(opts.batch_size_seconds * fps)), "classes": 10 ** 9},
+            "max_seq_length": {"data": max(1, int(opts.max_audio_seconds * fps))},
+            "train_on_encoder_frames": True,
+        })
     if opts.schedule == LearningRateSchedule.CONSTANT:
         params["learning_rate"] = opts.learning_rate
         params["learning_rate_control"] = "constant"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from sisyphus import Task, tk
 
@@ -32,8 +32,9 @@ FORWARD_IMPORTS = ["from llmasr.returnn.steps import get_model, forward_step, fo
 
 def forward_params(model_config: str, checkpoint: str, data: Sequence[str], spm_model: str, *, mode: str,
                    opts: Dict[str, Any], outputs: Dict[str, str], batch_seconds: float, max_seqs: int,
-                   device: str = "cpu") -> Dict[str, Any]:
-    """Settings of a RETURNN forward config over OggZip data with a trained checkpoint."""
+                   device: str = "cpu", max_utterances: Optional[int] = None) -> Dict[str, Any]:
+    """Settings of a RETURNN forward config over OggZip data with a trained checkpoint; ``max_utterances`` draws a
+    fixed random subset of that many utterances (OggZipDataset ``fixed_random_subset``)."""
     import json
 
     if not os.path.isfile(model_config):
@@ -43,6 +44,8 @@ def forward_params(model_config: str, checkpoint: str, data: Sequence[str], spm_
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     dataset = ogg_zip_dataset(data, spm_model, train=False)
+    if max_utterances:
+        dataset["fixed_random_subset"] = int(max_utterances)
     params = {
         "backend": "torch",
         "task": "forward",
@@ -88,12 +91,13 @@ class _ForwardJobBase(ResourceJob):
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
 
-    def _write_and_run(self, mode: str, opts: Dict[str, Any], outputs: Dict[str, str]) -> None:
+    def _write_and_run(self, mode: str, opts: Dict[str, Any], outputs: Dict[str, str],
+                       max_utterances: Optional[int] = None) -> None:
         config = self.out_returnn_config.get_path()
         params = forward_params(self.model_config.get_path(), self.checkpoint.get_path(),
                                 [p.get_path() for p in self.data], self.spm_model.get_path(), mode=mode, opts=opts,
                                 outputs=outputs, batch_seconds=self.batch_seconds, max_seqs=self.max_seqs,
-                                device=self.run_device())
+                                device=self.run_device(), max_utterances=max_utterances)
         extra = f"\nimport torch\ntorch.set_num_threads({self.run_threads()})\n"
         write_config(config, params, imports=FORWARD_IMPORTS, extra_code=extra)
         run_returnn(config, cwd=os.path.abspath("."), threads=self.run_threads())
@@ -167,24 +171,32 @@ class EstimateCtcPriorJob(_ForwardJobBase):
     labels only (for label-synchronous searches).
     """
 
+    __sis_hash_exclude__ = {"max_utterances": None}
+
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
                  spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
-                 device: str = "cpu"):
+                 device: str = "cpu", max_utterances: Optional[int] = None):
         """
         :param checkpoint: AM checkpoint; :param model_config: its ``model_config.json``
         :param data: OggZip file(s), usually (a subset of) the training data
         :param spm_model: SentencePiece model (targets of the dataset)
         :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
         :param device: "cpu" or "cuda"
+        :param max_utterances: average over a fixed random subset of this many utterances (the paper: 100k), not
+            all of ``data``
         """
         super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
                          cpu=cpu, device=device)
+        if max_utterances is not None and max_utterances < 1:
+            raise ValueError(f"EstimateCtcPriorJob.max_utterances must be >= 1, got {max_utterances}")
+        self.max_utterances = max_utterances
         self.out_log_prior = self.output_path("log_prior.txt")
         self.out_log_label_prior = self.output_path("log_label_prior.txt")
 
     def run(self):
         self._write_and_run("ctc_prior", {}, {"prior_file": self.out_log_prior.get_path(),
-                                             "label_prior_file": self.out_log_label_prior.get_path()})
+                                             "label_prior_file": self.out_log_label_prior.get_path()},
+                            max_utterances=self.max_utterances)
 
 
 class DumpCtcLogProbsJob(_ForwardJobBase):
@@ -206,3 +218,27 @@ class DumpCtcLogProbsJob(_ForwardJobBase):
 
     def run(self):
         self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})
+
+
+class DumpEncoderFramesJob(_ForwardJobBase):
+    """Stores the encoder outputs (last layer) and target labels of every utterance in an HDF file, so that models
+    on a frozen encoder (an AED decoder, speech LLMs) train without running the encoder every epoch.
+
+    The audio is forwarded as it is (no SpecAugment, no speed perturbation): one dump serves all epochs.
+    """
+
+    def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
+                 spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
+                 device: str = "cpu"):
+        """
+        :param checkpoint: AM checkpoint whose encoder is kept frozen; :param model_config: its ``model_config.json``
+        :param data: OggZip file(s); :param spm_model: SentencePiece model of the stored targets
+        :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
+        :param device: "cpu" or "cuda"
+        """
+        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
+                         cpu=cpu, device=device)
+        self.out_frames = self.output_path("encoder_frames.hdf")
+
+    def run(self):
+        self._write_and_run("encoder_frames", {}, {"frames_file": self.out_frames.get_path()})

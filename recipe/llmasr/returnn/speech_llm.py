@@ -8,36 +8,48 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, Optional, Sequence, Union
 
 from sisyphus import tk
 
+from llmasr.hash_defaults import HashDefaults
+from llmasr.models.conformer import ConformerEncoderConfig
 from llmasr.models.speech_llm import SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.training import ReturnnTrainingBase, spm_vocab_size, write_json
 
 
 @dataclasses.dataclass(frozen=True)
-class SpeechLLMSetup:
+class SpeechLLMSetup(HashDefaults):
     """What a speech LLM is built from.
 
     :param config: adapter, interface, fine-tuning strategy, aux CTC (encoder_dim/bos/eos/prompt ids are filled in
         when the model is built; ``ctc_vocab_size`` 0 with ``aux_ctc_scale`` > 0: the AM's units + blank)
     :param llm: LLM directory (``save_pretrained``) or hub name (e.g. "Qwen/Qwen2-0.5B")
-    :param aed_checkpoint: trained AED (or CTC) checkpoint whose encoder initialises the speech encoder
-    :param aed_model_config: its ``model_config.json``
+    :param aed_checkpoint: trained AED (or CTC) checkpoint whose encoder initialises the speech encoder (None: the
+        encoder starts from random weights and trains with the LLM; needs ``encoder``)
+    :param aed_model_config: its ``model_config.json`` (None with ``encoder``)
     :param am_spm_model: if set, the LLM's vocabulary is swapped to these SentencePiece units (the AM's)
     :param prompt_pre_text: text before the speech (e.g. "USER: ")
     :param prompt_post_text: text after the speech (e.g. " Transcribe speech to text. ASSISTANT: ")
+    :param encoder: the speech encoder's own config (e.g. the paper's 18 layers) instead of the AED's; with an
+        ``aed_checkpoint`` its weights must fit
     """
 
     config: SpeechLLMConfig
     llm: Union[tk.Path, str]
-    aed_checkpoint: tk.Path
-    aed_model_config: tk.Path
+    aed_checkpoint: Optional[tk.Path]
+    aed_model_config: Optional[tk.Path]
     am_spm_model: Optional[tk.Path] = None
     prompt_pre_text: str = ""
     prompt_post_text: str = ""
+    encoder: Optional[ConformerEncoderConfig] = None
+
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"encoder": None}
+
+    def __post_init__(self):
+        if self.encoder is None and (self.aed_checkpoint is None or self.aed_model_config is None):
+            raise ValueError("SpeechLLMSetup: without an encoder config, aed_checkpoint and aed_model_config are needed")
 
 
 def _plain(value: Any) -> Any:
@@ -54,10 +66,16 @@ def _plain(value: Any) -> Any:
 def setup_to_dict(setup: SpeechLLMSetup) -> Dict[str, Any]:
     """The setup as a literal dict for a RETURNN config."""
     cfg = {f.name: _plain(getattr(setup.config, f.name)) for f in dataclasses.fields(setup.config)}
-    return {"config": cfg, "llm": _plain(setup.llm), "aed_checkpoint": _plain(setup.aed_checkpoint),
-            "aed_model_config": _plain(setup.aed_model_config),
-            "am_spm_model": _plain(setup.am_spm_model) if setup.am_spm_model is not None else None,
-            "prompt_pre_text": setup.prompt_pre_text, "prompt_post_text": setup.prompt_post_text}
+    from llmasr.models.conformer import CtcModelConfig, model_config_to_dict
+
+    d = {"config": cfg, "llm": _plain(setup.llm),
+         "aed_checkpoint": _plain(setup.aed_checkpoint) if setup.aed_checkpoint is not None else None,
+         "aed_model_config": _plain(setup.aed_model_config) if setup.aed_model_config is not None else None,
+         "am_spm_model": _plain(setup.am_spm_model) if setup.am_spm_model is not None else None,
+         "prompt_pre_text": setup.prompt_pre_text, "prompt_post_text": setup.prompt_post_text}
+    if setup.encoder is not None:
+        d["encoder"] = model_config_to_dict(CtcModelConfig(encoder=setup.encoder))["encoder"]
+    return d
 
 
 def config_from_dict(d: Dict[str, Any]) -> SpeechLLMConfig:
@@ -85,6 +103,7 @@ def build_from_setup(setup: Union[SpeechLLMSetup, Dict[str, Any]], *, with_aed_w
     d = setup_to_dict(setup) if isinstance(setup, SpeechLLMSetup) else setup
     return build_speech_llm(config_from_dict(d["config"]), llm=d["llm"], aed_model_config=d["aed_model_config"],
                             aed_checkpoint=d["aed_checkpoint"] if with_aed_weights else None,
+                            encoder_config=d.get("encoder"),
                             am_spm_model=d["am_spm_model"], prompt_pre_text=d["prompt_pre_text"],
                             prompt_post_text=d["prompt_post_text"])
 
@@ -124,8 +143,9 @@ class SpeechLLMTrainingJob(ReturnnTrainingBase):
     ):
         """
         :param setup: encoder, adapter, LLM and fine-tuning choices
-        :param train_data: OggZip file(s) (targets: the AM's SentencePiece ids, see ``spm_model``)
-        :param dev_data: OggZip file(s) for dev scores
+        :param train_data: OggZip file(s) (targets: the AM's SentencePiece ids, see ``spm_model``), or, with a frozen
+            encoder, its stored outputs (:class:`llmasr.returnn.forward.DumpEncoderFramesJob`), computed once
+        :param dev_data: OggZip file(s) for dev scores (stored encoder outputs with the training data)
         :param spm_model: the SentencePiece model of the OggZip targets (the AM's)
         :param options: batching, optimiser and learning-rate schedule
         :param cpu: cores; :param mem: GiB; :param time: hours; :param gpu: GPUs
@@ -135,6 +155,18 @@ class SpeechLLMTrainingJob(ReturnnTrainingBase):
         self.setup = setup
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_setup = self.output_path("setup.json")
+
+    def _frames_input(self):
+        import json
+
+        from llmasr.models.conformer import model_config_from_dict
+        from llmasr.returnn.training import encoder_frames_input
+
+        if not self.setup.config.freeze_encoder:
+            raise ValueError("SpeechLLMTrainingJob: stored encoder outputs (.hdf) as training data need "
+                             "SpeechLLMConfig.freeze_encoder=True (a trained encoder must see the audio)")
+        with open(self.setup.aed_model_config.get_path()) as f:
+            return encoder_frames_input(model_config_from_dict(json.load(f)).encoder)
 
     def create_files(self):
         spm_model = self.spm_model.get_path()

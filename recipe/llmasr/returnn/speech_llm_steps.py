@@ -50,18 +50,21 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     """CE over the transcription tokens (+ EOS) per token, and the aux CTC loss per AM label."""
     import returnn.frontend as rf
 
-    from llmasr.returnn.steps import audio_from_extern_data, set_train_step
+    from llmasr.returnn.steps import audio_from_extern_data, frames_from_extern_data, set_train_step, trains_on_frames
 
     ctx = rf.get_run_ctx()
     set_train_step(model, int(ctx.step))
-    audio, audio_lengths = audio_from_extern_data(extern_data)
     classes = extern_data["classes"]
     labels = classes.raw_tensor.long().cpu()
     lengths = classes.dims[1].dyn_size_ext.raw_tensor.long().cpu()
     am_ids = [labels[b, : int(lengths[b])].tolist() for b in range(labels.shape[0])]
     setup = _config().typed_value("speech_llm_setup")
     targets = targets_from_am_ids(am_ids, vocab_swap=bool(setup.get("am_spm_model")))
-    losses = model.compute_losses(audio, audio_lengths, targets, ctc_targets=am_ids)
+    if trains_on_frames():  # stored outputs of the frozen encoder
+        losses = model.compute_losses_from_frames(*frames_from_extern_data(extern_data), targets, ctc_targets=am_ids)
+    else:
+        losses = model.compute_losses(*audio_from_extern_data(extern_data), targets, ctc_targets=am_ids)
     norms = {"ce": sum(len(t) + 1 for t in targets), "aux_ctc": max(1, sum(len(t) for t in am_ids))}
-    for name, (loss, scale) in losses.items():
-        ctx.mark_as_loss(loss / norms.get(name, 1), name, scale=scale)
+    for name, (loss, scale) in losses.items():  # "aux_ctc" or "aux_ctc_<layer>": per AM label
+        norm = norms["aux_ctc"] if name.startswith("aux_ctc") else norms.get(name, 1)
+        ctx.mark_as_loss(loss / norm, name, scale=scale)

@@ -40,6 +40,17 @@ def audio_from_extern_data(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
     return audio.float(), lengths.long()
 
 
+def frames_from_extern_data(extern_data) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stored encoder outputs [B, T, D] and their lengths [B] (datasets of :class:`DumpEncoderFramesJob`)."""
+    data = extern_data["data"]
+    return data.raw_tensor.float(), data.dims[1].dyn_size_ext.raw_tensor.to(data.raw_tensor.device).long()
+
+
+def trains_on_frames() -> bool:
+    """Whether the config's data are stored encoder outputs (frozen encoder) rather than raw audio."""
+    return bool(_config().bool("train_on_encoder_frames", False))
+
+
 def set_train_step(model: torch.nn.Module, step: int) -> None:
     """Tells every Conformer encoder in ``model`` the global training step (SpecAugment's ``start_step``)."""
     for module in model.modules():
@@ -53,11 +64,14 @@ def train_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
 
     ctx = rf.get_run_ctx()
     set_train_step(model, int(ctx.step))
-    audio, audio_lengths = audio_from_extern_data(extern_data)
     targets = extern_data["classes"]
     target_lengths = targets.dims[1].dyn_size_ext
     labels = targets.raw_tensor.long()
-    losses = model.compute_losses(audio, audio_lengths, labels, target_lengths.raw_tensor.to(labels.device).long())
+    label_lengths = target_lengths.raw_tensor.to(labels.device).long()
+    if trains_on_frames():
+        losses = model.compute_losses_from_frames(*frames_from_extern_data(extern_data), labels, label_lengths)
+    else:
+        losses = model.compute_losses(*audio_from_extern_data(extern_data), labels, label_lengths)
     for name, (loss, scale) in losses.items():
         ctx.mark_as_loss(loss, name, dims=(), scale=scale, custom_inv_norm_factor=target_lengths,
                          use_normalized_loss=True)
@@ -141,6 +155,14 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
     ctx = rf.get_run_ctx()
     ctx.mark_as_output(audio_lengths.to(torch.int32), "audio_samples")
     start = time.perf_counter()
+    if mode == "encoder_frames":
+        frames, lengths = model.encoder(audio, audio_lengths)
+        targets = extern_data["classes"]
+        ctx.mark_as_output(frames[-1], "frames")
+        ctx.mark_as_output(lengths.to(torch.int32), "num_frames")
+        ctx.mark_as_output(targets.raw_tensor.to(torch.int32), "classes")
+        ctx.mark_as_output(targets.dims[1].dyn_size_ext.raw_tensor.to(torch.int32), "num_labels")
+        return
     if mode in ("ctc_prior", "ctc_logprobs", "ctc_greedy", "ctc_beam"):
         log_probs, lengths = model.ctc_log_probs(audio, audio_lengths)
         blank = model.blank_idx
@@ -169,8 +191,8 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
                          ctc_scale=float(opts.get("ctc_scale", 0.3)) if mode == "aed_ctc" else 0.0,
                          ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)))
     else:
-        raise ValueError(f"RETURNN config: unknown recog_mode {mode!r} "
-                         f"(expected ctc_greedy, ctc_beam, aed_beam, aed_ctc, ctc_prior, ctc_logprobs)")
+        raise ValueError(f"RETURNN config: unknown recog_mode {mode!r} (expected ctc_greedy, ctc_beam, aed_beam, "
+                         f"aed_ctc, ctc_prior, ctc_logprobs, encoder_frames)")
     labels, scores = _pack(res, SCORE_NAMES[mode])
     ctx.mark_as_output(labels, "hyps")
     ctx.mark_as_output(scores, "scores")
@@ -280,6 +302,37 @@ class LogProbsCallback:
         return {}
 
 
+class FramesCallback:
+    """Writes the encoder outputs and target labels of every utterance to an HDF file (RETURNN's HDFDataset format:
+    ``data`` [T, D] float32, ``classes`` [L] int32), the training data of models on a frozen encoder."""
+
+    def init(self, *, model):
+        self.writer = None
+        self.path = _config().typed_value("frames_file")
+        self.num_seqs = 0
+
+    def process_seq(self, *, seq_tag: str, outputs):
+        import numpy as np
+        from returnn.datasets.hdf import SimpleHDFWriter
+
+        n = int(outputs["num_frames"].raw_tensor)
+        frames = np.asarray(outputs["frames"].raw_tensor[:n], dtype=np.float32)
+        labels = np.asarray(outputs["classes"].raw_tensor[: int(outputs["num_labels"].raw_tensor)], dtype=np.int32)
+        if self.writer is None:
+            vocab = int(_config().typed_value("extern_data")["classes"]["dim"])
+            self.writer = SimpleHDFWriter(self.path + ".tmp", dim=frames.shape[-1], ndim=2,
+                                          extra_type={"classes": (vocab, 1, "int32")})
+        self.writer.insert_batch(frames[None], seq_len={0: [n]}, seq_tag=[seq_tag], extra={"classes": labels[None]})
+        self.num_seqs += 1
+
+    def finish(self):
+        if self.writer is None:
+            raise RuntimeError(f"no utterances were forwarded: {self.path} not written")
+        self.writer.close()
+        os.replace(self.path + ".tmp", self.path)
+        logging.info("wrote encoder outputs of %d utterances to %s", self.num_seqs, self.path)
+
+
 def _make_callback_class():
     from returnn.forward_iface import ForwardCallbackIface
 
@@ -288,7 +341,8 @@ def _make_callback_class():
 
         def init(self, *, model):
             mode = _config().typed_value("recog_mode")
-            self.impl = {"ctc_prior": PriorCallback, "ctc_logprobs": LogProbsCallback}.get(mode, SearchCallback)()
+            callbacks = {"ctc_prior": PriorCallback, "ctc_logprobs": LogProbsCallback, "encoder_frames": FramesCallback}
+            self.impl = callbacks.get(mode, SearchCallback)()
             self.impl.init(model=model)
 
         def process_seq(self, *, seq_tag: str, outputs):

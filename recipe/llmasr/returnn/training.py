@@ -11,10 +11,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from sisyphus import Task, tk
 
-from llmasr.models.conformer import AedModelConfig, CtcModelConfig, model_config_to_dict
+from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, model_config_to_dict
 from llmasr.resources import ResourceJob
-from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, LearningRateSchedule, TrainingOptions,
-                                   training_params, write_config)
+from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, FramesInput, LearningRateSchedule,
+                                   TrainingOptions, is_frames_file, training_params, write_config)
 
 
 def returnn_env(threads: int = 0) -> Dict[str, str]:
@@ -93,15 +93,21 @@ class ReturnnTrainingBase(ResourceJob):
         """Checkpoints written so far: a time-limited run that saved one more made progress (not a failure)."""
         return sum(os.path.isfile(p.get_path()) for p in self.out_checkpoints.values())
 
+    def _frames_input(self) -> FramesInput:
+        """Dimension and rate of stored encoder outputs, when the training data are such (see ``is_frames_file``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot train on stored encoder outputs")
+
     def _training_params(self, model_config: Dict, vocab: int) -> Dict:
         """The RETURNN settings for this job's data, options and device."""
-        params = training_params(model_config, [p.get_path() for p in self.train_data],
-                                 [p.get_path() for p in self.dev_data], self.spm_model.get_path(), vocab,
+        train, dev = [p.get_path() for p in self.train_data], [p.get_path() for p in self.dev_data]
+        frames = self._frames_input() if any(is_frames_file(p) for p in train + dev) else None
+        params = training_params(model_config, train, dev, self.spm_model.get_path(), vocab,
                                  os.path.join(self.out_model_dir.get_path(), "epoch"),
-                                 self.out_learning_rates.get_path(), self.options)
+                                 self.out_learning_rates.get_path(), self.options, frames=frames)
         if self.run_gpus():
             params["device"] = "cuda"
-            params["torch_amp"] = "bfloat16"  # autocast on the GPU; the CPU trains in float32
+        else:  # options.bf16 means bfloat16 autocast on a GPU; the CPU trains in float32
+            params.pop("torch_amp", None)
         if self.run_processes() > 1:  # one process per GPU (or CPU share), started by torch.distributed.run (run())
             # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU. The
             # models' buffers are constants (mel filterbank, window): no broadcast, which RETURNN's rank-0-only dev
@@ -153,7 +159,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
     model, e.g. the AED's encoder from the CTC model (RETURNN's ``preload_from_files``, first epoch only).
     """
 
-    __sis_hash_exclude__ = {"init_checkpoint": None, "init_prefixes": ("encoder.",)}
+    __sis_hash_exclude__ = {"init_checkpoint": None, "init_prefixes": ("encoder.",), "init_mapping": None}
 
     def __init__(
         self,
@@ -169,6 +175,7 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         gpu: int = 0,
         init_checkpoint: Optional[tk.Path] = None,
         init_prefixes: Sequence[str] = ("encoder.",),
+        init_mapping: Optional[Dict[str, str]] = None,
     ):
         """
         :param model_config: CtcModelConfig or AedModelConfig (vocab_size 0: from ``spm_model``)
@@ -180,6 +187,8 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
             more than one: DDP through torch.distributed.run)
         :param init_checkpoint: checkpoint of another model to start from (None: random initialisation)
         :param init_prefixes: names of the parameters taken from ``init_checkpoint`` start with one of these
+        :param init_mapping: further parameters taken from ``init_checkpoint`` under another name (this model's name
+            -> the checkpoint's), e.g. the AED's last aux CTC layer from the CTC model's output layer
         """
         if not isinstance(model_config, (CtcModelConfig, AedModelConfig)):
             raise TypeError(f"model_config must be CtcModelConfig or AedModelConfig, got {type(model_config).__name__}")
@@ -188,8 +197,15 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         self.model_config = model_config
         self.init_checkpoint = init_checkpoint
         self.init_prefixes = tuple(init_prefixes)
+        self.init_mapping = dict(init_mapping) if init_mapping else None
         self._init_training(train_data, dev_data, spm_model, options, cpu=cpu, mem=mem, time=time, gpu=gpu)
         self.out_model_config = self.output_path("model_config.json")
+
+    def _frames_input(self) -> FramesInput:
+        if not isinstance(self.model_config, AedModelConfig) or self.init_checkpoint is None:
+            raise ValueError("training on stored encoder outputs (.hdf) needs an AedModelConfig and init_checkpoint "
+                             "(the frozen encoder that made them, so that the checkpoints hold the whole model)")
+        return encoder_frames_input(self.model_config.encoder)
 
     def create_files(self):
         vocab = spm_vocab_size(self.spm_model.get_path())
@@ -197,23 +213,39 @@ class ReturnnTrainingJob(ReturnnTrainingBase):
         params = self._training_params(model_dict, vocab)
         if self.init_checkpoint is not None:
             params["preload_from_files"] = {"init": preload_options(self.init_checkpoint.get_path(),
-                                                                    self.init_prefixes)}
+                                                                    self.init_prefixes, self.init_mapping)}
         self._write_returnn_config(params, TRAIN_IMPORTS)
         write_json(model_dict, self.out_model_config.get_path())
 
 
-def preload_options(checkpoint: str, prefixes: Sequence[str]) -> Dict:
+def encoder_frames_input(encoder: ConformerEncoderConfig) -> FramesInput:
+    """Stored outputs of ``encoder``: its width, and feature frames per second over its time downsampling."""
+    downsampling = 1
+    for factor in encoder.downsampling:
+        downsampling *= int(factor)
+    return FramesInput(dim=encoder.dim, frames_per_second=1.0 / encoder.logmel.hop_size / downsampling)
+
+
+def preload_options(checkpoint: str, prefixes: Sequence[str], mapping: Optional[Dict[str, str]] = None) -> Dict:
     """RETURNN ``preload_from_files`` entry that initialises (first epoch only) the parameters of ``checkpoint``
-    whose names start with one of ``prefixes``; the other parameters of the checkpoint are ignored."""
+    whose names start with one of ``prefixes``, and those of ``mapping`` (new name -> name in the checkpoint); the
+    other parameters of the checkpoint are ignored."""
     from llmasr.models.checkpoint import read_state_dict
 
+    mapping = dict(mapping or {})
     names = list(read_state_dict(checkpoint, what="init checkpoint", mmap=True))
+    unknown = sorted(set(mapping.values()) - set(names))
+    if unknown:
+        raise ValueError(f"init_mapping names {unknown} that init checkpoint {checkpoint} does not have")
     taken = [n for n in names if n.startswith(tuple(prefixes))]
     if not taken:
         raise ValueError(f"init checkpoint {checkpoint} has no parameter starting with {list(prefixes)} "
                          f"(it has e.g. {names[:5]})")
-    return {"filename": checkpoint, "init_for_train": True, "ignore_missing": True,
-            "ignore_params": [n for n in names if n not in taken]}
+    opts = {"filename": checkpoint, "init_for_train": True, "ignore_missing": True,
+            "ignore_params": [n for n in names if n not in taken and n not in mapping.values()]}
+    if mapping:
+        opts["var_name_mapping"] = mapping
+    return opts
 
 
 class _EpochData(dict):

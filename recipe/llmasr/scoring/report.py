@@ -1,8 +1,10 @@
-"""Collects named results (e.g. WER per system and test set) into a Markdown table and a bar plot."""
+"""Collects named results (e.g. WER per system and test set) into a Markdown table and a bar plot, and checks the
+findings an experiment is expected to show against them (one line per finding and set)."""
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import Task, tk
 
@@ -21,38 +23,133 @@ def _cell(v, fmt: str) -> str:
     return fmt.format(v) if isinstance(v, (int, float)) else str(v)
 
 
+def _mean(values) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
 def markdown_table(results: Dict[str, Dict[str, float]], *, fmt: str = "{:.2f}",
-                   info: Optional[Dict[str, Dict[str, object]]] = None) -> str:
-    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets, then the
+                   info: Optional[Dict[str, Dict[str, object]]] = None,
+                   set_means: Optional[Mapping[str, Sequence[str]]] = None,
+                   rtfx: Optional[Dict[str, Dict[str, Optional[float]]]] = None) -> str:
+    """``results[system][test_set]`` -> Markdown table with an "avg" column over the test sets, a column per
+    ``set_means`` entry (e.g. "Open ASR mean": the mean over those sets only), "RTFx" (the mean of the per-set
+    ``rtfx[system][set]`` over the sets of the first ``set_means`` entry, or all sets), then the
     ``info[system][column]`` columns (e.g. tuned scales, not averaged)."""
     info = info or {}
+    set_means = dict(set_means or {})
     sets = sorted({s for row in results.values() for s in row})
+    means = list(set_means)
     extra = sorted({c for row in info.values() for c in row})
-    lines = ["| system | " + " | ".join(sets + ["avg"] + extra) + " |", "|---" * (len(sets) + len(extra) + 2) + "|"]
+    rtfx_col = ["RTFx"] if rtfx is not None else []
+    rtfx_sets = list(next(iter(set_means.values()))) if set_means else sets
+    header = sets + ["avg"] + means + rtfx_col + extra
+    lines = ["| system | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for name, row in results.items():
         vals = [row.get(s) for s in sets]
-        present = [v for v in vals if v is not None]
-        avg = sum(present) / len(present) if present else None
-        cells = [_cell(v, fmt) for v in vals + [avg]] + [_cell(info.get(name, {}).get(c), "{:.3g}") for c in extra]
+        cells = [_cell(v, fmt) for v in vals + [_mean(vals)]]
+        cells += [_cell(_mean([row.get(s) for s in set_means[m]]), fmt) for m in means]
+        if rtfx is not None:
+            cells.append(_cell(_mean([rtfx.get(name, {}).get(s) for s in rtfx_sets]), "{:.1f}"))
+        cells += [_cell(info.get(name, {}).get(c), "{:.3g}") for c in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+COMPARISONS = ("<", "<=", "~", "vs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """A claim about the results, checked on every set: it holds where all its comparisons ``(a, op, b)`` hold.
+
+    ``a`` and ``b`` are system names (a row of the table) or ``"system:column"`` (an info column, e.g.
+    ``"aed-beam:insertions"``); ``op`` is ``<``, ``<=``, ``~`` (within ``rel_tol`` of each other) or ``vs`` (no
+    claim: the line reports which of the two is lower and by how much, e.g. for the direction of an ablation).
+    """
+
+    claim: str
+    comparisons: Tuple[Tuple[str, str, str], ...]
+    rel_tol: float = 0.1
+
+    def __post_init__(self):
+        bad = [c for c in self.comparisons if len(c) != 3 or c[1] not in COMPARISONS]
+        if bad or not self.comparisons:
+            raise ValueError(f"Finding {self.claim!r}: comparisons must be (a, op, b) with op in {COMPARISONS}, "
+                             f"got {self.comparisons}")
+
+
+def _lookup(name: str, eval_set: str, results, info) -> Optional[float]:
+    if ":" in name:
+        system, column = name.rsplit(":", 1)
+        value = info.get(system, {}).get(column)
+        return float(value) if isinstance(value, (int, float)) else None
+    return results.get(name, {}).get(eval_set)
+
+
+def check_findings(findings: Sequence[Finding], results: Dict[str, Dict[str, float]],
+                   info: Optional[Dict[str, Dict[str, object]]] = None) -> List[str]:
+    """One Markdown line per finding: on which sets it holds (with the numbers), or which set breaks it."""
+    info = info or {}
+    sets = sorted({s for row in results.values() for s in row})
+    lines = []
+    for f in findings:
+        held, broken, parts, missing = [], [], [], []
+        for s in sets:
+            ok, cells = True, []
+            for a, op, b in f.comparisons:
+                va, vb = _lookup(a, s, results, info), _lookup(b, s, results, info)
+                if va is None or vb is None:
+                    missing.extend(n for n, v in ((a, va), (b, vb)) if v is None)
+                    ok = False
+                    continue
+                if op == "vs":
+                    lower = a if va < vb else b if vb < va else "neither"
+                    cells.append(f"{a} {va:.1f} vs {b} {vb:.1f} (lower: {lower})")
+                    continue
+                good = {"<": va < vb, "<=": va <= vb,
+                        "~": abs(va - vb) <= f.rel_tol * max(abs(va), abs(vb), 1e-9)}[op]
+                ok = ok and good
+                cells.append(f"{va:.1f} {op if good else 'not ' + op} {vb:.1f}")
+            (held if ok else broken).append(s)
+            parts.append(f"{s}: " + ", ".join(cells))
+        if all(op == "vs" for _, op, _ in f.comparisons):
+            verdict = "direction"
+        elif missing and not held:
+            verdict = f"not measured (no {sorted(set(missing))[0]})"
+        elif not broken:
+            verdict = "holds on " + " and ".join(held)
+        elif not held:
+            verdict = "**does not hold** on " + " or ".join(broken)
+        else:
+            verdict = f"holds on {' and '.join(held)}, **not on {' and '.join(broken)}**"
+        lines.append(f"- {f.claim}: {verdict} ({'; '.join(parts)})")
+    return lines
 
 
 class ReportTableJob(ResourceJob):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
-    __sis_hash_exclude__ = {"info": None}
+    __sis_hash_exclude__ = {"info": None, "findings": (), "set_means": None, "rtfx": None}
 
     def __init__(self, results: Dict[str, Dict[str, object]], *, metric: str = "WER [%]",
-                 info: Optional[Dict[str, Dict[str, object]]] = None):
+                 info: Optional[Dict[str, Dict[str, object]]] = None, findings: Sequence[Finding] = (),
+                 set_means: Optional[Dict[str, Sequence[str]]] = None,
+                 rtfx: Optional[Dict[str, Dict[str, object]]] = None):
         """
         :param results: system name -> test set name -> value (float or output variable of a scoring job)
         :param metric: axis / table caption
-        :param info: system name -> column -> value shown after the averages (e.g. tuned scales, RTFx)
+        :param info: system name -> column -> value shown after the averages (e.g. tuned scales)
+        :param findings: claims checked against the results, listed under the table
+        :param set_means: column name -> the sets it averages (e.g. the 8 Open ASR Leaderboard sets)
+        :param rtfx: system name -> set -> RTFx (``ScoreWERJob.out_rtfx``); shown as one "RTFx" column
         """
         self.results = results
         self.metric = metric
         self.info = info
+        self.findings = tuple(findings)
+        self.set_means = {k: tuple(v) for k, v in set_means.items()} if set_means else None
+        self.rtfx = rtfx
         self.out_table = self.output_path("table.md")
         self.out_plot = self.output_path("plot.png")
 
@@ -67,7 +164,13 @@ class ReportTableJob(ResourceJob):
 
         res = {n: {s: float(_value(v)) for s, v in row.items()} for n, row in self.results.items()}
         info = {n: {c: _value(v) for c, v in row.items()} for n, row in (self.info or {}).items()}
-        table = f"{self.metric}\n\n" + markdown_table(res, info=info)
+        rtfx = None
+        if self.rtfx is not None:
+            rtfx = {n: {s: (None if _value(v) is None else float(_value(v))) for s, v in row.items()}
+                    for n, row in self.rtfx.items()}
+        table = f"{self.metric}\n\n" + markdown_table(res, info=info, set_means=self.set_means, rtfx=rtfx)
+        if self.findings:
+            table += "\nWhat the results show:\n\n" + "\n".join(check_findings(self.findings, res, info)) + "\n"
         p = self.out_table.get_path()
         with open(p + ".tmp", "w") as f:
             f.write(table)

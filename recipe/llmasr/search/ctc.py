@@ -1,4 +1,8 @@
-"""CTC greedy search and time-synchronous CTC prefix beam search with label-wise external scorers.
+"""CTC greedy search and the one time-synchronous CTC prefix beam search of the project, with external scorers.
+
+Label-wise fusion (an LLM over the AM labels), joint CTC + AED / speech-LLM search and delayed fusion (an LLM
+over other units, scored every k frames) are configurations of :func:`ctc_beam_search`: label-wise knowledge
+sources are :class:`LabelScorer` s, delayed ones :class:`FrameScorer` s.
 
 The beam search recombines equal label sequences (blank / non-blank prefix probabilities), adds
 ``scale * log p_scorer(label | prefix)`` when a hypothesis emits a new label, subtracts
@@ -10,13 +14,16 @@ Optimisations, each with a switch (see :func:`ctc_beam_search`): the (hypothesis
 frame are scored as tensors and only the best are turned into hypotheses; optional top-k label pruning by CTC
 (``label_topk``); scorers are only run for hypotheses that got a new label (``score_new_labels_only``); scorer
 calls are batched over the hypotheses of all beams (``batch_hyps``) and utterances (``batch_size``).
-Frame merging (:func:`soft_collapse`) is applied by the caller. :class:`CTCSearchStats` counts the work done.
+Scorers that can :meth:`LabelScorer.concat` states are called once per frame for all hypotheses, whichever
+call their states came from. Frame merging (:func:`soft_collapse`) is applied by the caller.
+:class:`CTCSearchStats` counts the work done.
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -85,6 +92,24 @@ class Hypothesis:
         return _lae(self.pb, self.pnb)
 
 
+class FrameScorer(abc.ABC):
+    """A knowledge source applied to whole beams at chosen frames instead of per emitted label (delayed fusion).
+
+    It keeps what it needs in ``Hypothesis.user_state`` (inherited by extensions), records its unscaled scores
+    in ``Hypothesis.scores`` and adds its weighted total to ``Hypothesis.extra``; a score it records under
+    "prior" is subtracted with ``prior_scale`` by the search.
+    """
+
+    @abc.abstractmethod
+    def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
+        """Sets up the root hypothesis of each utterance ``utt_ids`` [B] (rows of the searched batch)."""
+
+    @abc.abstractmethod
+    def update(self, t: int, beams: List[List[Hypothesis]], final: List[bool]) -> None:
+        """Called after frame ``t`` with the beams of the utterances still searched; ``final[i]``: frame ``t``
+        is the last of utterance i (its scores must then be complete, end of sentence included)."""
+
+
 def _total(h: Hypothesis, weights: Dict[str, float], prior_scale: float, length_reward: float) -> float:
     return (h.ctc + sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
             - prior_scale * h.scores.get("prior", 0.0) + length_reward * len(h.labels) + h.extra)
@@ -110,6 +135,8 @@ def ctc_beam_search(
     batch_size: Optional[int] = None,
     batch_hyps: bool = True,
     stats: Optional[CTCSearchStats] = None,
+    frame_scorers: Sequence[FrameScorer] = (),
+    score_final: bool = False,
 ) -> List[List[dict]]:
     """CTC prefix beam search over ``log_probs`` [B, T, V] (log-softmax) with ``lengths`` [B].
 
@@ -124,6 +151,9 @@ def ctc_beam_search(
     :param batch_hyps: one scorer call for all hypotheses (of all utterances searched together) that share a
         state object; False = one call per hypothesis (same results)
     :param stats: work counters to add to
+    :param frame_scorers: delayed knowledge sources (see :class:`FrameScorer`), called after every frame
+    :param score_final: at the end add ``scale * scorer.final_score(state)`` (e.g. an LLM's EOS in its own units)
+        instead of the ``eos`` column
     :returns: per utterance up to ``nbest`` hypotheses best first, as dicts
         ``{"labels", "scores": {"ctc", <scorer names>, "prior", "length"}, "score"}``
     """
@@ -135,7 +165,8 @@ def ctc_beam_search(
     opts = dict(blank=blank, beam_size=beam_size, scorers=scorers, bos=bos, eos=eos, log_prior=log_prior,
                 prior_scale=prior_scale, length_reward=length_reward, label_topk=label_topk, hook=hook,
                 hook_interval=hook_interval, nbest=nbest, score_new_labels_only=score_new_labels_only,
-                batch_hyps=batch_hyps, stats=stats if stats is not None else CTCSearchStats())
+                batch_hyps=batch_hyps, stats=stats if stats is not None else CTCSearchStats(),
+                frame_scorers=list(frame_scorers), score_final=score_final)
     out: List[List[dict]] = []
     for s in range(0, B, step):
         e = min(B, s + step)
@@ -144,7 +175,8 @@ def ctc_beam_search(
 
 
 def _search(log_probs, lengths, utt_ids, *, blank, beam_size, scorers, bos, eos, log_prior, prior_scale,
-            length_reward, label_topk, hook, hook_interval, nbest, score_new_labels_only, batch_hyps, stats):
+            length_reward, label_topk, hook, hook_interval, nbest, score_new_labels_only, batch_hyps, stats,
+            frame_scorers, score_final):
     """:func:`ctc_beam_search` for the utterances ``utt_ids`` (their rows of the scorers' batch)."""
     weights = {n: w for n, (_, w) in scorers.items()}
     B, T, V = log_probs.shape
@@ -157,6 +189,8 @@ def _search(log_probs, lengths, utt_ids, *, blank, beam_size, scorers, bos, eos,
         if scorers:
             h.pending = (bos, {n: (init[n], b) for n in scorers})
         beams.append([h])
+    for fs in frame_scorers:
+        fs.start(utt_ids, [beam[0] for beam in beams])
     _update_scorers(beams, scorers, bos, score_new_labels_only, batch_hyps, stats)
     all_labels = torch.tensor([c for c in range(V) if c != blank], dtype=torch.long)
 
@@ -175,24 +209,48 @@ def _search(log_probs, lengths, utt_ids, *, blank, beam_size, scorers, bos, eos,
             beams[b] = _expand(beams[b], xt, cand, blank, beam_size, scorers, weights, lp_prior, prior_scale,
                                length_reward)
         _update_scorers([beams[b] for b in active], scorers, bos, score_new_labels_only, batch_hyps, stats)
+        for fs in frame_scorers:
+            fs.update(t, [beams[b] for b in active], [t == lengths[b] - 1 for b in active])
         if hook is not None and (t + 1) % hook_interval == 0:
             hook(t, beams)
+    finals = _final_scores(beams, scorers, eos, score_final)
     out = []
     for b in range(B):
         res = []
         for h in beams[b]:
             scores = dict(h.scores)
             total = _total(h, weights, prior_scale, length_reward)
-            if eos is not None:
-                for n, w in weights.items():
-                    e = float(h.scorer_cache[n][2][eos])
-                    scores[n] += e
-                    total += w * e
+            for n, e in finals.get(id(h), {}).items():
+                scores[n] += e
+                total += weights[n] * e
             scores["ctc"] = h.ctc
             scores["length"] = len(h.labels)
             res.append({"labels": list(h.labels), "scores": scores, "score": total})
         res.sort(key=lambda r: -r["score"])
         out.append(res[: (nbest or beam_size)])
+    return out
+
+
+def _final_scores(beams: List[List[Hypothesis]], scorers, eos: Optional[int], score_final: bool
+                  ) -> Dict[int, Dict[str, float]]:
+    """End-of-sentence score per hypothesis (by id) and scorer: the ``eos`` column of its next-label scores, or
+    the scorer's ``final_score`` (one call per state object)."""
+    out: Dict[int, Dict[str, float]] = {}
+    if not scorers or (eos is None and not score_final):
+        return out
+    hyps = [h for beam in beams for h in beam]
+    for n, (s, _) in scorers.items():
+        if not score_final:
+            for h in hyps:
+                out.setdefault(id(h), {})[n] = float(h.scorer_cache[n][2][eos])
+            continue
+        groups: Dict[int, List[Hypothesis]] = {}
+        for h in hyps:
+            groups.setdefault(id(h.scorer_cache[n][0]), []).append(h)
+        for hs in groups.values():
+            fin = s.final_score(hs[0].scorer_cache[n][0]).detach().float().cpu()
+            for h in hs:
+                out.setdefault(id(h), {})[n] = float(fin[h.scorer_cache[n][1]])
     return out
 
 
@@ -203,60 +261,78 @@ def _expand(hyps: List[Hypothesis], xt: torch.Tensor, cand: torch.Tensor, blank:
     the labels ``cand`` [K] that may be emitted. Extensions are scored as an [N, K] tensor; only the best
     ``beam_size`` of them become :class:`Hypothesis` objects."""
     new: Dict[Tuple[int, ...], Hypothesis] = {}
-    x_blank = float(xt[blank])
-    for h in hyps:  # same label sequence: a blank or a repeat of the last label
-        last = h.labels[-1] if h.labels else None
+    lasts = [h.labels[-1] if h.labels else -1 for h in hyps]
+    x_blank, *x_last = xt[[blank] + lasts].tolist()
+    for h, xl in zip(hyps, x_last):  # same label sequence: a blank or a repeat of the last label
         new[h.labels] = Hypothesis(
-            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + float(xt[last]) if last is not None else NEG,
+            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + xl if h.labels else NEG,
             scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
             scorer_prev=h.scorer_prev)
     K = len(cand)
     if K == 0:
-        return sorted((h for h in new.values() if h.ctc > NEG),
-                      key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
     N = len(hyps)
     p = torch.tensor([h.ctc for h in hyps], dtype=torch.float64)
     pb = torch.tensor([h.pb for h in hyps], dtype=torch.float64)
-    last = torch.tensor([h.labels[-1] if h.labels else -1 for h in hyps], dtype=torch.long)
+    last = torch.tensor(lasts, dtype=torch.long)
     # extending with the last label needs a blank in between
     pnb = torch.where(cand[None, :] == last[:, None], pb[:, None], p[:, None]) + xt[cand][None, :]  # [N, K]
     # an extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call)
     index = {h.labels: i for i, h in enumerate(hyps)}
-    pos = {c: k for k, c in enumerate(cand.tolist())}
+    pos = None
     for h in hyps:
-        if h.labels:
-            i, k = index.get(h.labels[:-1]), pos.get(h.labels[-1])
-            if i is not None and k is not None:
+        if h.labels and h.labels[:-1] in index:
+            if pos is None:
+                pos = {c: k for k, c in enumerate(cand.tolist())}
+            i, k = index[h.labels[:-1]], pos.get(h.labels[-1])
+            if k is not None:
                 hn = new[h.labels]
                 hn.pnb = _lae(hn.pnb, float(pnb[i, k]))
                 pnb[i, k] = NEG
     total = pnb + torch.tensor([sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
                                 - prior_scale * h.scores.get("prior", 0.0) + length_reward * (len(h.labels) + 1)
                                 + h.extra for h in hyps], dtype=torch.float64)[:, None]
+    label_lp = {}  # scorer -> [N, K] log-probs of the candidate labels
     for n, w in weights.items():
-        total = total + w * torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
+        label_lp[n] = torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
+        total = total + w * label_lp[n]
     if lp_prior is not None:
         total = total - prior_scale * lp_prior[cand][None, :]
-    valid = pnb > NEG
-    total = torch.where(valid, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
-    best = total.topk(min(beam_size, N * K)).indices.tolist()
+    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
+    top_v, top_i = total.topk(min(beam_size, N * K))
+    best = [j for j, v in zip(top_i.tolist(), top_v.tolist()) if v > NEG]
+    if not best:
+        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
+    bi = torch.tensor(best)
     cand_l = cand.tolist()
-    pnb_l = pnb.flatten()
-    for j in best:
+    pnb_b = pnb.flatten()[bi].tolist()
+    lp_b = {n: label_lp[n].flatten()[bi].tolist() for n in scorers}
+    prior_b = lp_prior[cand].repeat(N)[bi].tolist() if lp_prior is not None else None
+    for m, j in enumerate(best):
         i, k = divmod(j, K)
-        if not bool(valid[i, k]):
-            continue
         parent, c = hyps[i], cand_l[k]
         sc = dict(parent.scores)
         for n in scorers:
-            sc[n] += float(parent.scorer_cache[n][2][c])
-        if lp_prior is not None:
-            sc["prior"] += float(lp_prior[c])
+            sc[n] += lp_b[n][m]
+        if prior_b is not None:
+            sc["prior"] += prior_b[m]
         new[parent.labels + (c,)] = Hypothesis(
-            parent.labels + (c,), pnb=float(pnb_l[j]), scores=sc, extra=parent.extra, user_state=parent.user_state,
+            parent.labels + (c,), pnb=pnb_b[m], scores=sc, extra=parent.extra, user_state=parent.user_state,
             pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
-    return sorted((h for h in new.values() if h.ctc > NEG),
-                  key=lambda hh: -_total(hh, weights, prior_scale, length_reward))[:beam_size]
+    return _best(new.values(), beam_size, weights, prior_scale, length_reward)
+
+
+def _best(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float
+          ) -> List[Hypothesis]:
+    """The ``beam_size`` best hypotheses with a finite CTC score, best first."""
+    scored = []
+    for h in hyps:
+        p = h.ctc
+        if p > NEG:
+            scored.append((p + sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
+                           - prior_scale * h.scores.get("prior", 0.0) + length_reward * len(h.labels) + h.extra, h))
+    scored.sort(key=lambda x: -x[0])
+    return [h for _, h in scored[:beam_size]]
 
 
 def _update_scorers(beams: List[List[Hypothesis]], scorers: Dict[str, Tuple[LabelScorer, float]], bos: Optional[int],
@@ -278,11 +354,18 @@ def _update_scorers(beams: List[List[Hypothesis]], scorers: Dict[str, Tuple[Labe
         groups: Dict[int, List[Hypothesis]] = {}
         for h in pending:
             groups.setdefault(id(h.pending[1][n][0]) if batch_hyps else id(h), []).append(h)
+        selected = []
         for hs in groups.values():
-            st0 = hs[0].pending[1][n][0]
             rows = torch.tensor([h.pending[1][n][1] for h in hs], dtype=torch.long)
+            selected.append((hs, s.select(hs[0].pending[1][n][0], rows)))
+        if batch_hyps and len(selected) > 1:  # states from different calls: one state, one call if possible
+            try:
+                selected = [([h for hs, _ in selected for h in hs], s.concat([st for _, st in selected]))]
+            except NotImplementedError:
+                pass
+        for hs, st0 in selected:
             labs = torch.tensor([h.pending[0] for h in hs], dtype=torch.long)
-            lp, st = s.score(s.select(st0, rows), labs)
+            lp, st = s.score(st0, labs)
             stats.scorer_calls += 1
             stats.scored_rows += len(hs)
             lp = lp.detach().float().cpu()

@@ -6,7 +6,7 @@ over all frames; the score of candidate c is psi(g + c) - psi(g), for EOS log p_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -17,12 +17,14 @@ NEG = float("-inf")
 
 @dataclass
 class CTCPrefixState:
-    """r [T, N, 2] (log r^n, log r^b of the prefix), psi [N] (log prefix prob), last [N] (-1 = empty), batch [N]."""
+    """r [T, N, 2] (log r^n, log r^b of the prefix), psi [N] (log prefix prob), last [N] (-1 = empty), batch [N],
+    n [N] labels in the prefix (None: unknown, taken as 0)."""
 
     r: torch.Tensor
     psi: torch.Tensor
     last: torch.Tensor
     batch: torch.Tensor
+    n: Optional[torch.Tensor] = None
 
 
 class CTCPrefixScorer(PartialLabelScorer):
@@ -45,7 +47,8 @@ class CTCPrefixScorer(PartialLabelScorer):
         rb = xb.cumsum(1).T  # [T, N]
         r = torch.stack([torch.full_like(rb, NEG), rb], dim=-1)  # [T, N, 2]
         return CTCPrefixState(r, torch.zeros(len(b), device=self.x.device),
-                              torch.full((len(b),), -1, dtype=torch.long, device=self.x.device), b)
+                              torch.full((len(b),), -1, dtype=torch.long, device=self.x.device), b,
+                              torch.zeros(len(b), dtype=torch.long, device=self.x.device))
 
     def score_partial(self, state: CTCPrefixState, labels: torch.Tensor, candidates: torch.Tensor
                       ) -> Tuple[torch.Tensor, CTCPrefixState]:
@@ -67,7 +70,9 @@ class CTCPrefixScorer(PartialLabelScorer):
         empty = (state.last < 0).unsqueeze(-1).expand(N, K)  # [N, K]
         rn[0] = torch.where(empty, xc[0], torch.full_like(xc[0], NEG))
         psi = rn[0].clone()  # [N, K]
-        for t in range(1, T):
+        # a prefix of L labels extended by one cannot end before frame L: the frames before stay -inf
+        start = max(1, int(state.n.min())) if state.n is not None and N else 1
+        for t in range(start, T):
             v = valid[t]  # [N, 1]
             new_n = torch.logaddexp(rn[t - 1], phi[t - 1]) + xc[t]
             new_b = torch.logaddexp(rn[t - 1], rbk[t - 1]) + xblank[t]
@@ -80,9 +85,10 @@ class CTCPrefixScorer(PartialLabelScorer):
         psi = torch.where(is_eos, full.unsqueeze(1).expand(N, K), psi)
         psi = torch.where(cand == self.blank, torch.full_like(psi, NEG), psi)
         scores = psi - state.psi.unsqueeze(1)  # [N, K]
+        n = state.n if state.n is not None else torch.zeros(N, dtype=torch.long, device=self.x.device)
         new_state = CTCPrefixState(
             torch.stack([rn, rbk], dim=-1).reshape(T, N * K, 2), psi.reshape(N * K),
-            cand.reshape(N * K), b.repeat_interleave(K))
+            cand.reshape(N * K), b.repeat_interleave(K), (n + 1).repeat_interleave(K))
         return scores, new_state
 
     def score(self, state: CTCPrefixState, labels: torch.Tensor) -> Tuple[torch.Tensor, CTCPrefixState]:
@@ -93,7 +99,8 @@ class CTCPrefixScorer(PartialLabelScorer):
 
     def select(self, state: CTCPrefixState, indices: torch.Tensor) -> CTCPrefixState:
         i = indices.to(self.x.device)
-        return CTCPrefixState(state.r[:, i], state.psi[i], state.last[i], state.batch[i])
+        return CTCPrefixState(state.r[:, i], state.psi[i], state.last[i], state.batch[i],
+                              None if state.n is None else state.n[i])
 
     def final_score(self, state: CTCPrefixState) -> torch.Tensor:
         """log p_ctc(prefix) - psi(prefix) per row."""

@@ -1,19 +1,17 @@
 """Delayed fusion: a CTC acoustic model and an LLM with different units in one time-synchronous search.
 
-Each hypothesis keeps its CTC, LM and prior scores. Every ``delay`` frames (or only at the last frame)
-the completed words of every hypothesis are converted to LLM tokens and all pending tokens of all
-hypotheses are scored in one KV-cached LLM call; the label prior is subtracted for the labels of
-those consumed words only, so LM and prior enter together. The last frame flushes all words and EOS.
-
-The same loop, with the LLM's next-token distribution added when a label is emitted, is label-wise
-fusion (AM and LLM share units); :mod:`llmasr.search.labelwise_fusion` exposes it.
+A :class:`DelayedLLMScorer` on the project's one CTC prefix search (:func:`llmasr.search.ctc.ctc_beam_search`).
+Every ``delay`` frames (or only at the last frame) the completed words of every hypothesis are converted to
+LLM tokens and all pending tokens of all hypotheses are scored in one KV-cached LLM call; the label prior is
+subtracted for the labels of those consumed words only, so LM and prior enter together. The last frame of an
+utterance flushes all its words and EOS. Label-wise fusion (shared units) is the same search with the LLM as
+a label scorer (:mod:`llmasr.search.labelwise_fusion`).
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
 import json
-import math
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -23,20 +21,11 @@ import torch
 from sisyphus import Task, tk
 
 from llmasr.resources import ResourceJob
+from llmasr.search.ctc import FrameScorer, Hypothesis, ctc_beam_search
 from llmasr.search.ctc_logprobs import read_ctc_logprobs  # noqa: F401 (the job reads through it; re-exported)
-from llmasr.search.llm_scorer import LLMScorer
+from llmasr.search.llm_scorer import LLMScorer, LLMState
 
 NEG_INF = float("-inf")
-
-
-def _lae(a: float, b: float) -> float:
-    """log(exp(a) + exp(b)) for floats, safe for -inf."""
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = max(a, b)
-    return m + math.log1p(math.exp(-abs(a - b)))
 
 
 class SameUnitsConverter:
@@ -93,22 +82,6 @@ class WordConverter:
 
 
 @dataclasses.dataclass
-class _Hyp:
-    labels: Tuple[int, ...]
-    b: float  # CTC log-prob of the prefix, paths ending in blank
-    nb: float  # ... ending in the last label
-    lm: float = 0.0  # LLM log-prob of the consumed tokens (unscaled)
-    prior: float = 0.0  # log prior of the consumed labels (unscaled)
-    n_lab: int = 0  # labels whose LM and prior are included
-    n_tok: int = 0  # LLM tokens consumed (after BOS)
-    row: int = 0  # row in the LLM state
-    new_label: Optional[int] = None  # label added at this frame (label-wise: still to be fed to the LLM)
-
-    def ctc(self) -> float:
-        return _lae(self.b, self.nb)
-
-
-@dataclasses.dataclass
 class SearchStats:
     """LLM calls and tokens of one search (for benchmarks)."""
 
@@ -117,185 +90,107 @@ class SearchStats:
     frames: int = 0
 
 
-def _expand_and_prune(hyps: List[_Hyp], lp: torch.Tensor, lm_lp: Optional[torch.Tensor], prior: torch.Tensor,
-                      prior_list: List[float], *, blank: int, beam_size: int, k: int, lm_scale: float,
-                      prior_scale: float, length_reward: float) -> List[_Hyp]:
-    """One frame of the CTC prefix search for one utterance: extend by blank/repeat/new labels, recombine
-    equal label sequences, keep the ``beam_size`` best. ``lp`` [V] CTC log-probs; ``lm_lp`` [B, V] LLM
-    log-probs of the next label (label-wise fusion) or None. Kept hypotheses' ``row`` is their parent's row."""
-    lpl = lp.tolist()
-    ctc_tot = torch.tensor([h.ctc() for h in hyps])  # [B]
-    ext = ctc_tot[:, None] + lp[None, :]  # [B, V] CTC log-prob of prefix + c
-    for i, h in enumerate(hyps):  # a repeated label needs a blank in between
-        if h.labels:
-            ext[i, h.labels[-1]] = h.b + lpl[h.labels[-1]]
-    ext[:, blank] = NEG_INF
-    fused = ext.clone()
-    if lm_lp is not None:
-        fused += lm_scale * lm_lp - prior_scale * prior[None, :]
-    base = torch.tensor([lm_scale * h.lm - prior_scale * h.prior + length_reward * (len(h.labels) + 1)
-                         for h in hyps])
-    top_v, top_i = (fused + base[:, None]).topk(k, dim=1)  # [B, K] label pruning per hypothesis
+@dataclasses.dataclass(frozen=True)
+class _Consumed:
+    """What a hypothesis has fed to the LLM: its row in an LLM state, labels and tokens consumed."""
 
-    cands: Dict[Tuple[int, ...], _Hyp] = {}
-    for h in hyps:  # the prefix stays: blank, or the last label repeated
-        nb = h.nb + lpl[h.labels[-1]] if h.labels else NEG_INF
-        cands[h.labels] = dataclasses.replace(h, b=h.ctc() + lpl[blank], nb=nb, new_label=None)
-    top_i_l, top_v_l = top_i.tolist(), top_v.tolist()
-    for i, h in enumerate(hyps):
-        for j in range(k):
-            if top_v_l[i][j] == NEG_INF:
-                continue
-            c = top_i_l[i][j]
-            key = h.labels + (c,)
-            nb = float(ext[i, c])
-            if lm_lp is not None:
-                new = _Hyp(labels=key, b=NEG_INF, nb=nb, lm=h.lm + float(lm_lp[i, c]), prior=h.prior + prior_list[c],
-                           n_lab=h.n_lab + 1, n_tok=h.n_tok, row=h.row, new_label=c)
-            else:
-                new = dataclasses.replace(h, labels=key, b=NEG_INF, nb=nb, new_label=c)
-            old = cands.get(key)
-            if old is None:
-                cands[key] = new
-            else:  # recombination: same label sequence, keep the most consumed representative
-                rep = old if (old.n_lab, old.n_tok) >= (new.n_lab, new.n_tok) else new
-                cands[key] = dataclasses.replace(rep, b=old.b, nb=_lae(old.nb, nb))
-
-    def total(h: _Hyp) -> float:
-        return h.ctc() + lm_scale * h.lm - prior_scale * h.prior + length_reward * len(h.labels)
-
-    return sorted(cands.values(), key=total, reverse=True)[:beam_size]
+    state: LLMState
+    row: int
+    n_lab: int = 0
+    n_tok: int = 0
 
 
-def _ctc_fusion_search(
-    ctc_logprobs: torch.Tensor, lengths: List[int], *, blank: int, beam_size: int, label_topk: Optional[int],
-    llm_scorer: Optional[LLMScorer], lm_scale: float, log_prior: Optional[torch.Tensor], prior_scale: float,
-    length_reward: float, labelwise: bool, delay: Optional[int], converter, labels_to_text, nbest: int,
-) -> List[List[dict]]:
-    """All utterances frame by frame; one LLM call per frame for the hypotheses of all utterances.
+class DelayedLLMScorer(FrameScorer):
+    """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call (and all
+    words + EOS at an utterance's last frame); records "lm" and "prior" (of the consumed labels).
 
-    ``ctc_logprobs`` [B, T, V]; LLM state rows = the hypotheses of the active utterances, in order.
+    :param llm_scorer: the LLM, or None: no LM, the prior of all labels is recorded at the end
+    :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
+    :param delay: frames between LLM calls (None: only at the end)
+    :param log_prior: [V] label log-prior (None: zero)
     """
-    n_utt, _, vocab = ctc_logprobs.shape
-    lp_all = ctc_logprobs.float().cpu()
-    prior = log_prior.float().cpu() if log_prior is not None else torch.zeros(vocab)
-    if prior.shape[0] != vocab:
-        raise ValueError(f"log_prior has {prior.shape[0]} entries but the CTC output has {vocab}")
-    prior_list = prior.tolist()
-    use_lm = llm_scorer is not None and lm_scale != 0.0
-    if not use_lm:
-        labelwise, delay = False, None
-    if delay is not None and delay < 1:
-        raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
-    if blank < 0 or blank >= vocab:
-        raise ValueError(f"blank index {blank} outside the CTC output of size {vocab}")
-    k = min(label_topk or beam_size, vocab - 1)
-    eos = llm_scorer.eos_id if use_lm else None
 
-    active = [b for b in range(n_utt) if lengths[b] > 0]
-    beams: Dict[int, List[_Hyp]] = {b: [_Hyp(labels=(), b=0.0, nb=NEG_INF, row=r)] for r, b in enumerate(active)}
-    finished: Dict[int, List[_Hyp]] = {b: [_Hyp(labels=(), b=0.0, nb=NEG_INF)] for b in range(n_utt)
-                                       if lengths[b] <= 0}
-    state = llm_scorer.start(torch.tensor(active, dtype=torch.long)) if use_lm and active else None
-    t = 0
-    while active:
-        lm_all = llm_scorer.to_label_space(state.next_logprobs).float().cpu() if labelwise else None  # [N, V]
-        kept: Dict[int, List[_Hyp]] = {}
-        for b in active:
-            hyps = beams[b]
-            lm_lp = lm_all[torch.tensor([h.row for h in hyps])] if labelwise else None
-            kept[b] = _expand_and_prune(hyps, lp_all[b, t], lm_lp, prior, prior_list, blank=blank,
-                                        beam_size=beam_size, k=k, lm_scale=lm_scale, prior_scale=prior_scale,
-                                        length_reward=length_reward)
-        order = [(b, h) for b in active for h in kept[b]]
-        last = {b: t == lengths[b] - 1 for b in active}
-        if use_lm:
-            state = llm_scorer.select(state, torch.tensor([h.row for _, h in order], dtype=torch.long))
-            if labelwise:
-                new_toks = [[int(llm_scorer.labels_to_tokens(torch.tensor([h.new_label]))[0])]
-                            if h.new_label is not None else [] for _, h in order]
-                _, state = llm_scorer.advance(state, new_toks)
-                if any(last.values()):
-                    eos_lp = llm_scorer.final_score(state).tolist()
-                    for (b, h), e in zip(order, eos_lp):
-                        if last[b]:
-                            h.lm += e
-            else:
-                flush = delay is not None and (t + 1) % delay == 0
-                pending, consumed = [], []
-                for b, h in order:
-                    if flush or last[b]:
-                        toks, n_lab = converter(h.labels, last[b])
-                        pending.append(toks[h.n_tok :] + ([eos] if last[b] else []))
-                        consumed.append((n_lab, len(toks)))
-                    else:
-                        pending.append([])
-                        consumed.append(None)
-                sums, state = llm_scorer.advance(state, pending)
-                for (b, h), s, c in zip(order, sums.tolist(), consumed):
-                    if c is None:
-                        continue
-                    h.lm += s
-                    h.prior += sum(prior_list[x] for x in h.labels[h.n_lab : c[0]])
-                    h.n_lab, h.n_tok = c
-        for r, (_, h) in enumerate(order):
-            h.row, h.new_label = r, None
-        still = []
-        for b in active:
-            if last[b]:
-                finished[b] = kept[b]
-            else:
-                still.append(b)
-                beams[b] = kept[b]
-        if use_lm and len(still) < len(active):  # drop the rows of finished utterances
-            state = llm_scorer.select(state, torch.tensor([h.row for b in still for h in kept[b]], dtype=torch.long))
-            r = 0
-            for b in still:
-                for h in kept[b]:
-                    h.row = r
-                    r += 1
-        active = still
-        t += 1
+    def __init__(self, llm_scorer: Optional[LLMScorer], converter, *, lm_scale: float, delay: Optional[int],
+                 log_prior: Optional[torch.Tensor]):
+        if delay is not None and delay < 1:
+            raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
+        self.llm, self.converter, self.lm_scale, self.delay = llm_scorer, converter, lm_scale, delay
+        self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
 
-    def total(h: _Hyp) -> float:
-        return h.ctc() + lm_scale * h.lm - prior_scale * h.prior + length_reward * len(h.labels)
+    def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
+        state = self.llm.start(torch.arange(len(roots))) if self.llm is not None else None
+        for r, h in enumerate(roots):
+            h.user_state = _Consumed(state, r)
+            h.scores["lm"] = 0.0
 
-    results = []
-    for b in range(n_utt):
-        hyps = finished[b]
-        if not use_lm:  # prior on all labels (plain CTC search with prior correction)
-            for h in hyps:
-                h.prior = sum(prior_list[x] for x in h.labels)
-                h.n_lab = len(h.labels)
-        out = []
-        for h in sorted(hyps, key=total, reverse=True)[:nbest]:
-            ctc = h.ctc()
-            out.append({
-                "text": labels_to_text(h.labels) if labels_to_text is not None else "",
-                "labels": list(h.labels),
-                "scores": {"am": ctc, "ctc": ctc, "lm": h.lm, "prior": h.prior, "length": len(h.labels)},
-                "score": total(h),
-            })
-        results.append(out)
-    return results
+    def _prior(self, labels: Sequence[int]) -> float:
+        return 0.0 if self.prior is None else sum(self.prior[x] for x in labels)
+
+    def update(self, t: int, beams: List[List[Hypothesis]], final: List[bool]) -> None:
+        flush = self.delay is not None and (t + 1) % self.delay == 0
+        hyps = [(h, last) for beam, last in zip(beams, final) if flush or last for h in beam]
+        if not hyps:
+            return
+        if self.llm is None:  # plain CTC search: the prior of all labels, at the end
+            for h, last in hyps:
+                if last:
+                    h.scores["prior"] = self._prior(h.labels)
+            return
+        groups: Dict[int, List[Tuple[Hypothesis, bool]]] = {}
+        for h, last in hyps:  # hypotheses of one flush share one LLM state (one call)
+            groups.setdefault(id(h.user_state.state), []).append((h, last))
+        for group in groups.values():
+            pending, consumed = [], []
+            for h, last in group:
+                toks, n_lab = self.converter(h.labels, last)
+                pending.append(toks[h.user_state.n_tok:] + ([self.llm.eos_id] if last else []))
+                consumed.append((n_lab, len(toks)))
+            rows = torch.tensor([h.user_state.row for h, _ in group], dtype=torch.long)
+            sums, state = self.llm.advance(self.llm.select(group[0][0].user_state.state, rows), pending)
+            for r, ((h, _), s, (n_lab, n_tok)) in enumerate(zip(group, sums.tolist(), consumed)):
+                h.scores["lm"] += s
+                h.scores["prior"] += self._prior(h.labels[h.user_state.n_lab:n_lab])
+                h.extra = self.lm_scale * h.scores["lm"]
+                h.user_state = _Consumed(state, r, n_lab, n_tok)
 
 
-def _batched(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_scorer: Optional[LLMScorer],
-             stats: Optional[SearchStats], **kwargs) -> List[List[dict]]:
+def fusion_results(out: List[List[dict]], labels_to_text) -> List[List[dict]]:
+    """Core search results in the shared N-best entry format (CTC score also as "am", text, all scores)."""
+    for hyps in out:
+        for h in hyps:
+            sc = h["scores"]
+            sc["am"] = sc["ctc"]
+            sc.setdefault("lm", 0.0)
+            sc.setdefault("prior", 0.0)
+            h["text"] = labels_to_text(h["labels"]) if labels_to_text is not None else ""
+    return out
+
+
+def run_ctc_fusion(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_scorer: Optional[LLMScorer],
+                   stats: Optional[SearchStats], *, blank: int, labels_to_text, label_topk: Optional[int],
+                   beam_size: int, **kwargs) -> List[List[dict]]:
+    """Runs :func:`llmasr.search.ctc.ctc_beam_search` on ``ctc_logprobs`` [B, T, V] (or [T, V]) and counts the
+    LLM work in ``stats``; ``label_topk`` defaults to ``beam_size``."""
     if ctc_logprobs.dim() == 2:
         ctc_logprobs = ctc_logprobs[None]
-    n = ctc_logprobs.shape[0]
+    n, _, vocab = ctc_logprobs.shape
     if lengths is None:
         lengths = torch.full((n,), ctc_logprobs.shape[1], dtype=torch.long)
+    if blank < 0 or blank >= vocab:
+        raise ValueError(f"blank index {blank} outside the CTC output of size {vocab}")
+    log_prior = kwargs.get("log_prior")
+    if log_prior is not None and log_prior.shape[0] != vocab:
+        raise ValueError(f"log_prior has {log_prior.shape[0]} entries but the CTC output has {vocab}")
     calls0 = llm_scorer.num_forward_calls if llm_scorer is not None else 0
     toks0 = llm_scorer.num_forward_tokens if llm_scorer is not None else 0
-    results = _ctc_fusion_search(ctc_logprobs, [int(x) for x in lengths], llm_scorer=llm_scorer, **kwargs)
+    out = ctc_beam_search(ctc_logprobs.float(), lengths, blank=blank, beam_size=beam_size,
+                          label_topk=min(label_topk or beam_size, vocab - 1), **kwargs)
     if stats is not None:
         stats.frames += int(lengths.sum())
         if llm_scorer is not None:
             stats.llm_forward_calls += llm_scorer.num_forward_calls - calls0
             stats.llm_forward_tokens += llm_scorer.num_forward_tokens - toks0
-    return results
+    return fusion_results(out, labels_to_text)
 
 
 def delayed_fusion_search(
@@ -326,10 +221,12 @@ def delayed_fusion_search(
     :param label_topk: labels tried per hypothesis and frame (default ``beam_size``).
     Returns per utterance the N-best list (shared N-best entry format), best first.
     """
-    return _batched(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
-                    label_topk=label_topk, lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
-                    length_reward=length_reward, labelwise=False, delay=delay, converter=converter,
-                    labels_to_text=labels_to_text, nbest=nbest)
+    use_lm = llm_scorer is not None and lm_scale != 0.0
+    scorer = DelayedLLMScorer(llm_scorer if use_lm else None, converter, lm_scale=lm_scale, delay=delay,
+                              log_prior=log_prior)
+    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer if use_lm else None, stats, blank=blank,
+                          beam_size=beam_size, label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
+                          prior_scale=prior_scale, length_reward=length_reward, frame_scorers=[scorer])
 
 
 # --- job ---------------------------------------------------------------------------------------------

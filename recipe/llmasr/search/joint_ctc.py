@@ -21,7 +21,7 @@ from llmasr.search.scorer import LabelScorer
 def joint_label_sync_search(
     scorers: Dict[str, Tuple[LabelScorer, float]], ctc_log_probs: torch.Tensor, ctc_lengths: torch.Tensor, *,
     ctc_scale: float, blank: int, bos: int, eos: int, beam_size: int, max_len: int,
-    length_norm_exponent: float = 0.0, pre_beam_size: Optional[int] = None,
+    length_norm_exponent: float = 0.0, pre_beam_size: Optional[int] = None, length_norm_counts_eos: bool = False,
 ) -> List[List[dict]]:
     """Beam search over ``scorers`` plus ``ctc_scale`` * CTC prefix score (score name "ctc");
     ctc_scale 0 = plain beam search. ``ctc_log_probs`` [B, T, V] share label ids with the model."""
@@ -29,7 +29,8 @@ def joint_label_sync_search(
     if ctc_scale:
         partial["ctc"] = (CTCPrefixScorer(ctc_log_probs, ctc_lengths, blank=blank, eos=eos), ctc_scale)
     return beam_search(scorers, ctc_log_probs.shape[0], beam_size, bos, eos, max_len, length_norm_exponent,
-                       partial_scorers=partial, pre_beam_size=pre_beam_size)
+                       partial_scorers=partial, pre_beam_size=pre_beam_size,
+                       length_norm_counts_eos=length_norm_counts_eos)
 
 
 def joint_time_sync_search(

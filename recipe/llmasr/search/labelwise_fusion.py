@@ -1,9 +1,9 @@
 """Label-wise shallow fusion: AM and LLM share units, each new label adds lm_scale*log p_LM - prior_scale*log prior.
 
-CTC: a time-synchronous prefix search in which the LLM state advances only for hypotheses that emitted
-a new label (one KV-cached call per frame, batched over hypotheses), with recombination of equal label
-sequences. AED: the label-synchronous beam search over weighted scorers, with the LLM and the prior
-as two more scorers.
+CTC: the project's time-synchronous CTC prefix search (:func:`llmasr.search.ctc.ctc_beam_search`) with the LLM
+as a label scorer: its state advances only for hypotheses that emitted a new label (one KV-cached call per
+frame for all hypotheses of all utterances), equal label sequences recombine. AED: the label-synchronous beam
+search over weighted scorers, with the LLM and the prior as two more scorers.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from llmasr.search.delayed_fusion import SearchStats, _batched
+from llmasr.search.delayed_fusion import SearchStats, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
 
@@ -36,13 +36,20 @@ def ctc_labelwise_fusion_search(
 
     :param ctc_logprobs: [B, T, V] (or [T, V]) CTC log-probs over the AM labels (incl. ``blank``).
     :param llm_scorer: LLM over the same units (its ``label_to_token`` maps AM labels to LLM ids).
-    :param label_topk: labels tried per hypothesis and frame, ranked by the fused score (default beam).
-    Returns per utterance the N-best list (shared N-best entry format) with EOS scored at the end.
+    :param label_topk: labels tried per frame, the best by CTC (default ``beam_size``).
+    Returns per utterance the N-best list (shared N-best entry format) with the LLM's EOS scored at the end.
     """
-    return _batched(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
-                    label_topk=label_topk, lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
-                    length_reward=length_reward, labelwise=True, delay=None, converter=None,
-                    labels_to_text=labels_to_text, nbest=nbest)
+    if llm_scorer is None or lm_scale == 0.0:
+        from llmasr.search.delayed_fusion import delayed_fusion_search
+
+        return delayed_fusion_search(ctc_logprobs, lengths, llm_scorer=None, converter=None, blank=blank,
+                                     beam_size=beam_size, label_topk=label_topk, lm_scale=0.0, log_prior=log_prior,
+                                     prior_scale=prior_scale, length_reward=length_reward,
+                                     labels_to_text=labels_to_text, nbest=nbest, stats=stats)
+    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
+                          label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
+                          scorers={"lm": (llm_scorer, lm_scale)}, bos=llm_scorer.bos_id, score_final=True,
+                          log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward)
 
 
 class LabelPriorScorer(LabelScorer):

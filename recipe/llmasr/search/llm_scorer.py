@@ -91,6 +91,32 @@ class LLMScorer(LabelScorer):
             next_logprobs=None if state.next_logprobs is None else state.next_logprobs[idx.to(self.device)],
         )
 
+    def concat(self, states: Sequence[LLMState]) -> LLMState:
+        """Rows of several states in one: caches and masks are right-padded to the longest (padding masked)."""
+        if len(states) == 1:
+            return states[0]
+        if any(s.cache is None or s.next_logprobs is None for s in states):
+            raise NotImplementedError("LLMScorer.concat needs states that consumed BOS with the KV cache")
+        width = max(s.mask.shape[1] for s in states)
+
+        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+            extra = width - x.shape[dim]
+            if not extra:
+                return x
+            shape = list(x.shape)
+            shape[dim] = extra
+            return torch.cat([x, x.new_zeros(shape)], dim)
+
+        from transformers import DynamicCache
+
+        layers = [(torch.cat([pad(s.cache.layers[i].keys, 2) for s in states]),
+                   torch.cat([pad(s.cache.layers[i].values, 2) for s in states]))
+                  for i in range(len(states[0].cache.layers))]
+        return LLMState(batch_indices=torch.cat([s.batch_indices for s in states]),
+                        tokens=[list(t) for s in states for t in s.tokens], cache=DynamicCache(ddp_cache_data=layers),
+                        mask=torch.cat([pad(s.mask, 1) for s in states]), length=torch.cat([s.length for s in states]),
+                        next_logprobs=torch.cat([s.next_logprobs for s in states]))
+
     def final_score(self, state: LLMState) -> torch.Tensor:
         """log p(EOS | prefix) per row."""
         if state.next_logprobs is None:

@@ -7,7 +7,7 @@ Scores are natural-log probabilities.
 from __future__ import annotations
 
 import abc
-from typing import Any, Tuple
+from typing import Any, Sequence, Tuple
 
 import torch
 
@@ -16,6 +16,10 @@ State = Any
 
 class LabelScorer(abc.ABC):
     """Scores the next label of each hypothesis given its label prefix."""
+
+    #: scores are log-probabilities (<= 0), so a hypothesis' score never rises under a scale >= 0; a scorer
+    #: that returns rewards sets this to False (searches then do not stop early on that assumption)
+    scores_are_log_probs: bool = True
 
     @abc.abstractmethod
     def initial_state(self, batch_indices: torch.Tensor) -> State:
@@ -34,6 +38,11 @@ class LabelScorer(abc.ABC):
 
     def final_score(self, state: State) -> torch.Tensor:
         """Score [N] added when a hypothesis ends (e.g. log p(EOS)); zero by default."""
+        raise NotImplementedError
+
+    def concat(self, states: Sequence[State]) -> State:
+        """One state holding the rows of ``states`` in order, so that hypotheses whose states come from
+        different calls are scored in one call; optional (searches then make one call per state)."""
         raise NotImplementedError
 
 

@@ -34,6 +34,8 @@ class PriorScorer(_StatelessScorer):
 class LengthRewardScorer(_StatelessScorer):
     """Score 1 for every label except ``eos`` (so scale = reward per label)."""
 
+    scores_are_log_probs = False  # positive: a hypothesis' score may rise (no early stop in beam_search)
+
     def __init__(self, vocab_size: int, eos: Optional[int] = None):
         self.v = torch.ones(vocab_size)
         if eos is not None:

@@ -7,7 +7,7 @@ import enum
 import json
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from sisyphus import tk
 
@@ -30,6 +30,8 @@ class SpeechLLMRecogJob(CorpusSearchJob):
     LLM's own aux CTC head.
     """
 
+    __sis_hash_exclude__ = {"length_norm_counts_eos": False, "score_new_labels_only": True, "batch_hyps": True}
+
     def __init__(
         self,
         checkpoint: tk.Path,
@@ -38,7 +40,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         *,
         mode: SpeechLLMSearchMode = SpeechLLMSearchMode.BEAM,
         ctc_logprobs: Optional[tk.Path] = None,
-        ctc_scale: float = 0.3,
+        ctc_scale: Union[float, tk.Variable] = 0.3,
         beam_size: int = 8,
         nbest: int = 8,
         length_norm_exponent: float = 1.0,
@@ -48,28 +50,35 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         utterances_per_batch: int = 8,
         device: str = "cpu",
         cpu: int = 2,
+        length_norm_counts_eos: bool = False,
+        score_new_labels_only: bool = True,
+        batch_hyps: bool = True,
     ):
         """
         :param checkpoint: speech LLM checkpoint (``SpeechLLMTrainingJob.out_checkpoints[e]``)
         :param setup: the setup it was trained with (``SpeechLLMTrainingJob.out_setup``)
         :param corpus: corpus manifest to recognise
         :param mode: BEAM, JOINT_LABEL_SYNC or JOINT_TIME_SYNC
-        :param ctc_logprobs: per-utterance CTC log-probs (blank last), for the joint modes
+        :param ctc_logprobs: per-utterance CTC log-probs (blank last), for the joint modes; None: the speech LLM's
+            own aux CTC output (``SpeechLLMConfig.ctc_vocab_size``)
         :param ctc_scale: label-sync: weight of the CTC prefix score (the LLM gets 1 - ctc_scale);
-            time-sync: the LLM gets weight (1 - ctc_scale) / ctc_scale relative to CTC
+            time-sync: the LLM gets weight (1 - ctc_scale) / ctc_scale relative to CTC; a tk.Variable (a scale
+            tuned on dev, :class:`llmasr.tuning.scales.SelectBestScaleJob`) is read when the job runs
         :param beam_size: hypotheses per utterance; :param nbest: hypotheses written
         :param length_norm_exponent: label-sync: final score / L^alpha (0: off)
         :param max_len_ratio: label-sync: maximum output labels per 100 ms of audio
         :param label_topk: time-sync: labels tried per frame (CTC top-k pruning)
         :param soft_collapse_threshold: time-sync: merge frames whose blank probability exceeds it
         :param utterances_per_batch: utterances searched together
+        :param length_norm_counts_eos: the L of score / L^alpha counts the EOS label (the paper's normalisation)
+        :param score_new_labels_only: time-sync: run the LLM only for hypotheses that got a new label this frame
+            (False: every hypothesis every frame, the reference the optimisation is measured against)
+        :param batch_hyps: time-sync: one LLM call per frame for all hypotheses (False: one call per hypothesis)
         """
         if not isinstance(mode, SpeechLLMSearchMode):
             raise ValueError(f"mode must be a SpeechLLMSearchMode, got {mode!r}")
         if mode != SpeechLLMSearchMode.BEAM:
-            if ctc_logprobs is None:
-                raise ValueError(f"mode {mode.name} needs ctc_logprobs")
-            if not 0.0 <= ctc_scale < 1.0:
+            if not isinstance(ctc_scale, tk.Variable) and not 0.0 <= ctc_scale < 1.0:
                 raise ValueError(f"ctc_scale must be in [0, 1), got {ctc_scale}")
         self.checkpoint = checkpoint
         self.setup = setup
@@ -84,6 +93,9 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         self.label_topk = label_topk
         self.soft_collapse_threshold = soft_collapse_threshold
         self.utterances_per_batch = utterances_per_batch
+        self.length_norm_counts_eos = length_norm_counts_eos
+        self.score_new_labels_only = score_new_labels_only
+        self.batch_hyps = batch_hyps
         self.device = device
         self._init_search_outputs(cpu=cpu, device=device)
 
@@ -111,13 +123,20 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         if not entries:
             raise ValueError(f"{self.corpus.get_path()}: no utterances")
         ctc = None  # read one batch at a time: the whole set does not fit in memory at paper scale
-        if self.mode != SpeechLLMSearchMode.BEAM:
+        own_ctc = self.mode != SpeechLLMSearchMode.BEAM and self.ctc_logprobs is None
+        if own_ctc and model.ctc_head is None and model.ctc_heads is None:
+            raise ValueError(f"mode {self.mode.name} without ctc_logprobs needs a speech LLM with an aux CTC output, "
+                             f"but {self.setup.get_path()} has ctc_vocab_size 0")
+        if self.mode != SpeechLLMSearchMode.BEAM and not own_ctc:
             ctc = CtcLogProbsFile(self.ctc_logprobs.get_path())
             missing = [e.id for e in entries if e.id not in ctc]
             if missing:
                 raise ValueError(f"{self.ctc_logprobs.get_path()} has no CTC outputs for {len(missing)} utterances "
                                  f"of {self.corpus.get_path()}, e.g. {missing[:3]}")
         scorer = SpeechLLMScorer(model)
+        ctc_scale = float(self.ctc_scale.get() if isinstance(self.ctc_scale, tk.Variable) else self.ctc_scale)
+        if self.mode != SpeechLLMSearchMode.BEAM and not 0.0 <= ctc_scale < 1.0:
+            raise ValueError(f"ctc_scale must be in [0, 1), got {ctc_scale}")
         results: Dict[str, List[dict]] = {}
         audio_s, t0 = 0.0, time.perf_counter()
         for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
@@ -125,25 +144,33 @@ class SpeechLLMRecogJob(CorpusSearchJob):
             max_len = max(1, int(self.max_len_ratio * 10 * max(e.duration for e in batch)))
             if self.mode == SpeechLLMSearchMode.BEAM:
                 out = beam_search({"am": (scorer, 1.0)}, len(batch), self.beam_size, bos, eos, max_len,
-                                  self.length_norm_exponent, nbest=self.nbest)
+                                  self.length_norm_exponent, nbest=self.nbest,
+                                  length_norm_counts_eos=self.length_norm_counts_eos)
             else:
-                lp = [ctc[e.id].float() for e in batch]
-                ctc_lens = torch.tensor([x.shape[0] for x in lp])
-                ctc_lp = torch.zeros(len(lp), int(ctc_lens.max()), lp[0].shape[1])  # padding masked by ctc_lens
-                for i, x in enumerate(lp):
-                    ctc_lp[i, : x.shape[0]] = x
+                if own_ctc:
+                    with torch.no_grad():
+                        ctc_lp, ctc_lens = model.ctc_log_probs(audio.to(device), lens.to(device))
+                    ctc_lp, ctc_lens = ctc_lp.float().cpu(), ctc_lens.cpu()
+                else:
+                    lp = [ctc[e.id].float() for e in batch]
+                    ctc_lens = torch.tensor([x.shape[0] for x in lp])
+                    ctc_lp = torch.zeros(len(lp), int(ctc_lens.max()), lp[0].shape[1])  # padding masked by ctc_lens
+                    for i, x in enumerate(lp):
+                        ctc_lp[i, : x.shape[0]] = x
                 blank = ctc_lp.shape[-1] - 1
                 if self.mode == SpeechLLMSearchMode.JOINT_LABEL_SYNC:
                     out = joint_label_sync_search(
-                        {"am": (scorer, 1.0 - self.ctc_scale)}, ctc_lp, ctc_lens, ctc_scale=self.ctc_scale,
+                        {"am": (scorer, 1.0 - ctc_scale)}, ctc_lp, ctc_lens, ctc_scale=ctc_scale,
                         blank=blank, bos=bos, eos=eos, beam_size=self.beam_size, max_len=max_len,
-                        length_norm_exponent=self.length_norm_exponent)
+                        length_norm_exponent=self.length_norm_exponent,
+                        length_norm_counts_eos=self.length_norm_counts_eos)
                 else:
-                    scale = (1.0 - self.ctc_scale) / max(self.ctc_scale, 1e-6)
+                    scale = (1.0 - ctc_scale) / max(ctc_scale, 1e-6)
                     out = joint_time_sync_search(
                         scorer, ctc_lp, ctc_lens, model_scale=scale, blank=blank, bos=bos, eos=eos,
                         beam_size=self.beam_size, label_topk=self.label_topk,
-                        soft_collapse_threshold=self.soft_collapse_threshold, nbest=self.nbest)
+                        soft_collapse_threshold=self.soft_collapse_threshold, nbest=self.nbest,
+                        score_new_labels_only=self.score_new_labels_only, batch_hyps=self.batch_hyps)
             for e, hyps in zip(batch, out):
                 results[e.id] = [_entry(h, tokenizer) for h in hyps[: self.nbest]]
                 audio_s += e.duration

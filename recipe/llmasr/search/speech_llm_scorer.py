@@ -98,6 +98,29 @@ class SpeechLLMScorer(LabelScorer):
         return SpeechLLMState(cache=cache, mask=state.mask.index_select(0, indices),
                               pos=state.pos.index_select(0, indices), logprobs=lp, rows=rows)
 
+    def concat(self, states) -> SpeechLLMState:
+        """Rows of several cached states in one: caches and masks right-padded to the longest (padding masked;
+        position ids are explicit, so the padding changes no score)."""
+        if len(states) == 1:
+            return states[0]
+        if not self.use_cache or any(s.cache is None or s.logprobs is None for s in states):
+            raise NotImplementedError("SpeechLLMScorer.concat needs cached states after a scored label")
+        from transformers import DynamicCache
+
+        width = max(s.mask.shape[1] for s in states)
+
+        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+            shape = list(x.shape)
+            shape[dim] = width - x.shape[dim]
+            return x if not shape[dim] else torch.cat([x, x.new_zeros(shape)], dim)
+
+        layers = [(torch.cat([pad(s.cache.layers[i].keys, 2) for s in states]),
+                   torch.cat([pad(s.cache.layers[i].values, 2) for s in states]))
+                  for i in range(len(states[0].cache.layers))]
+        return SpeechLLMState(cache=DynamicCache(ddp_cache_data=layers), mask=torch.cat([pad(s.mask, 1) for s in states]),
+                              pos=torch.cat([s.pos for s in states]), logprobs=torch.cat([s.logprobs for s in states]),
+                              rows=None if states[0].rows is None else torch.cat([s.rows for s in states]))
+
     def final_score(self, state: SpeechLLMState) -> torch.Tensor:
         """log p(EOS | prefix) from the last step."""
         return state.logprobs[:, self.eos_id]

@@ -197,3 +197,28 @@ class TuneScalesJob(ResourceJob):
         self.out_prior_scale.set(res["prior_scale"])
         self.out_length_reward.set(res["length_reward"])
         self.out_wer.set(res["wer"])
+
+
+class SelectBestScaleJob(ResourceJob):
+    """Picks the scale whose dev WER is lowest, e.g. the CTC scale of a joint search tried at a few values on dev
+    (scales that change the search itself cannot be tuned on N-best lists); ties go to the smaller scale."""
+
+    def __init__(self, wers: Dict[float, tk.Variable]):
+        """
+        :param wers: scale -> dev WER (``ScoreWERJob.out_wer`` of the search run with that scale)
+        """
+        if not wers:
+            raise ValueError("SelectBestScaleJob needs at least one (scale, WER) pair")
+        self.wers = {float(k): v for k, v in wers.items()}
+        self.out_scale = self.output_var("scale")
+        self.out_wer = self.output_var("wer")
+
+    def tasks(self):
+        yield Task("run", mini_task=True)
+
+    def run(self):
+        values = {s: float(w.get() if isinstance(w, tk.Variable) else w) for s, w in self.wers.items()}
+        best = min(sorted(values), key=lambda s: values[s])
+        logging.info("dev WER by scale %s: best %s", values, best)
+        self.out_scale.set(best)
+        self.out_wer.set(values[best])

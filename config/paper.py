@@ -1,0 +1,218 @@
+"""The paper's hyperparameters in one place, read by both paper-scale experiments (LibriSpeech, Loquacious), and the
+paper's speech-LLM recipe.
+
+Speech LLM as in the paper: an 18 x 1024 Conformer encoder (pre-trained as a CTC model with aux CTC at layer 16,
+then trained together with the LLM, aux CTC kept at layers 16 and 18) -> frame-stacking adapter (k = 2) -> Qwen2 with
+rsLoRA (r = 320, alpha = 16) on the attention's q and v; recognised alone (beam search, score / L^alpha with EOS in
+L) and jointly with its own CTC output (beam 4, CTC scale tuned on dev, time-synchronous with soft collapse 0.8).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from sisyphus import tk
+
+from config.experiment import ExperimentData, Results, TuningGrid
+from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
+from llmasr.llm.hub import DownloadHFModelJob
+from llmasr.llm.train import CreateTinyLLMJob, PretrainLLMJob, TrainConfig
+from llmasr.models.conformer import ConformerEncoderConfig, CtcModelConfig, paper_encoder_config
+from llmasr.models.llm import TinyLLMConfig
+from llmasr.models.lora import LoraSetup
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.returnn.config import TrainingOptions
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
+from llmasr.returnn.training import GetBestCheckpointJob, ReturnnTrainingJob
+from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
+from llmasr.tuning.scales import SelectBestScaleJob
+
+# --- models ------------------------------------------------------------------------------------------------------
+AM_VOCAB_SIZE = 10_000  # SentencePiece unigram 10k: the units of the AMs and of the speech LLMs over AM units
+# one LoRA set-up for the speech LLM's decoder and for fine-tuning LLMs on text (rank-stabilised: alpha / sqrt(r))
+PAPER_LORA = LoraSetup(rank=320, alpha=16.0, targets=("q_proj", "v_proj"), use_rslora=True)
+SPEECH_LLM_ENCODER_LAYERS = 18
+SPEECH_LLM_AUX_CTC_LAYERS = (16, 18)
+SPEECH_LLM_ADAPTER_K = 2  # 6x from the Conformer front end, 2x more by frame stacking: 120 ms per LLM position
+# the LM baseline of the fusion experiments: a 32-layer Transformer LM over the AM's units, trained on the LM text
+# (a Qwen2-architecture model: RMSNorm, gated FF, RoPE; 1024 wide, 8 heads, gated FF 2816 as the AED decoder's)
+TRAFO_LM = TinyLLMConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=32, num_attention_heads=8,
+                         num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False)
+TRAFO_LM_TRAINING = TrainConfig(epochs=1, batch_size=64, learning_rate=1e-4, warmup_steps=2000, max_length=256)
+
+# the Qwen2 checkpoints (hub ids; the jobs read them from DownloadHFModelJob, see hub_models): base models, their
+# instruct versions (same size, more pre-training), and sizes beyond
+QWEN2 = {"qwen2-0.5b": "Qwen/Qwen2-0.5B", "qwen2-1.5b": "Qwen/Qwen2-1.5B"}
+QWEN2_INSTRUCT = {"qwen2-0.5b-instruct": "Qwen/Qwen2-0.5B-Instruct", "qwen2-1.5b-instruct": "Qwen/Qwen2-1.5B-Instruct"}
+QWEN2_LARGER = {"qwen2-7b": "Qwen/Qwen2-7B"}  # Qwen2-72B: LoRA r=320 does not fit a single 80 GB GPU (README)
+# their architectures as published on the hub (``config.json``), for parameter counts and the cost estimate
+QWEN2_ARCHITECTURES: Dict[str, Dict[str, object]] = {
+    "Qwen/Qwen2-0.5B": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                            num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "Qwen/Qwen2-1.5B": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                            num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+    "Qwen/Qwen2-7B": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                          num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
+}
+
+# the hub revision of each checkpoint, part of every LLM job's id: "main" until the commits of the paper's downloads
+# are known (DownloadHFModelJob records the commit it got in out_model/hub_source.json); pinning them then changes the
+# LLM jobs' ids once
+HUB_REVISIONS: Dict[str, str] = {}
+DEFAULT_HUB_REVISION = "main"
+
+
+def hub_models(models: Mapping[str, str]) -> Dict[str, tk.Path]:
+    """``name -> hub id`` to ``name -> downloaded model folder``: each checkpoint downloaded once by a job, so compute
+    nodes need no hub access."""
+    return {name: DownloadHFModelJob(repo, revision=HUB_REVISIONS.get(repo, DEFAULT_HUB_REVISION)).out_model
+            for name, repo in models.items()}
+
+
+# --- search and tuning ---------------------------------------------------------------------------------------------
+LENGTH_NORM_EXPONENT = 1.0  # score / L^alpha, L counting EOS
+JOINT_BEAM = 4
+SOFT_COLLAPSE_THRESHOLD = 0.8
+JOINT_CTC_SCALES = (0.1, 0.2, 0.3, 0.4, 0.5)  # tried on the tuning set; the best is used on every set
+DELAYS = (1, 5, 10, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
+PAPER_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 21 points in [0, 2]
+TUNING = TuningGrid(lm_scales=PAPER_GRID, prior_scales=PAPER_GRID, length_rewards=(0.0, 0.5, 1.0, 1.5),
+                    refine_rounds=10)
+PRIOR_UTTERANCES = 100_000  # the CTC prior averages the softmax over this many training utterances
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+OPEN_ASR_SETS: Tuple[str, ...] = tuple(OPEN_ASR_TEST_SETS)  # the 8 sets of the Open ASR Leaderboard
+OPEN_ASR_MEAN = {"Open ASR mean": OPEN_ASR_SETS}
+
+GPU = dict(cpu=4, gpu=1, mem=32)
+
+
+def paper_speech_llm_encoder_config() -> ConformerEncoderConfig:
+    """The speech LLM's encoder: the AM encoder with 18 layers."""
+    return paper_encoder_config(SPEECH_LLM_ENCODER_LAYERS)
+
+
+def paper_results(prefix: str, hallucination_set: str) -> Results:
+    """Results whose tables add the Open ASR mean and RTFx columns."""
+    return Results(prefix, hallucination_set=hallucination_set, set_means=dict(OPEN_ASR_MEAN), with_rtfx=True)
+
+
+def transformer_lm(prefix: str, text: tk.Path, spm_model: tk.Path, *, device: str = "cuda", cpu: int = 4
+                   ) -> tk.Path:
+    """The 32-layer Transformer LM over the AM's units (random init, trained on ``text``)."""
+    init = CreateTinyLLMJob(spm_model, config=TRAFO_LM).out_model
+    job = PretrainLLMJob(init, text, train_config=TRAFO_LM_TRAINING, device=device, cpu=cpu)
+    job.add_alias(f"{prefix}/llm/trafo-lm-32l/train")
+    return job.out_model
+
+
+def speech_llm_encoder(prefix: str, data: ExperimentData, options: TrainingOptions, *, spm_model: tk.Path,
+                       vocab_size: int = AM_VOCAB_SIZE, **rqmt) -> Tuple[tk.Path, tk.Path]:
+    """Pre-trains the speech LLM's 18-layer encoder as a CTC model (CTC at 18, aux CTC at 16) on ``spm_model``'s
+    units; returns its best checkpoint and model config."""
+    cfg = CtcModelConfig(encoder=paper_speech_llm_encoder_config(), vocab_size=vocab_size, aux_ctc_layers=(16,),
+                         aux_ctc_scales=(0.3,))
+    job = ReturnnTrainingJob(cfg, data.train_zips, data.dev_zips, spm_model, options=options, **rqmt)
+    job.add_alias(f"{prefix}/speech_llm/encoder-ctc-18l/train")
+    return GetBestCheckpointJob(job, score_key="dev_loss_ctc").out_checkpoint, job.out_model_config
+
+
+@dataclasses.dataclass
+class SpeechLLMRecipe:
+    """Everything a paper speech LLM needs besides its variant choices."""
+
+    data: ExperimentData
+    results: Results
+    options: TrainingOptions
+    encoder_checkpoint: Optional[tk.Path]
+    encoder_model_config: Optional[tk.Path]
+    rqmt: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(GPU))
+    device: str = "cuda"
+
+
+@dataclasses.dataclass
+class PaperSpeechLLM:
+    """A trained paper speech LLM: its training job, its systems in the results ("alone", "joint") and the CTC
+    scale tuned for joint recognition (None without it)."""
+
+    train: SpeechLLMTrainingJob
+    systems: Dict[str, str]
+    ctc_scale: Optional[tk.Variable] = None
+
+
+def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: object, *,
+                     units: Optional[tk.Path] = None, own_tokenizer: bool = False, adapter_k: int = SPEECH_LLM_ADAPTER_K,
+                     llm_training: LLMTraining = LLMTraining.LORA, freeze_encoder: bool = False,
+                     encoder: Optional[ConformerEncoderConfig] = None, joint: bool = True,
+                     interface: SpeechInterface = SpeechInterface.PREFIX, prompt: Tuple[str, str] = ("", ""),
+                     eval_sets: Optional[Sequence[str]] = None) -> PaperSpeechLLM:
+    """Trains one paper speech LLM and recognises the evaluation sets alone (``speech-llm <name>``) and, over units
+    with a CTC output, jointly with its own CTC (``speech-llm <name> + ctc``: time-sync, beam 4, soft collapse 0.8,
+    the CTC scale of :data:`JOINT_CTC_SCALES` with the lowest WER on the tuning set).
+
+    :param units: SentencePiece model of the targets (default: the AM's); :param own_tokenizer: the LLM's tokenizer
+    :param encoder: a fresh encoder of this config instead of the pre-trained one (trained from random weights)
+    :param interface: how the LLM sees the speech; :param prompt: text before / after the speech
+    :param eval_sets: the sets to recognise (default: all of the data's)
+    """
+    data, results = recipe.data, recipe.results
+    units = units or data.spm_model
+    cfg = SpeechLLMConfig(encoder_dim=0, interface=interface, llm_training=llm_training,
+                          adapter_k=adapter_k, freeze_encoder=freeze_encoder, aux_ctc_scale=1.0,
+                          aux_ctc_layers=SPEECH_LLM_AUX_CTC_LAYERS, **PAPER_LORA.speech_llm_fields())
+    setup = SpeechLLMSetup(config=cfg, llm=llm, aed_checkpoint=None if encoder else recipe.encoder_checkpoint,
+                           aed_model_config=None if encoder else recipe.encoder_model_config,
+                           am_spm_model=None if own_tokenizer else units, encoder=encoder,
+                           prompt_pre_text=prompt[0], prompt_post_text=prompt[1])
+    train = SpeechLLMTrainingJob(setup, data.train_zips, data.dev_zips, units, options=recipe.options, **recipe.rqmt)
+    train.add_alias(f"{prefix}/speech_llm/{name}/train")
+    ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)
+    out = PaperSpeechLLM(train, {"alone": f"speech-llm {name}"})
+    for s in sets:
+        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], length_norm_exponent=LENGTH_NORM_EXPONENT,
+                                length_norm_counts_eos=True, device=recipe.device)
+        results.score(out.systems["alone"], s, data, rec.out_nbest, rec.out_search_stats)
+    if not joint or own_tokenizer:
+        return out
+    out.systems["joint"] = joint_name = f"speech-llm {name} + ctc"
+    dev_wers = {}
+    for scale in JOINT_CTC_SCALES:
+        rec = joint_recog(recipe, train, data.tune_set, ctc_scale=scale)
+        wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
+        tk.register_output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale_{scale}/wer.json", wer.out_report)
+        dev_wers[scale] = wer.out_wer
+    out.ctc_scale = SelectBestScaleJob(dev_wers).out_scale
+    tk.register_output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale", out.ctc_scale)
+    results.info[joint_name] = {"ctc_scale": out.ctc_scale}
+    for s in sets:
+        rec = joint_recog(recipe, train, s, ctc_scale=out.ctc_scale)
+        results.score(joint_name, s, data, rec.out_nbest, rec.out_search_stats)
+    return out
+
+
+def joint_recog(recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob, eval_set: str, *, ctc_scale: object,
+                **changes) -> SpeechLLMRecogJob:
+    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous), with ``changes`` to
+    its search options (e.g. soft collapse off for the optimisation table)."""
+    opts = dict(mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, beam_size=JOINT_BEAM, nbest=JOINT_BEAM,
+                soft_collapse_threshold=SOFT_COLLAPSE_THRESHOLD, device=recipe.device)
+    opts.update(changes)
+    return SpeechLLMRecogJob(train.out_last_checkpoint, train.out_setup, recipe.data.corpora[eval_set],
+                             ctc_scale=ctc_scale, **opts)
+
+
+def comparison_tables(results: Results, *, llms: Sequence[str]) -> None:
+    """The comparison tables: one per LLM for fusion (rescoring, label-wise and delayed fusion, the AMs alone first),
+    the speech LLMs, and the Open ASR table (AMs, delayed fusion k=10, speech LLMs)."""
+    ams = {"CTC": "ctc-beam", "AED": "aed-beam", "AED + CTC": "aed+ctc"}
+    for llm in llms:
+        rows = dict(ams)
+        rows.update({n: n for n in results.wer if n.endswith(f"[{llm}]") or n.endswith(f"({llm})")
+                     or n.endswith(f"({llm}-ft)")})
+        results.table(f"fusion_{llm}", rows)
+    rows = {n: n for n in results.wer if n.startswith("speech-llm") and "(" not in n}
+    results.table("speech_llms", rows)
+    results.table("open_asr", {n: n for n in results.wer if n in ams.values() or n.startswith("speech-llm")
+                               or ("delayed fusion" in n and "(k=10)" in n)})
+
