@@ -109,12 +109,16 @@ def build_from_setup(setup: Union[SpeechLLMSetup, Dict[str, Any]], *, with_aed_w
 
 
 def load_speech_llm(checkpoint: str, setup: Union[SpeechLLMSetup, Dict[str, Any]], *, device: str = "cpu"):
-    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint."""
+    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint.
+
+    The checkpoint is memory-mapped and its tensors replace the model's (``assign``): no second copy of the weights
+    is held (a Qwen2-1.5B speech LLM peaked at model + state dict, about 15 GB, before)."""
     from llmasr.models.checkpoint import read_state_dict
 
-    state = read_state_dict(checkpoint, what="speech LLM checkpoint")
     model, tokenizer = build_from_setup(setup, with_aed_weights=False)
-    model.load_state_dict(state)
+    state = read_state_dict(checkpoint, what="speech LLM checkpoint", mmap=True)
+    model.load_state_dict(state, assign=True)
+    del state
     return model.to(device).eval(), tokenizer
 
 
