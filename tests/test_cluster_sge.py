@@ -126,8 +126,10 @@ def test_restart_while_queued_cancel_and_time_limit(sge, shared_dir, monkeypatch
     tk.register_output("t/done", too_long.out_done)
     m = Manager(graph, SGE(), poll=0.3, out=io.StringIO())
     m.step()
-    # qdel only once the job really runs ("r"): one deleted while still being transferred can linger in qstat
-    _wait(lambda: _sge_state_by_name(SGE().job_name(cancelled._sis_tasks()[0])) == "r", what="job to run")
+    # qdel only once the worker has recorded its start: a task deleted before that never ran, so the manager
+    # resubmits it without using up a retry (and on a loaded machine the worker's start takes seconds)
+    task = cancelled._sis_tasks()[0]
+    _wait(lambda: _sge_state_by_name(SGE().job_name(task)) == "r" and task.attempts(1) > 0, what="worker to start")
     SGE().cancel(cancelled._sis_tasks()[0])
     # h_rt is enforced by the execd's periodic limit check, which is slow on a loaded machine: allow minutes
     rc, log = manager(SGE(), max_time=300)
