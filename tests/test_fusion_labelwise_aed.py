@@ -4,7 +4,8 @@ import torch
 
 from llmasr.models.llm import tiny_random_qwen2
 from llmasr.search.labelwise_fusion import LabelPriorScorer, labelwise_scorers
-from llmasr.search.llm_scorer import LLMScorer, score_sequences
+from llmasr.models.llm import score_sequences
+from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
 
 V, BOS, EOS = 9, 1, 2

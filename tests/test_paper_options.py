@@ -129,7 +129,8 @@ def test_speech_llm_setup_with_its_own_encoder_config(tmp_path):
     (no AED files needed), and its setup dict round-trips."""
     pytest.importorskip("sentencepiece")
     from llmasr.models.conformer import ConformerEncoder, FeedForwardActivation
-    from llmasr.returnn.speech_llm import SpeechLLMSetup, build_from_setup, setup_to_dict
+    from llmasr.models.speech_llm import build_from_setup
+    from llmasr.returnn.speech_llm import SpeechLLMSetup, setup_to_dict
     from tests.test_speech_llm import speech_llm_files
 
     files = speech_llm_files(tmp_path)

@@ -11,7 +11,8 @@ from sisyphus import tk
 
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
-from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, config_from_dict, setup_to_dict
+from llmasr.models.speech_llm import config_from_dict
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, setup_to_dict
 from llmasr.returnn.training import read_learning_rates
 from llmasr.search.nbest import read_nbest
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode

@@ -626,3 +626,41 @@ def build_speech_llm(cfg: SpeechLLMConfig, *, llm: Any, aed_model_config: Any, a
     logging.info("speech LLM (%s, %s): %d parameters, %d trained", cfg.interface.value, cfg.llm_training.value,
                  sum(p.numel() for p in model.parameters()), n_train)
     return model, tokenizer
+
+
+def config_from_dict(d: Dict[str, Any]) -> SpeechLLMConfig:
+    """A :class:`SpeechLLMConfig` from its literal dict (the "config" entry of a stored setup: enum values, lists)."""
+    fields = {f.name: f for f in dataclasses.fields(SpeechLLMConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown SpeechLLMConfig fields {unknown}")
+    defaults = SpeechLLMConfig(encoder_dim=1)
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(defaults, name)
+        if isinstance(default, enum.Enum):
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return SpeechLLMConfig(**kwargs)
+
+
+def build_from_setup(setup: Dict[str, Any], *, with_aed_weights: bool) -> Tuple[SpeechLLM, "LLMTokenizer"]:
+    """(SpeechLLM, target tokenizer) from a stored setup (the literal dict of
+    :func:`llmasr.returnn.speech_llm.setup_to_dict`, e.g. a training's ``setup.json``); the AED's encoder weights
+    are loaded if asked."""
+    return build_speech_llm(config_from_dict(setup["config"]), llm=setup["llm"],
+                            aed_model_config=setup["aed_model_config"],
+                            aed_checkpoint=setup["aed_checkpoint"] if with_aed_weights else None,
+                            encoder_config=setup.get("encoder"), am_spm_model=setup["am_spm_model"],
+                            prompt_pre_text=setup["prompt_pre_text"], prompt_post_text=setup["prompt_post_text"])
+
+
+def load_speech_llm(checkpoint: str, setup: Dict[str, Any], *, device: str = "cpu"
+                    ) -> Tuple[SpeechLLM, "LLMTokenizer"]:
+    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint and its stored setup."""
+    state = read_state_dict(checkpoint, what="speech LLM checkpoint")
+    model, tokenizer = build_from_setup(setup, with_aed_weights=False)
+    model.load_state_dict(state)
+    return model.to(device).eval(), tokenizer

@@ -20,7 +20,8 @@ import torch
 
 from sisyphus import Job, Task, tk
 
-from llmasr.search.ctc import FrameScorer, Hypothesis, ctc_beam_search
+from llmasr.search.ctc import FrameScorer, Hypothesis
+from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer, LLMState
 
 NEG_INF = float("-inf")
@@ -79,15 +80,6 @@ class WordConverter:
         return self.am_units.ids_to_text(labels)
 
 
-@dataclasses.dataclass
-class SearchStats:
-    """LLM calls and tokens of one search (for benchmarks)."""
-
-    llm_forward_calls: int = 0
-    llm_forward_tokens: int = 0
-    frames: int = 0
-
-
 @dataclasses.dataclass(frozen=True)
 class _Consumed:
     """What a hypothesis has fed to the LLM: its row in an LLM state, labels and tokens consumed."""
@@ -102,13 +94,13 @@ class DelayedLLMScorer(FrameScorer):
     """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call (and all
     words + EOS at an utterance's last frame); records "lm" and "prior" (of the consumed labels).
 
-    :param llm_scorer: the LLM, or None: no LM, the prior of all labels is recorded at the end
+    :param llm_scorer: the LLM
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
     :param delay: frames between LLM calls (None: only at the end)
     :param log_prior: [V] label log-prior (None: zero)
     """
 
-    def __init__(self, llm_scorer: Optional[LLMScorer], converter, *, lm_scale: float, delay: Optional[int],
+    def __init__(self, llm_scorer: LLMScorer, converter, *, lm_scale: float, delay: Optional[int],
                  log_prior: Optional[torch.Tensor]):
         if delay is not None and delay < 1:
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
@@ -116,7 +108,7 @@ class DelayedLLMScorer(FrameScorer):
         self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
 
     def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
-        state = self.llm.start(torch.arange(len(roots))) if self.llm is not None else None
+        state = self.llm.start(torch.arange(len(roots)))
         for r, h in enumerate(roots):
             h.user_state = _Consumed(state, r)
             h.scores["lm"] = 0.0
@@ -128,11 +120,6 @@ class DelayedLLMScorer(FrameScorer):
         flush = self.delay is not None and (t + 1) % self.delay == 0
         hyps = [(h, last) for beam, last in zip(beams, final) if flush or last for h in beam]
         if not hyps:
-            return
-        if self.llm is None:  # plain CTC search: the prior of all labels, at the end
-            for h, last in hyps:
-                if last:
-                    h.scores["prior"] = self._prior(h.labels)
             return
         groups: Dict[int, List[Tuple[Hypothesis, bool]]] = {}
         for h, last in hyps:  # hypotheses of one flush share one LLM state (one call)
@@ -150,45 +137,6 @@ class DelayedLLMScorer(FrameScorer):
                 h.scores["prior"] += self._prior(h.labels[h.user_state.n_lab:n_lab])
                 h.extra = self.lm_scale * h.scores["lm"]
                 h.user_state = _Consumed(state, r, n_lab, n_tok)
-
-
-def fusion_results(out: List[List[dict]], labels_to_text) -> List[List[dict]]:
-    """Core search results in the shared N-best entry format (CTC score also as "am", text, all scores)."""
-    for hyps in out:
-        for h in hyps:
-            sc = h["scores"]
-            sc["am"] = sc["ctc"]
-            sc.setdefault("lm", 0.0)
-            sc.setdefault("prior", 0.0)
-            h["text"] = labels_to_text(h["labels"]) if labels_to_text is not None else ""
-    return out
-
-
-def run_ctc_fusion(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_scorer: Optional[LLMScorer],
-                   stats: Optional[SearchStats], *, blank: int, labels_to_text, label_topk: Optional[int],
-                   beam_size: int, **kwargs) -> List[List[dict]]:
-    """Runs :func:`llmasr.search.ctc.ctc_beam_search` on ``ctc_logprobs`` [B, T, V] (or [T, V]) and counts the
-    LLM work in ``stats``; ``label_topk`` defaults to ``beam_size``."""
-    if ctc_logprobs.dim() == 2:
-        ctc_logprobs = ctc_logprobs[None]
-    n, _, vocab = ctc_logprobs.shape
-    if lengths is None:
-        lengths = torch.full((n,), ctc_logprobs.shape[1], dtype=torch.long)
-    if blank < 0 or blank >= vocab:
-        raise ValueError(f"blank index {blank} outside the CTC output of size {vocab}")
-    log_prior = kwargs.get("log_prior")
-    if log_prior is not None and log_prior.shape[0] != vocab:
-        raise ValueError(f"log_prior has {log_prior.shape[0]} entries but the CTC output has {vocab}")
-    calls0 = llm_scorer.num_forward_calls if llm_scorer is not None else 0
-    toks0 = llm_scorer.num_forward_tokens if llm_scorer is not None else 0
-    out = ctc_beam_search(ctc_logprobs.float(), lengths, blank=blank, beam_size=beam_size,
-                          label_topk=min(label_topk or beam_size, vocab - 1), **kwargs)
-    if stats is not None:
-        stats.frames += int(lengths.sum())
-        if llm_scorer is not None:
-            stats.llm_forward_calls += llm_scorer.num_forward_calls - calls0
-            stats.llm_forward_tokens += llm_scorer.num_forward_tokens - toks0
-    return fusion_results(out, labels_to_text)
 
 
 def delayed_fusion_search(
@@ -219,12 +167,14 @@ def delayed_fusion_search(
     :param label_topk: labels tried per hypothesis and frame (default ``beam_size``).
     Returns per utterance the N-best list (shared N-best entry format), best first.
     """
-    use_lm = llm_scorer is not None and lm_scale != 0.0
-    scorer = DelayedLLMScorer(llm_scorer if use_lm else None, converter, lm_scale=lm_scale, delay=delay,
-                              log_prior=log_prior)
-    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer if use_lm else None, stats, blank=blank,
-                          beam_size=beam_size, label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
-                          prior_scale=prior_scale, length_reward=length_reward, frame_scorers=[scorer])
+    if llm_scorer is None or lm_scale == 0.0:
+        return ctc_search_without_llm(ctc_logprobs, lengths, blank=blank, beam_size=beam_size, label_topk=label_topk,
+                                      log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
+                                      labels_to_text=labels_to_text, nbest=nbest, stats=stats)
+    scorer = DelayedLLMScorer(llm_scorer, converter, lm_scale=lm_scale, delay=delay, log_prior=log_prior)
+    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
+                          label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest, prior_scale=prior_scale,
+                          length_reward=length_reward, frame_scorers=[scorer])
 
 
 # --- job ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from llmasr.search.delayed_fusion import SearchStats, run_ctc_fusion
+from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
 
@@ -40,12 +40,9 @@ def ctc_labelwise_fusion_search(
     Returns per utterance the N-best list (shared N-best entry format) with the LLM's EOS scored at the end.
     """
     if llm_scorer is None or lm_scale == 0.0:
-        from llmasr.search.delayed_fusion import delayed_fusion_search
-
-        return delayed_fusion_search(ctc_logprobs, lengths, llm_scorer=None, converter=None, blank=blank,
-                                     beam_size=beam_size, label_topk=label_topk, lm_scale=0.0, log_prior=log_prior,
-                                     prior_scale=prior_scale, length_reward=length_reward,
-                                     labels_to_text=labels_to_text, nbest=nbest, stats=stats)
+        return ctc_search_without_llm(ctc_logprobs, lengths, blank=blank, beam_size=beam_size, label_topk=label_topk,
+                                      log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
+                                      labels_to_text=labels_to_text, nbest=nbest, stats=stats)
     return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
                           label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
                           scorers={"lm": (llm_scorer, lm_scale)}, bos=llm_scorer.bos_id, score_final=True,

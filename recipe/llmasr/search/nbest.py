@@ -43,3 +43,22 @@ def read_nbest(path: str) -> NBest:
 def best_hypotheses(nbest: NBest) -> Dict[str, str]:
     """The first (best) hypothesis text per sequence; empty text for a sequence without hypotheses."""
     return {seq_id: (hyps[0]["text"] if hyps else "") for seq_id, hyps in nbest.items()}
+
+
+def am_score(hyp: dict, am_key: str, seq_id: str) -> float:
+    """The acoustic model's score of a hypothesis: ``scores[am_key]``, else its "ctc" or "am" score."""
+    scores = hyp.get("scores", {})
+    for key in (am_key, "ctc", "am"):
+        if key in scores:
+            return float(scores[key])
+    raise ValueError(f"N-best entry of {seq_id!r} has no {am_key!r} score: {sorted(scores)}")
+
+
+def hypothesis_length(hyp: dict) -> int:
+    """The length the length reward counts: ``scores["length"]``, else the number of labels, else words."""
+    scores = hyp.get("scores", {})
+    if "length" in scores:
+        return int(scores["length"])
+    if hyp.get("labels") is not None:
+        return len(hyp["labels"])
+    return len(hyp.get("text", "").split())

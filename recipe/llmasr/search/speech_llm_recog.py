@@ -103,7 +103,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         import torch
 
         from llmasr.data.corpus import read_corpus
-        from llmasr.returnn.speech_llm import load_speech_llm
+        from llmasr.models.speech_llm import load_speech_llm
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
         from llmasr.search.delayed_fusion import read_ctc_logprobs
