@@ -10,6 +10,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 from sisyphus import tk
 
+from config.names import alias, output
 from config.paper import (PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
                           paper_speech_llm_encoder_config)
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface
@@ -32,10 +33,10 @@ def label_units(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSp
     for label, (kind, size) in LABEL_UNITS.items():
         spm = TrainSentencePieceJob(train_text, vocab_size=size, model_type=kind)
         tag = f"{kind.value}{size // 1000}k"
-        spm.add_alias(f"{prefix}/labels/{tag}")
-        rows[label] = paper_speech_llm(prefix, f"{name} units-{tag}", recipe, llm, units=spm.out_model,
+        alias(spm, f"{prefix}/labels/{tag}")
+        rows[label] = paper_speech_llm(prefix, f"{name}-units-{tag}", recipe, llm, units=spm.out_model,
                                        joint=False).systems["alone"]
-    rows["LLM tokenizer"] = paper_speech_llm(prefix, f"{name} units-llm", recipe, llm,
+    rows["LLM tokenizer"] = paper_speech_llm(prefix, f"{name}-units-llm", recipe, llm,
                                              own_tokenizer=True).systems["alone"]
     recipe.results.table(table, rows)
 
@@ -43,8 +44,8 @@ def label_units(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSp
 def encoder_training(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSpeechLLM, *, name: str,
                      table: str = "encoder_frozen_vs_trainable") -> None:
     """The pre-trained encoder frozen vs trained with the LLM (``base``) vs trained from random weights."""
-    frozen = paper_speech_llm(prefix, f"{name} encoder-frozen", recipe, llm, freeze_encoder=True, joint=False)
-    scratch = paper_speech_llm(prefix, f"{name} encoder-scratch", recipe, llm,
+    frozen = paper_speech_llm(prefix, f"{name}-encoder-frozen", recipe, llm, freeze_encoder=True, joint=False)
+    scratch = paper_speech_llm(prefix, f"{name}-encoder-scratch", recipe, llm,
                                encoder=paper_speech_llm_encoder_config(), joint=False)
     recipe.results.table(table, {"pre-trained, frozen": frozen.systems["alone"],
                                  "pre-trained, trainable": base.systems["alone"],
@@ -87,7 +88,7 @@ def encoder_downsampling(prefix: str, recipe: SpeechLLMRecipe, llm: object, base
     rows = {}
     for k in factors:
         system = base.systems["alone"] if k == base_factor else paper_speech_llm(
-            prefix, f"{name} k{k}", recipe, llm, adapter_k=k, joint=False).systems["alone"]
+            prefix, f"{name}-k{k}", recipe, llm, adapter_k=k, joint=False).systems["alone"]
         rows[f"k={k} ({60 * k} ms)"] = system
     recipe.results.table(table, rows)
 
@@ -103,7 +104,7 @@ def interface_and_fine_tuning(prefix: str, recipe: SpeechLLMRecipe, llm: object,
             "cross-attention, LoRA": "xattn", "prefix, LoRA, text prompt": "prompt"}
     rows = {"prefix, LoRA": base.systems["alone"]}
     for label, changes in variants.items():
-        rows[label] = paper_speech_llm(prefix, f"{name} {tags[label]}", recipe, llm, joint=False,
+        rows[label] = paper_speech_llm(prefix, f"{name}-{tags[label]}", recipe, llm, joint=False,
                                        **changes).systems["alone"]
     recipe.results.table(table, rows)
 
@@ -118,6 +119,9 @@ JOINT_OPTIMISATIONS: Dict[str, Dict[str, object]] = {
     "none (naive)": dict(soft_collapse_threshold=None, label_topk=None, score_new_labels_only=False,
                          batch_hyps=False),
 }
+JOINT_OPTIMISATION_NAMES = {"all optimisations": "all", "- soft collapse": "no-soft-collapse",
+                            "- top-k label pruning": "no-topk", "- decoder on new labels only": "no-new-labels-only",
+                            "- batched decoder calls": "no-batching", "none (naive)": "naive"}
 
 
 def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechLLM, *, eval_sets: Sequence[str],
@@ -131,12 +135,14 @@ def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechL
     rtfx: Dict[str, Dict[str, object]] = {}
     for label, changes in JOINT_OPTIMISATIONS.items():
         for s in eval_sets:
-            rec = joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, **changes)
-            score = ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats)
+            where = f"{prefix}/{table}/{JOINT_OPTIMISATION_NAMES[label]}/{s}"
+            rec = alias(joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, **changes), f"{where}/search")
+            score = alias(ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats),
+                          f"{where}/score")
             wers.setdefault(label, {})[s] = score.out_wer
             rtfx.setdefault(label, {})[s] = score.out_rtfx
-    job = ReportTableJob(wers, rtfx=rtfx)
-    tk.register_output(f"{prefix}/report/{table}.md", job.out_table)
+    job = alias(ReportTableJob(wers, rtfx=rtfx), f"{prefix}/report/{table}")
+    output(f"{prefix}/report/{table}.md", job.out_table)
 
 
 ABLATIONS = (label_units, encoder_training, llm_pretraining, llm_size, encoder_downsampling,
