@@ -320,7 +320,7 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
     # delayed fusion with the LLM of label-wise fusion and its scales (k=1 can be checked against label-wise) and
     # with the LLM's own tokenizer (the cross-tokenizer case)
     own_units = tune("ctc-beam", own_units_llm, use_labels=False)
-    for llm_name, tuned, units in ((am_units_llm, aed_labelwise, "am-units"), (own_units_llm, own_units, "own-units")):
+    for llm_name, tuned, units in ((am_units_llm, ctc_labelwise, "am-units"), (own_units_llm, own_units, "own-units")):
         for delay in delays:
             add(delayed_name(units, delay, tag), tuned, {
                 s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name], mode=FusionMode.DELAYED,
