@@ -6,16 +6,18 @@ The base system (``base``: the paper's speech LLM on the AM's units) is a row of
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Mapping, Sequence, Tuple
 
 from sisyphus import tk
 
 from config.names import alias, output
-from config.paper import (PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
+from config.paper import (JOINT_TIME_SYNC, PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
                           paper_speech_llm_encoder_config)
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface
 from llmasr.scoring.report import ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.options import TimeSyncOptions
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 
 LABEL_UNITS: Dict[str, Tuple[SentencePieceType, int]] = {
@@ -110,14 +112,14 @@ def interface_and_fine_tuning(prefix: str, recipe: SpeechLLMRecipe, llm: object,
 
 
 # joint recognition: each optimisation switched off alone, and all of them off (the naive search)
-JOINT_OPTIMISATIONS: Dict[str, Dict[str, object]] = {
-    "all optimisations": {},
-    "- soft collapse": dict(soft_collapse_threshold=None),
-    "- top-k label pruning": dict(label_topk=None),
-    "- decoder on new labels only": dict(score_new_labels_only=False),
-    "- batched decoder calls": dict(batch_hyps=False),
-    "none (naive)": dict(soft_collapse_threshold=None, label_topk=None, score_new_labels_only=False,
-                         batch_hyps=False),
+JOINT_OPTIMISATIONS: Dict[str, TimeSyncOptions] = {
+    "all optimisations": JOINT_TIME_SYNC,
+    "- soft collapse": dataclasses.replace(JOINT_TIME_SYNC, soft_collapse_threshold=None),
+    "- top-k label pruning": dataclasses.replace(JOINT_TIME_SYNC, label_topk=None),
+    "- decoder on new labels only": dataclasses.replace(JOINT_TIME_SYNC, score_new_labels_only=False),
+    "- batched decoder calls": dataclasses.replace(JOINT_TIME_SYNC, batch_hyps=False),
+    "none (naive)": TimeSyncOptions(soft_collapse_threshold=None, label_topk=None, score_new_labels_only=False,
+                                    batch_hyps=False),
 }
 JOINT_OPTIMISATION_NAMES = {"all optimisations": "all", "- soft collapse": "no-soft-collapse",
                             "- top-k label pruning": "no-topk", "- decoder on new labels only": "no-new-labels-only",
@@ -133,10 +135,11 @@ def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechL
         raise ValueError("joint_optimisations needs a base speech LLM recognised jointly with CTC")
     wers: Dict[str, Dict[str, object]] = {}
     rtfx: Dict[str, Dict[str, object]] = {}
-    for label, changes in JOINT_OPTIMISATIONS.items():
+    for label, options in JOINT_OPTIMISATIONS.items():
         for s in eval_sets:
             where = f"{prefix}/{table}/{JOINT_OPTIMISATION_NAMES[label]}/{s}"
-            rec = alias(joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, **changes), f"{where}/search")
+            rec = alias(joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, time_sync=options),
+                        f"{where}/search")
             score = alias(ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats),
                           f"{where}/score")
             wers.setdefault(label, {})[s] = score.out_wer

@@ -26,6 +26,7 @@ from llmasr.scoring.report import Finding, ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
+from llmasr.search.options import FusionScales, LabelSyncBeam
 from llmasr.search.rescoring import RescoreNBestJob
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.tuning.scales import TuneScalesJob
@@ -191,14 +192,16 @@ class AcousticModels:
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
-                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, device: str = "cpu"
+                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None
                     ) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
     the CTC model (same encoder config needed), so that it can train for fewer epochs; ``freeze_aed_encoder`` also
     keeps it fixed: its outputs are then stored once (``encoder_frames``) and the AED's decoder and aux CTC layer
-    train on them, at a small share of the cost of an encoder training."""
+    train on them, at a small share of the cost of an encoder training. ``cpu``, ``gpu``, ``mem``: each training's
+    resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one."""
+    device = gpu_device(gpu if search_gpu is None else search_gpu)
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
     alias(ctc, f"{prefix}/am/ctc/train")
@@ -242,6 +245,11 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
                                     (("aed-ctc", "<", "aed-beam"), ("aed-ctc", "<", "ctc-beam"))))
     return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
+
+
+def gpu_device(gpu: int) -> str:
+    """The torch device of a search job given the GPUs it gets (one switch for both, so that they cannot disagree)."""
+    return "cuda" if gpu else "cpu"
 
 
 def ctc_output_to_aed_aux(ctc_config: CtcModelConfig, aed_config: AedModelConfig) -> Dict[str, str]:
@@ -309,8 +317,8 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
     ctc_labelwise = tune("ctc-beam", am_units_llm, use_labels=True)
     add(fusion_name("ctc-labelwise", tag), ctc_labelwise, {
         s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
-                              **tuned_scales(ctc_labelwise), log_prior=prior_all, corpus=data.corpora[s],
-                              device=device) for s in data.eval_sets})
+                              scales=FusionScales(**tuned_scales(ctc_labelwise)), log_prior=prior_all,
+                              corpus=data.corpora[s], device=device) for s in data.eval_sets})
     aed_labelwise = tune("aed-beam", am_units_llm, use_labels=True)
     add(fusion_name("aed-labelwise", tag), aed_labelwise, {
         s: AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
@@ -324,7 +332,7 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
         for delay in delays:
             add(delayed_name(units, delay, tag), tuned, {
                 s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name], mode=FusionMode.DELAYED,
-                                      delay=delay, **tuned_scales(tuned), log_prior=prior_all,
+                                      delay=delay, scales=FusionScales(**tuned_scales(tuned)), log_prior=prior_all,
                                       corpus=data.corpora[s], device=device) for s in data.eval_sets})
     results.findings.extend(fusion_findings(tag, delays, own_units_llm))
     return systems
@@ -372,13 +380,15 @@ def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: st
 def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
                 base: Mapping[str, object], variants: Mapping[str, Mapping[str, object]], options: TrainingOptions,
                 prompt: Tuple[str, str], reference: Optional[str] = None, joint_ctc_scale: float = 0.3, cpu: int = 2,
-                gpu: int = 0, mem: int = 16, device: str = "cpu") -> Dict[str, SpeechLLMTrainingJob]:
+                gpu: int = 0, mem: int = 16) -> Dict[str, SpeechLLMTrainingJob]:
     """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant, recognised alone (system
     ``speech-llm-<variant>``); each variant is a dict of :class:`SpeechLLMConfig` changes to ``base`` plus optional
     ``am_units`` (default True) and ``prompt`` (default False). The ``reference`` variant (default: the first) is also
     recognised with alpha = 0 (``speech-llm-<variant>-alpha=0``) and jointly with the CTC model
     (``...-ctc-label-sync``, ``...-ctc-time-sync``), and the other variants are compared with it; the attention weights
-    of the first and last LLM layer are plotted for two utterances of the last evaluation set."""
+    of the first and last LLM layer are plotted for two utterances of the last evaluation set. ``cpu``, ``gpu``,
+    ``mem``: the trainings' resources; the searches run on the GPU where the trainings do."""
+    device = gpu_device(gpu)
     trained = {name: _train_speech_llm(prefix, name, dict(changes), data, am, llm, base=base, options=options,
                                        prompt=prompt, cpu=cpu, gpu=gpu, mem=mem)
                for name, changes in variants.items()}
@@ -400,7 +410,7 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
         alias(plot, f"{prefix}/speech_llm/{name}/attention")
         output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
     base_system = f"speech-llm-{reference}"
-    recognise(f"{base_system}-alpha=0", trained[reference], length_norm_exponent=0.0)
+    recognise(f"{base_system}-alpha=0", trained[reference], beam=LabelSyncBeam(length_norm_exponent=0.0))
     joint = {mode: f"{base_system}-ctc-{mode.value.replace('joint_', '').replace('_', '-')}"
              for mode in (SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC)}
     for mode, system in joint.items():

@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.experiment import ExperimentData, Results, TuningGrid
+from config.experiment import ExperimentData, Results, TuningGrid, gpu_device
 from config.names import alias, output
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
 from llmasr.llm.train import CreateTinyLLMJob, PretrainLLMJob, TrainConfig
@@ -25,6 +25,7 @@ from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.tuning.scales import SelectBestScaleJob
 
@@ -56,9 +57,9 @@ QWEN2_ARCHITECTURES: Dict[str, Dict[str, object]] = {
 }
 
 # --- search and tuning ---------------------------------------------------------------------------------------------
-LENGTH_NORM_EXPONENT = 1.0  # score / L^alpha, L counting EOS
-JOINT_BEAM = 4
-SOFT_COLLAPSE_THRESHOLD = 0.8
+JOINT_BEAM = LabelSyncBeam(beam_size=4, nbest=4)
+JOINT_TIME_SYNC = TimeSyncOptions(soft_collapse_threshold=0.8)  # and top-8 label pruning, new labels only, batched
+RECOG_BEAM = LabelSyncBeam(length_norm_exponent=1.0, length_norm_counts_eos=True)  # score / L^alpha, L counting EOS
 JOINT_CTC_SCALES = (0.1, 0.2, 0.3, 0.4, 0.5)  # tried on the tuning set; the best is used on every set
 DELAYS = (1, 5, 10, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
 PAPER_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 21 points in [0, 2]
@@ -114,7 +115,11 @@ class SpeechLLMRecipe:
     encoder_checkpoint: Optional[tk.Path]
     encoder_model_config: Optional[tk.Path]
     rqmt: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(GPU))
-    device: str = "cuda"
+
+    @property
+    def device(self) -> str:
+        """Where the searches run: on the GPU when the trainings get one."""
+        return gpu_device(int(self.rqmt.get("gpu", 0)))
 
 
 @dataclasses.dataclass
@@ -156,8 +161,7 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
     ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)
     out = PaperSpeechLLM(train, {"alone": f"speech-llm-{name}"})
     for s in sets:
-        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], length_norm_exponent=LENGTH_NORM_EXPONENT,
-                                length_norm_counts_eos=True, device=recipe.device)
+        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], beam=RECOG_BEAM, device=recipe.device)
         results.add_search(out.systems["alone"], s, data, rec)
     if not joint or own_tokenizer:
         return out
@@ -187,14 +191,12 @@ def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train:
 
 
 def joint_recog(recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob, eval_set: str, *, ctc_scale: object,
-                **changes) -> SpeechLLMRecogJob:
-    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous), with ``changes`` to
-    its search options (e.g. soft collapse off for the optimisation table)."""
-    opts = dict(mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, beam_size=JOINT_BEAM, nbest=JOINT_BEAM,
-                soft_collapse_threshold=SOFT_COLLAPSE_THRESHOLD, device=recipe.device)
-    opts.update(changes)
+                time_sync: TimeSyncOptions = JOINT_TIME_SYNC) -> SpeechLLMRecogJob:
+    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous, beam 4), with other
+    ``time_sync`` options for the optimisation table (e.g. soft collapse off)."""
     return SpeechLLMRecogJob(train.out_last_checkpoint, train.out_setup, recipe.data.corpora[eval_set],
-                             ctc_scale=ctc_scale, **opts)
+                             mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=ctc_scale, beam=JOINT_BEAM,
+                             time_sync=time_sync, device=recipe.device)
 
 
 def comparison_tables(results: Results, fusion_systems: Mapping[str, Sequence[str]]) -> None:

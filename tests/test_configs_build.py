@@ -33,8 +33,8 @@ def test_toy_config_builds_the_whole_graph():
     # delayed fusion with the label-wise LLM uses the scales of CTC label-wise fusion (k=1 compares with it)
     fusion = [j for j in jobs if type(j).__name__ == "CTCFusionSearchJob"]
     labelwise = [j for j in fusion if j.mode.value == "labelwise"]
-    same_llm = {j.lm_scale.creator for j in fusion if j.mode.value == "delayed" and j.llm == labelwise[0].llm}
-    assert len({j.lm_scale.creator for j in labelwise}) == 1 and same_llm == {labelwise[0].lm_scale.creator}
+    same_llm = {j.scales.lm_scale.creator for j in fusion if j.mode.value == "delayed" and j.llm == labelwise[0].llm}
+    assert len({j.scales.lm_scale.creator for j in labelwise}) == 1 and same_llm == {labelwise[0].scales.lm_scale.creator}
     # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
     trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
     assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 2

@@ -8,6 +8,7 @@ import torch
 from sisyphus import tk
 
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode, read_ctc_logprobs
+from llmasr.search.options import CtcBeam, FusionScales
 
 WORDS = ["the cat sat", "a dog ran", "the red mat", "a big house"]
 
@@ -72,7 +73,7 @@ def test_pipeline(run_job, setup):
     llm = CreateTinyLLMJob(setup["spm"], config=tiny)  # an LLM over the AM units
     llm = PretrainLLMJob(llm.out_model, setup["corpus"], cpu=1,
                          train_config=TrainConfig(epochs=2, batch_size=4, warmup_steps=1, learning_rate=3e-3))
-    plain = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.NONE, nbest=4,
+    plain = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.NONE, beam=CtcBeam(nbest=4),
                                        corpus=setup["corpus"]))
     nbest = read_nbest(plain.out_nbest.get_path())
     assert set(nbest) == set(setup["refs"]) and all(1 <= len(v) <= 4 for v in nbest.values())
@@ -87,7 +88,7 @@ def test_pipeline(run_job, setup):
     assert all("lm" in h["scores"] for hyps in best.values() for h in hyps)
     for mode, delay in ((FusionMode.LABELWISE, None), (FusionMode.DELAYED, 3), (FusionMode.DELAYED, None)):
         job = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], llm.out_model, mode=mode, delay=delay,
-                                         lm_scale=0.5, nbest=2))
+                                         scales=FusionScales(lm_scale=0.5), beam=CtcBeam(nbest=2)))
         out = read_nbest(job.out_nbest.get_path())
         assert set(out) == set(setup["refs"])
         with open(job.out_search_stats.get_path()) as f:
@@ -99,3 +100,18 @@ def test_bad_config(setup):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.DELAYED)
     with pytest.raises(ValueError, match="FusionMode"):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], "x", mode="delayed")
+
+
+def test_grouped_options_hash_as_the_arguments_they_stand_for(setup):
+    """Grouping the search options into dataclasses keeps the job ids: the job hashes the groups' fields as the
+    separate keyword arguments the job took before."""
+    job = CTCFusionSearchJob(setup["ctc"], setup["spm"], "llm", delay=3, scales=FusionScales(lm_scale=0.5),
+                             beam=CtcBeam(nbest=2))
+    flat = dict(ctc_logprobs=setup["ctc"], am_spm_model=setup["spm"], llm="llm", mode=FusionMode.DELAYED, delay=3,
+                lm_scale=0.5, prior_scale=0.0, length_reward=0.0, log_prior=None, beam_size=8, label_topk=None,
+                nbest=2, utterances_per_batch=8, blank=None, logprobs_are_logits=False, corpus=None,
+                frame_shift=0.06, lowercase=None, device="cpu")
+    assert job.job_id().rsplit(".", 1)[1] == super(CTCFusionSearchJob, CTCFusionSearchJob).hash(flat)
+    other = CTCFusionSearchJob(setup["ctc"], setup["spm"], "llm", delay=3, scales=FusionScales(lm_scale=0.6),
+                               beam=CtcBeam(nbest=2))
+    assert other.job_id() != job.job_id()

@@ -67,11 +67,11 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     # recognition: length norm counting EOS; joint: beam 4, soft collapse 0.8, CTC scale chosen on dev among 5
     recog = _jobs("SpeechLLMRecogJob")
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
-    assert alone and all(j.length_norm_counts_eos and j.length_norm_exponent == 1.0 for j in alone)
+    assert alone and all(j.beam.length_norm_counts_eos and j.beam.length_norm_exponent == 1.0 for j in alone)
     joint = [j for j in recog if j.mode == SpeechLLMSearchMode.JOINT_TIME_SYNC]
-    assert joint and all(j.beam_size == 4 and j.ctc_logprobs is None for j in joint)
+    assert joint and all(j.beam.beam_size == 4 and j.ctc_logprobs is None for j in joint)
     tuned = [j for j in joint if isinstance(j.ctc_scale, tk.Variable)]
-    assert {j.soft_collapse_threshold for j in tuned} == {0.8, None}  # None: the optimisation table's rows
+    assert {j.time_sync.soft_collapse_threshold for j in tuned} == {0.8, None}  # None: the optimisation table's rows
     assert {j.ctc_scale for j in joint if not isinstance(j.ctc_scale, tk.Variable)} == set(paper.JOINT_CTC_SCALES)
     select = _jobs("SelectBestScaleJob")
     assert select and all(sorted(j.wers) == list(paper.JOINT_CTC_SCALES) for j in select)

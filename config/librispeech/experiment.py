@@ -38,7 +38,7 @@ def py():
     # acoustic models, and the LLMs joined to them at search time
     am = acoustic_models(PREFIX, data, results, ctc_config=paper_ctc_config(AM_VOCAB_SIZE),
                          aed_config=paper_aed_config(AM_VOCAB_SIZE), options=AM_TRAINING, aed_average=4,
-                         device="cuda", search_cpu=4, **GPU)
+                         search_cpu=4, **GPU)
     fusion_systems = {}
     for size in QWEN2:  # "qwen2-0.5b", "qwen2-1.5b"
         fusion_systems[size] = shallow_fusion(

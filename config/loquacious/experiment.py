@@ -46,7 +46,7 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     results = paper_results(prefix, hallucination_set="test")
     am = acoustic_models(prefix, data, results, ctc_config=paper_ctc_config(AM_VOCAB_SIZE),
                          aed_config=paper_aed_config(AM_VOCAB_SIZE), options=AM_TRAINING[subset], aed_average=4,
-                         device="cuda", search_cpu=4, **GPU)
+                         search_cpu=4, **GPU)
     fusion_systems = {}
     for size in QWEN2:
         fusion_systems[size] = shallow_fusion(

@@ -23,8 +23,10 @@ from sisyphus import Job, Task, tk
 from llmasr.search.ctc import FrameScorer, Hypothesis
 from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer, LLMState
+from llmasr.search.options import CtcBeam, CtcOutputs, FusionScales, hashed_arguments
 
 NEG_INF = float("-inf")
+DEFAULT_DELAY = 5  # frames between LLM calls of delayed fusion (the function's and the job's default)
 
 
 class SameUnitsConverter:
@@ -152,7 +154,7 @@ def delayed_fusion_search(
     log_prior: Optional[torch.Tensor] = None,
     prior_scale: float = 0.0,
     length_reward: float = 0.0,
-    delay: Optional[int] = 1,
+    delay: Optional[int] = DEFAULT_DELAY,
     labels_to_text: Optional[Callable[[Sequence[int]], str]] = None,
     nbest: int = 1,
     stats: Optional[SearchStats] = None,
@@ -230,20 +232,14 @@ class CTCFusionSearchJob(Job):
         llm: Optional[Union[tk.Path, str]] = None,
         *,
         mode: FusionMode = FusionMode.DELAYED,
-        delay: Optional[int] = 5,
-        lm_scale=0.3,
-        prior_scale=0.0,
-        length_reward=0.0,
+        delay: Optional[int] = DEFAULT_DELAY,
+        scales: FusionScales = FusionScales(),
         log_prior: Optional[tk.Path] = None,
-        beam_size: int = 8,
-        label_topk: Optional[int] = None,
-        nbest: int = 8,
-        utterances_per_batch: int = 8,
-        blank: Optional[int] = None,
-        logprobs_are_logits: bool = False,
+        beam: CtcBeam = CtcBeam(),
+        ctc_outputs: CtcOutputs = CtcOutputs(),
         corpus: Optional[tk.Path] = None,
-        frame_shift: float = 0.06,
         lowercase: Optional[bool] = None,
+        utterances_per_batch: int = 8,
         device: str = "cpu",
     ):
         """
@@ -253,18 +249,14 @@ class CTCFusionSearchJob(Job):
             pieces (``FineTuneLLMJob(units=AM)``)
         :param mode: NONE, LABELWISE or DELAYED
         :param delay: frames between delayed LLM calls (None: only at the end)
-        :param lm_scale: LLM weight (float or Variable, e.g. ``TuneScalesJob.out_lm_scale``)
-        :param prior_scale: label-prior weight (float or Variable); needs ``log_prior``
-        :param length_reward: reward per label (float or Variable)
+        :param scales: LLM weight, prior weight (needs ``log_prior``) and length reward, floats or Variables
+            (e.g. ``TuneScalesJob.out_lm_scale``)
         :param log_prior: label log-prior over the CTC outputs (.npy or text)
-        :param beam_size: hypotheses kept per frame; :param label_topk: labels tried per hypothesis and frame
-        :param nbest: hypotheses written per utterance
-        :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
-        :param blank: blank index (None: the last output)
-        :param logprobs_are_logits: apply log_softmax first
-        :param corpus: manifest for the audio duration in the stats (else frames * ``frame_shift``)
-        :param frame_shift: seconds per CTC frame
+        :param beam: beam size, labels tried per hypothesis and frame, hypotheses written per utterance
+        :param ctc_outputs: blank index, logits or log-probs, frame shift of ``ctc_logprobs``
+        :param corpus: manifest for the audio duration in the stats (else frames * frame shift)
         :param lowercase: lower-case words before LLM tokenisation (None: as saved with the LLM)
+        :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
         :param device: "cpu" or "cuda"
         """
         if not isinstance(mode, FusionMode):
@@ -278,23 +270,22 @@ class CTCFusionSearchJob(Job):
         self.llm = llm
         self.mode = mode
         self.delay = delay
-        self.lm_scale = lm_scale
-        self.prior_scale = prior_scale
-        self.length_reward = length_reward
+        self.scales = scales
         self.log_prior = log_prior
-        self.beam_size = beam_size
-        self.label_topk = label_topk
-        self.nbest = nbest
-        self.utterances_per_batch = utterances_per_batch
-        self.blank = blank
-        self.logprobs_are_logits = logprobs_are_logits
+        self.beam = beam
+        self.ctc_outputs = ctc_outputs
         self.corpus = corpus
-        self.frame_shift = frame_shift
         self.lowercase = lowercase
+        self.utterances_per_batch = utterances_per_batch
         self.device = device
         self.out_nbest = self.output_path("nbest.json.gz")
         self.out_search_stats = self.output_path("search_stats.json")
         self.rqmt = {"cpu": 1, "mem": 8, "time": 8, "gpu": 1 if device == "cuda" else 0}
+
+    @classmethod
+    def hash(cls, parsed_args):
+        """The option groups are hashed as the separate arguments they stand for (job ids as before the grouping)."""
+        return super().hash(hashed_arguments(parsed_args))
 
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
@@ -307,9 +298,9 @@ class CTCFusionSearchJob(Job):
         from llmasr.text.units import AmUnits
 
         torch.set_num_threads(1)
-        lm_scale = resolve_scale(self.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0
-        prior_scale = resolve_scale(self.prior_scale, "prior_scale")
-        length_reward = resolve_scale(self.length_reward, "length_reward")
+        lm_scale = resolve_scale(self.scales.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0
+        prior_scale = resolve_scale(self.scales.prior_scale, "prior_scale")
+        length_reward = resolve_scale(self.scales.length_reward, "length_reward")
         units = AmUnits.from_sentencepiece_model(self.am_spm_model.get_path())
         log_prior = None
         if self.log_prior is not None:
@@ -338,9 +329,9 @@ class CTCFusionSearchJob(Job):
             for i, (_, lp) in enumerate(batch):
                 padded[i, : lp.shape[0]] = lp
             stats = SearchStats()
-            common = dict(blank=blank, beam_size=self.beam_size, label_topk=self.label_topk, lm_scale=lm_scale,
-                          log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
-                          labels_to_text=to_text, nbest=self.nbest, stats=stats)
+            common = dict(blank=blank, beam_size=self.beam.beam_size, label_topk=self.beam.label_topk,
+                          lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
+                          length_reward=length_reward, labels_to_text=to_text, nbest=self.beam.nbest, stats=stats)
             if self.mode == FusionMode.LABELWISE:
                 out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=scorer, **common)
             else:
@@ -354,11 +345,11 @@ class CTCFusionSearchJob(Job):
         conv = WordConverter(units, tok) if tok is not None else None
         for seq_id, lp in read_ctc_logprobs(self.ctc_logprobs.get_path()):
             lp = lp.float()
-            if self.logprobs_are_logits:
+            if self.ctc_outputs.logprobs_are_logits:
                 lp = lp.log_softmax(-1)
             if vocab is None:
                 vocab = lp.shape[1]
-                blank = vocab - 1 if self.blank is None else self.blank
+                blank = vocab - 1 if self.ctc_outputs.blank is None else self.ctc_outputs.blank
                 if not 0 <= blank < vocab:
                     raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
                 if log_prior is not None and log_prior.shape[0] != vocab:
@@ -378,7 +369,7 @@ class CTCFusionSearchJob(Job):
                                  f"earlier utterances {vocab}")
             if seq_id in results or any(seq_id == s for s, _ in batch):
                 raise ValueError(f"{self.ctc_logprobs.get_path()}: duplicate utterance {seq_id!r}")
-            audio_s += durations.get(seq_id, lp.shape[0] * self.frame_shift)
+            audio_s += durations.get(seq_id, lp.shape[0] * self.ctc_outputs.frame_shift)
             batch.append((seq_id, lp))
             if len(batch) >= self.utterances_per_batch:
                 search(batch)

@@ -46,12 +46,13 @@ def best_hypotheses(nbest: NBest) -> Dict[str, str]:
 
 
 def am_score(hyp: dict, am_key: str, seq_id: str) -> float:
-    """The acoustic model's score of a hypothesis: ``scores[am_key]``, else its "ctc" or "am" score."""
+    """The acoustic model's score of a hypothesis, ``scores[am_key]`` ("ctc" in the N-best of a CTC search, "am" in
+    those of the AED and speech-LLM searches); an entry without that score is an error, never another score."""
     scores = hyp.get("scores", {})
-    for key in (am_key, "ctc", "am"):
-        if key in scores:
-            return float(scores[key])
-    raise ValueError(f"N-best entry of {seq_id!r} has no {am_key!r} score: {sorted(scores)}")
+    if am_key not in scores:
+        raise ValueError(f"N-best entry of {seq_id!r} has no {am_key!r} score (its scores: {sorted(scores)}); "
+                         f"am_key names the acoustic model's score")
+    return float(scores[am_key])
 
 
 def hypothesis_length(hyp: dict) -> int:
