@@ -431,7 +431,7 @@ def _train_speech_llm(prefix: str, name: str, changes: Dict[str, object], data: 
     am_units = bool(changes.pop("am_units", True))
     with_prompt = bool(changes.pop("prompt", False))
     setup = SpeechLLMSetup(
-        config=SpeechLLMConfig(encoder_dim=0, **{**base, **changes}), llm=llm,
+        config=SpeechLLMConfig(**{**base, **changes}), llm=llm,
         aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
         am_spm_model=data.spm_model if am_units else None,
         prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")

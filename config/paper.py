@@ -149,7 +149,7 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
     """
     data, results = recipe.data, recipe.results
     units = units or data.spm_model
-    cfg = SpeechLLMConfig(encoder_dim=0, interface=interface, llm_training=llm_training,
+    cfg = SpeechLLMConfig(interface=interface, llm_training=llm_training,
                           adapter_k=adapter_k, freeze_encoder=freeze_encoder, aux_ctc_scale=1.0,
                           aux_ctc_layers=SPEECH_LLM_AUX_CTC_LAYERS, **PAPER_LORA.speech_llm_fields())
     setup = SpeechLLMSetup(config=cfg, llm=llm, aed_checkpoint=None if encoder else recipe.encoder_checkpoint,

@@ -122,8 +122,9 @@ def test_paper_scale_speech_llm_parameter_count(size, expected):
         llm = Qwen2ForCausalLM(Qwen2Config(**arch))
         llm_params = sum(p.numel() for p in llm.parameters())
         encoder = ConformerEncoder(enc_cfg)
-        cfg = SpeechLLMConfig(encoder_dim=1024, adapter_k=2, llm_training="lora", ctc_vocab_size=10241,
-                              aux_ctc_scale=1.0, aux_ctc_layers=(16, 18), **PAPER_LORA.speech_llm_fields())
+        cfg = SpeechLLMConfig(adapter_k=2, llm_training="lora", ctc_vocab_size=10241, aux_ctc_scale=1.0,
+                              aux_ctc_layers=(16, 18), **PAPER_LORA.speech_llm_fields()).resolve(
+            encoder_dim=1024, bos_id=0, eos_id=1)
         model = SpeechLLM(cfg, encoder, llm)
     total = sum(p.numel() for p in model.parameters())
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

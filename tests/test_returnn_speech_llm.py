@@ -41,8 +41,7 @@ def _corpus(zip_path: tk.Path) -> tk.Path:
 
 
 def test_setup_config_round_trip():
-    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=2, interface=SpeechInterface.CROSS_ATTENTION,
-                          llm_training=LLMTraining.LORA, prompt_pre=(3, 4))
+    cfg = SpeechLLMConfig(adapter_k=2, interface=SpeechInterface.CROSS_ATTENTION, llm_training=LLMTraining.LORA)
     setup = SpeechLLMSetup(config=cfg, llm="Qwen/Qwen2-0.5B", aed_checkpoint=tk.Path("/a.pt"),
                            aed_model_config=tk.Path("/a.json"))
     d = setup_to_dict(setup)
@@ -50,11 +49,13 @@ def test_setup_config_round_trip():
     assert config_from_dict(d["config"]) == cfg
     with pytest.raises(ValueError, match="adapter_kk"):
         config_from_dict({**d["config"], "adapter_kk": 2})
+    # setups stored by older versions also hold the derived fields, at placeholder values: left out
+    assert config_from_dict({**d["config"], "encoder_dim": 0, "bos_id": 0, "prompt_pre": []}) == cfg
 
 
 def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_path):
     aed_ckpt, aed_cfg, llm, vocab = _parts(data, tmp_path, run_job)
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(adapter_k=2, llm_training=LLMTraining.LORA,
                                                   aux_ctc_scale=0.3),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"],
                            prompt_pre_text="the", prompt_post_text="cat")
@@ -105,7 +106,7 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
 
 def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path):
     aed_ckpt, aed_cfg, llm, _ = _parts(data, tmp_path, run_job)
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, interface=SpeechInterface.CROSS_ATTENTION,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(interface=SpeechInterface.CROSS_ATTENTION,
                                                   llm_training=LLMTraining.FROZEN, freeze_encoder=True),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg)
     job = run_job(SpeechLLMTrainingJob(setup, data["train"], data["dev"], data["spm"], options=OPTS, cpu=1))
@@ -153,7 +154,7 @@ def test_models_train_on_stored_encoder_outputs(data, run_job, tmp_path):
                                     mode=RecogMode.AED_BEAM, beam_size=2, nbest=1, max_len_ratio=0.4))
     assert len(read_nbest(rec.out_nbest.get_path())) == 4
 
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(adapter_k=2, llm_training=LLMTraining.LORA,
                                                   freeze_encoder=True, aux_ctc_scale=0.3),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"])
     sllm = run_job(SpeechLLMTrainingJob(setup, frames["train"], frames["dev"], data["spm"], options=OPTS, cpu=1))

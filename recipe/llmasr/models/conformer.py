@@ -92,7 +92,8 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ConformerEncoderConfig(HashDefaults):
-    """Sizes of the Conformer encoder (the paper's: 16 layers x 1024)."""
+    """Sizes of the Conformer encoder; the defaults are a 12 x 512 model, the paper's 16 x 1024 is
+    :func:`paper_encoder_config`."""
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": (), "ff_activation": FeedForwardActivation.SILU,
                                                 "frontend": FrontendType.VGG, "frontend_conv_channels": (32, 64, 64)}

@@ -14,6 +14,7 @@ import torch
 from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
+from llmasr.search.scorers import LabelPriorScorer
 
 
 def ctc_labelwise_fusion_search(
@@ -47,26 +48,6 @@ def ctc_labelwise_fusion_search(
                           label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
                           scorers={"lm": (llm_scorer, lm_scale)}, bos=llm_scorer.bos_id, score_final=True,
                           log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward)
-
-
-class LabelPriorScorer(LabelScorer):
-    """A context-independent label prior as a scorer: weight it with ``-prior_scale``."""
-
-    def __init__(self, log_prior: torch.Tensor):
-        self.log_prior = log_prior.float()
-
-    def initial_state(self, batch_indices: torch.Tensor):
-        return int(batch_indices.shape[0])
-
-    def score(self, state, labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
-        n = int(labels.shape[0])
-        return self.log_prior.to(labels.device)[None, :].expand(n, -1), n
-
-    def select(self, state, indices: torch.Tensor):
-        return int(indices.shape[0])
-
-    def final_score(self, state) -> torch.Tensor:
-        return torch.zeros(state)
 
 
 def labelwise_scorers(
