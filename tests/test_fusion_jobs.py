@@ -115,3 +115,16 @@ def test_grouped_options_hash_as_the_arguments_they_stand_for(setup):
     other = CTCFusionSearchJob(setup["ctc"], setup["spm"], "llm", delay=3, scales=FusionScales(lm_scale=0.6),
                                beam=CtcBeam(nbest=2))
     assert other.job_id() != job.job_id()
+
+
+def test_bad_log_prob_files_name_the_file_and_utterance(run_job, setup, tmp_path):
+    """Utterances with different output sizes, or none at all, stop the search with the file in the message (and no
+    N-best written)."""
+    torch.save({"u1": torch.zeros(4, 6).log_softmax(-1), "u2": torch.zeros(4, 5).log_softmax(-1)}, tmp_path / "bad.pt")
+    job = CTCFusionSearchJob(tk.Path(str(tmp_path / "bad.pt")), setup["spm"], mode=FusionMode.NONE)
+    with pytest.raises(ValueError, match="bad.pt: u2 has 5 CTC outputs, earlier utterances 6"):
+        run_job(job)
+    assert not job._sis_finished()
+    torch.save({}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="empty.pt: no utterances"):
+        run_job(CTCFusionSearchJob(tk.Path(str(tmp_path / "empty.pt")), setup["spm"], mode=FusionMode.NONE))

@@ -1,5 +1,5 @@
-"""The code's structure, read from the source: imports point down the pipeline and no module is part of an import
-cycle."""
+"""The code's structure, read from the source: imports point down the pipeline, no module is part of an import cycle,
+and no function is longer than a reader can hold in mind."""
 import ast
 import pathlib
 from typing import Dict, Iterator, List, Set, Tuple
@@ -20,6 +20,7 @@ STAGES: Dict[str, int] = {
     "llmasr.tuning": 6, "llmasr.scoring": 6,
     "config": 7,
 }
+MAX_FUNCTION_LINES = 80
 
 
 def _module_name(path: pathlib.Path, root: pathlib.Path) -> str:
@@ -156,3 +157,14 @@ def test_no_import_cycles_in_the_toolkit():
 def test_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+@pytest.mark.parametrize("package", ["llmasr", "sisyphus"])
+def test_no_function_longer_than_a_screen(package):
+    """Functions of ``recipe/`` have at most 80 lines (docstring included): longer ones are split along their steps."""
+    long = []
+    for module, path in _modules(package).items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} has {lines} lines")
+    assert not long, "\n".join(long)

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import random
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from sisyphus import Job, Task, tk
 
@@ -129,6 +129,38 @@ def evaluate_loss(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size:
     return total / max(count, 1)
 
 
+def _optimizer(params, cfg: TrainConfig, *, total_steps: int):
+    """AdamW over ``params`` with a linear warmup over ``cfg.warmup_steps`` and a cosine decay to a tenth of the
+    learning rate at ``total_steps``: (optimiser, scheduler stepped once per batch)."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _train_step(model, opt, sched, seqs: Sequence[Sequence[int]], pad_id: int, grad_clip: float) -> Tuple[float, int]:
+    """One update on a batch of sequences; returns its mean loss per predicted token and the number of those."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask, labels = make_batch(seqs, pad_id)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), use_cache=False)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return float(out.loss.detach()), int((labels[:, 1:] != -100).sum())
+
+
 def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, pad_id: int,
                     checkpoint_dir: Optional[str] = None, dev_seqs: Optional[Sequence[Sequence[int]]] = None
                     ) -> List[Dict[str, Any]]:
@@ -145,19 +177,10 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
-
-    def lr_factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    opt, sched = _optimizer(params, cfg, total_steps=max(1, steps_per_epoch * cfg.epochs))
     history: List[Dict[str, Any]] = []
     start_epoch = 0
     ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
@@ -183,17 +206,8 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if not idx:
                 break
-            ids, mask, labels = make_batch([seqs[i] for i in idx], pad_id)
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                        use_cache=False)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            n_tok = int((labels[:, 1:] != -100).sum())
-            loss_sum += float(out.loss.detach()) * n_tok
+            loss, n_tok = _train_step(model, opt, sched, [seqs[i] for i in idx], pad_id, cfg.grad_clip)
+            loss_sum += loss * n_tok
             tok_sum += n_tok
         stats: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(tok_sum, 1),
                                  "learning_rate": sched.get_last_lr()[0]}

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import os
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -291,97 +290,136 @@ class CTCFusionSearchJob(Job):
         yield Task("run", rqmt=self.rqmt)
 
     def run(self):
+        torch.set_num_threads(1)
+        fusion = self._prepare()
+        durations = self._durations()
+        results: Dict[str, List[dict]] = {}
+        audio_s, llm_calls, t0 = 0.0, 0, time.perf_counter()
+        batch: List[Tuple[str, torch.Tensor]] = []
+        for seq_id, lp in self._utterances(fusion):
+            audio_s += durations.get(seq_id, lp.shape[0] * self.ctc_outputs.frame_shift)
+            batch.append((seq_id, lp))
+            if len(batch) >= self.utterances_per_batch:
+                llm_calls += self._search(fusion, batch, results)
+                batch = []
+        if batch:
+            llm_calls += self._search(fusion, batch, results)
+        decode_s = time.perf_counter() - t0
+        if not results:
+            raise ValueError(f"{self.ctc_logprobs.get_path()}: no utterances")
+        from llmasr.search.corpus_search import write_search_outputs
+
+        write_search_outputs(results, {"audio_seconds": audio_s, "decode_seconds": decode_s,
+                                       "llm_forward_calls": llm_calls, "utterances": len(results)},
+                             self.out_nbest.get_path(), self.out_search_stats.get_path())
+
+    def _prepare(self) -> "_FusionRun":
+        """The scales, the prior, the AM's units and the LLM (with its tokenizer) the search runs with."""
         from llmasr.models.llm import load_llm, load_llm_tokenizer
-        from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
-        from llmasr.search.nbest import write_nbest
         from llmasr.search.rescoring import read_log_prior, resolve_scale
         from llmasr.text.units import AmUnits
 
-        torch.set_num_threads(1)
-        lm_scale = resolve_scale(self.scales.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0
-        prior_scale = resolve_scale(self.scales.prior_scale, "prior_scale")
-        length_reward = resolve_scale(self.scales.length_reward, "length_reward")
-        units = AmUnits.from_sentencepiece_model(self.am_spm_model.get_path())
-        log_prior = None
+        fusion = _FusionRun(
+            lm_scale=resolve_scale(self.scales.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0,
+            prior_scale=resolve_scale(self.scales.prior_scale, "prior_scale"),
+            length_reward=resolve_scale(self.scales.length_reward, "length_reward"),
+            units=AmUnits.from_sentencepiece_model(self.am_spm_model.get_path()))
         if self.log_prior is not None:
-            log_prior = torch.tensor(read_log_prior(self.log_prior.get_path()), dtype=torch.float32)
-        elif prior_scale:
-            raise ValueError(f"prior_scale={prior_scale} but no log_prior file given")
-        scorer = tok = model = None
+            fusion.log_prior = torch.tensor(read_log_prior(self.log_prior.get_path()), dtype=torch.float32)
+        elif fusion.prior_scale:
+            raise ValueError(f"prior_scale={fusion.prior_scale} but no log_prior file given")
         if self.mode != FusionMode.NONE:
             loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
-            model = load_llm(loc, device=self.device)
-            tok = load_llm_tokenizer(loc, lowercase=self.lowercase)
-        durations = {}
-        if self.corpus is not None:
-            from llmasr.data.corpus import iter_corpus
+            fusion.model = load_llm(loc, device=self.device)
+            fusion.tokenizer = load_llm_tokenizer(loc, lowercase=self.lowercase)
+        return fusion
 
-            durations = {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
-        results, audio_s, llm_calls = {}, 0.0, 0
-        t0 = time.perf_counter()
-        batch: List[Tuple[str, torch.Tensor]] = []
-        vocab = None
+    def _durations(self) -> Dict[str, float]:
+        """Audio seconds per utterance from the corpus (empty without one: frames times the frame shift)."""
+        if self.corpus is None:
+            return {}
+        from llmasr.data.corpus import iter_corpus
 
-        def search(batch):
-            nonlocal llm_calls
-            lens = torch.tensor([lp.shape[0] for _, lp in batch])
-            padded = torch.zeros(len(batch), int(lens.max()), vocab)
-            for i, (_, lp) in enumerate(batch):
-                padded[i, : lp.shape[0]] = lp
-            stats = SearchStats()
-            common = dict(blank=blank, beam_size=self.beam.beam_size, label_topk=self.beam.label_topk,
-                          lm_scale=lm_scale, log_prior=log_prior, prior_scale=prior_scale,
-                          length_reward=length_reward, labels_to_text=to_text, nbest=self.beam.nbest, stats=stats)
-            if self.mode == FusionMode.LABELWISE:
-                out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=scorer, **common)
-            else:
-                out = delayed_fusion_search(padded, lens, llm_scorer=scorer, converter=conv, delay=self.delay,
-                                            **common)
-            llm_calls += stats.llm_forward_calls
-            for (seq_id, _), hyps in zip(batch, out):
-                results[seq_id] = hyps
+        return {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
 
-        to_text = lambda labels: units.ids_to_text([x for x in labels if x < len(units)])  # noqa: E731
-        conv = WordConverter(units, tok) if tok is not None else None
+    def _utterances(self, fusion: "_FusionRun") -> Iterator[Tuple[str, torch.Tensor]]:
+        """(seq_id, [T, V] log-probs) of the file, checked: one vocabulary (fixed by the first utterance, which also
+        sets up the LLM scorer), each utterance once."""
+        seen = set()
         for seq_id, lp in read_ctc_logprobs(self.ctc_logprobs.get_path()):
             lp = lp.float()
             if self.ctc_outputs.logprobs_are_logits:
                 lp = lp.log_softmax(-1)
-            if vocab is None:
-                vocab = lp.shape[1]
-                blank = vocab - 1 if self.ctc_outputs.blank is None else self.ctc_outputs.blank
-                if not 0 <= blank < vocab:
-                    raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
-                if log_prior is not None and log_prior.shape[0] != vocab:
-                    raise ValueError(f"log_prior has {log_prior.shape[0]} entries, CTC outputs have {vocab}")
-                if self.mode == FusionMode.LABELWISE:
-                    if tok.vocab_size < len(units):
-                        raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab "
-                                         f"{tok.vocab_size} < {len(units)} pieces of {self.am_spm_model.get_path()}")
-                    l2t = torch.arange(vocab)
-                    l2t[blank] = -1
-                    l2t[l2t >= tok.vocab_size] = -1
-                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id, label_to_token=l2t)
-                elif self.mode == FusionMode.DELAYED:
-                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id)
-            elif lp.shape[1] != vocab:
+            if fusion.vocab is None:
+                self._set_vocabulary(fusion, lp.shape[1], seq_id)
+            elif lp.shape[1] != fusion.vocab:
                 raise ValueError(f"{self.ctc_logprobs.get_path()}: {seq_id} has {lp.shape[1]} CTC outputs, "
-                                 f"earlier utterances {vocab}")
-            if seq_id in results or any(seq_id == s for s, _ in batch):
+                                 f"earlier utterances {fusion.vocab}")
+            if seq_id in seen:
                 raise ValueError(f"{self.ctc_logprobs.get_path()}: duplicate utterance {seq_id!r}")
-            audio_s += durations.get(seq_id, lp.shape[0] * self.ctc_outputs.frame_shift)
-            batch.append((seq_id, lp))
-            if len(batch) >= self.utterances_per_batch:
-                search(batch)
-                batch = []
-        if batch:
-            search(batch)
-        decode_s = time.perf_counter() - t0
-        if not results:
-            raise ValueError(f"{self.ctc_logprobs.get_path()}: no utterances")
-        write_nbest(results, self.out_nbest.get_path())
-        tmp = self.out_search_stats.get_path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "llm_forward_calls": llm_calls,
-                       "utterances": len(results)}, f, indent=1)
-        os.replace(tmp, self.out_search_stats.get_path())
+            seen.add(seq_id)
+            yield seq_id, lp
+
+    def _set_vocabulary(self, fusion: "_FusionRun", vocab: int, seq_id: str) -> None:
+        """The CTC outputs' size, the blank, and the LLM scorer over them (label-wise: the AM labels as LLM tokens)."""
+        blank = vocab - 1 if self.ctc_outputs.blank is None else self.ctc_outputs.blank
+        if not 0 <= blank < vocab:
+            raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
+        if fusion.log_prior is not None and fusion.log_prior.shape[0] != vocab:
+            raise ValueError(f"log_prior has {fusion.log_prior.shape[0]} entries, CTC outputs have {vocab}")
+        fusion.vocab, fusion.blank = vocab, blank
+        tok = fusion.tokenizer
+        if self.mode == FusionMode.LABELWISE:
+            if tok.vocab_size < len(fusion.units):
+                raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab {tok.vocab_size} < "
+                                 f"{len(fusion.units)} pieces of {self.am_spm_model.get_path()}")
+            l2t = torch.arange(vocab)
+            l2t[blank] = -1
+            l2t[l2t >= tok.vocab_size] = -1
+            fusion.scorer = LLMScorer(fusion.model, bos_id=tok.bos_id, eos_id=tok.eos_id, label_to_token=l2t)
+        elif self.mode == FusionMode.DELAYED:
+            fusion.scorer = LLMScorer(fusion.model, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+    def _search(self, fusion: "_FusionRun", batch: List[Tuple[str, torch.Tensor]], results: Dict[str, List[dict]]
+                ) -> int:
+        """Searches a batch of utterances together, files their N-best lists in ``results``; returns the LLM calls."""
+        from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
+
+        lens = torch.tensor([lp.shape[0] for _, lp in batch])
+        padded = torch.zeros(len(batch), int(lens.max()), fusion.vocab)  # [B, T, V], padding masked by lens
+        for i, (_, lp) in enumerate(batch):
+            padded[i, : lp.shape[0]] = lp
+        stats = SearchStats()
+        common = dict(blank=fusion.blank, beam_size=self.beam.beam_size, label_topk=self.beam.label_topk,
+                      lm_scale=fusion.lm_scale, log_prior=fusion.log_prior, prior_scale=fusion.prior_scale,
+                      length_reward=fusion.length_reward, labels_to_text=fusion.labels_to_text, nbest=self.beam.nbest,
+                      stats=stats)
+        if self.mode == FusionMode.LABELWISE:
+            out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=fusion.scorer, **common)
+        else:
+            converter = WordConverter(fusion.units, fusion.tokenizer) if fusion.tokenizer is not None else None
+            out = delayed_fusion_search(padded, lens, llm_scorer=fusion.scorer, converter=converter,
+                                        delay=self.delay, **common)
+        for (seq_id, _), hyps in zip(batch, out):
+            results[seq_id] = hyps
+        return stats.llm_forward_calls
+
+
+@dataclasses.dataclass
+class _FusionRun:
+    """What a :class:`CTCFusionSearchJob` run searches with: the scales, the prior, the AM's units and the LLM; the
+    CTC outputs' size, blank and the LLM scorer over them once the first utterance is read."""
+
+    lm_scale: float
+    prior_scale: float
+    length_reward: float
+    units: Any  # llmasr.text.units.AmUnits
+    log_prior: Optional[torch.Tensor] = None
+    model: Any = None  # the LLM (None with FusionMode.NONE)
+    tokenizer: Any = None
+    vocab: Optional[int] = None
+    blank: Optional[int] = None
+    scorer: Optional[LLMScorer] = None
+
+    def labels_to_text(self, labels: Sequence[int]) -> str:
+        return self.units.ids_to_text([x for x in labels if x < len(self.units)])
