@@ -64,6 +64,7 @@ def test_pipeline(run_job, setup):
     from llmasr.llm import CreateTinyLLMJob, PretrainLLMJob
     from llmasr.llm.train import TrainConfig
     from llmasr.models.llm import TinyLLMConfig
+    from llmasr.scoring.wer import compute_wer
     from llmasr.search.nbest import read_nbest
     from llmasr.search.rescoring import RescoreNBestJob
     from llmasr.tuning.scales import TuneScalesJob
@@ -82,7 +83,14 @@ def test_pipeline(run_job, setup):
         assert json.load(f)["audio_seconds"] == pytest.approx(4.5)
     rescored = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=0.0))
     tune = run_job(TuneScalesJob(rescored.out_nbest, setup["corpus"], lm_scales=[0.0, 0.5, 1.0]))
-    assert tune.out_wer.get() <= 100.0
+    with open(tune.out_scales.get_path()) as f:
+        tuned = json.load(f)
+    # the tuning scores every reference word; without the LLM its WER is that of the CTC search's first hypotheses
+    # (scored independently here), which are the references the log-probs were made from; tuning keeps it
+    first_best = compute_wer(setup["refs"], {k: v[0]["text"] for k, v in nbest.items()})[0]
+    assert tuned["words"] == first_best["ref_words"] == sum(len(r.split()) for r in setup["refs"].values())
+    assert tuned["wer_unfused"] == pytest.approx(first_best["wer"]) and first_best["wer"] == 0.0
+    assert tune.out_wer.get() == tuned["wer"] == 0.0 and tune.out_lm_scale.get() in (0.0, 0.5, 1.0)
     final = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=tune.out_lm_scale))
     best = read_nbest(final.out_nbest.get_path())
     assert all("lm" in h["scores"] for hyps in best.values() for h in hyps)
