@@ -24,7 +24,13 @@ from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 
 PREFIX = "toy"
 NUM_TRAIN, NUM_DEV, NUM_TEST = 3000, 200, 200
+# a closed vocabulary: every sentence (train, dev, test, LM text) is made of the 1000 most frequent words of the text,
+# so that the toy's errors come from the unseen voices rather than from words never heard in training (CTC greedy
+# dev/test 39.8/44.8 instead of 43.2/50.2 with the open vocabulary, same recipe)
+VOCABULARY_SIZE = 1000
 AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs use 10k)
+# One thread per training and search: on 2 cores a 1-thread CTC step takes 0.26 s against 0.25 s with 2 threads, so
+# two 1-thread jobs side by side nearly double the throughput.
 # SpecAugment from step 2000 on: the tiny CTC models find their alignments much faster on unmasked features;
 # speed perturbation narrows the gap to the test set's unseen voice speeds and pitches. No dropout, 8 frontend
 # channels and 8x downsampling: together 1.9x faster per step on 2 CPU cores than dropout 0.1, 16 channels, 6x
@@ -57,7 +63,8 @@ SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTrainin
 
 def py():
     # 1. data
-    corpus = alias(MakeToyCorpusJob(num_train=NUM_TRAIN, num_dev=NUM_DEV, num_test=NUM_TEST), f"{PREFIX}/data/corpus")
+    corpus = MakeToyCorpusJob(num_train=NUM_TRAIN, num_dev=NUM_DEV, num_test=NUM_TEST, vocabulary_size=VOCABULARY_SIZE)
+    alias(corpus, f"{PREFIX}/data/corpus")
     zips = {split: alias(PackOggZipJob(path, name=split), f"{PREFIX}/data/{split}/ogg_zip").out_ogg_zip
             for split, path in corpus.out_corpora.items()}
     for split, z in zips.items():
@@ -95,7 +102,7 @@ def py():
                           spm_model=spm.out_model, tune_set="dev", eval_sets=("dev", "test"))
     results = Results(PREFIX, hallucination_set="test")
     am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING,
-                         aed_options=AED_TRAINING, freeze_aed_encoder=True)
+                         aed_options=AED_TRAINING, freeze_aed_encoder=True, cpu=1, search_cpu=1)
 
     # 5. combination: the LLM joined at search time, scales tuned on dev
     shallow_fusion(PREFIX, data, am, llms, results, rescoring_llms=("pretrained", "ft-own"), own_units_llm="ft-own",

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 
 from llmasr.data.corpus import read_corpus
-from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, make_speakers, plan_corpus, read_verses,
-                             split_clauses)
+from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, common_words, make_speakers, plan_corpus,
+                             read_verses, split_clauses)
 from llmasr.text.normalize import normalize_for_training
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -51,6 +51,21 @@ def test_plan_keeps_dev_test_out_of_train_and_lm_text():
     # ids are unique over the whole corpus
     ids = [u.id for s in plan for u in plan[s]]
     assert len(ids) == len(set(ids))
+
+
+def test_closed_vocabulary_keeps_every_sentence_inside_it():
+    verses = read_verses()
+    vocab = common_words(verses, 1000, min_words=3, max_words=15)
+    assert len(vocab) == 1000 and {"THE", "AND", "LORD"} <= vocab
+    plan, lm = plan_corpus(verses, num_train=300, num_dev=50, num_test=50, min_words=3, max_words=15, seed=3,
+                           vocabulary_size=1000)
+    texts = [u.text for s in plan for u in plan[s]] + lm
+    assert all(w in vocab for t in texts for w in t.split())
+    assert len(lm) > 30000  # still a large LM text
+    open_plan, open_lm = plan_corpus(verses, num_train=300, num_dev=50, num_test=50, min_words=3, max_words=15, seed=3)
+    assert any(w not in vocab for t in open_lm for w in t.split())
+    with pytest.raises(ValueError, match="vocabulary_size"):
+        common_words(verses, 0, min_words=3, max_words=15)
 
 
 def test_speakers_are_deterministic():

@@ -145,6 +145,20 @@ def split_clauses(text: str, *, min_words: int = 3, max_words: int = 15) -> List
     return clauses
 
 
+def common_words(verses: Sequence[Tuple[int, str]], size: int, *, min_words: int, max_words: int) -> set:
+    """The ``size`` most frequent words over all clauses of ``verses`` (ties broken alphabetically): the toy's
+    closed vocabulary, the analogue of a corpus whose words are mostly seen in training."""
+    if size <= 0:
+        raise ValueError(f"toy corpus: vocabulary_size must be positive, got {size}")
+    counts: Dict[str, int] = {}
+    for _, text in verses:
+        for clause in split_clauses(text, min_words=min_words, max_words=max_words):
+            for w in clause.split():
+                counts[w] = counts.get(w, 0) + 1
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    return set(ranked[:size])
+
+
 @dataclasses.dataclass
 class ToyUtterance:
     """One utterance to synthesise."""
@@ -172,9 +186,19 @@ def plan_corpus(
     max_words: int,
     seed: int,
     train_variants: Sequence[str] = TRAIN_VARIANTS,
+    vocabulary_size: Optional[int] = None,
 ) -> Tuple[Dict[str, List[ToyUtterance]], List[str]]:
-    """Chooses sentences and speakers per split and the LM text; dev/test verses never reach train or LM text."""
+    """Chooses sentences and speakers per split and the LM text; dev/test verses never reach train or LM text.
+
+    With ``vocabulary_size``, only clauses made of the ``vocabulary_size`` most frequent words are used (all splits
+    and the LM text alike)."""
     rng = random.Random(seed)
+    vocab = (common_words(verses, vocabulary_size, min_words=min_words, max_words=max_words)
+             if vocabulary_size is not None else None)
+
+    def in_vocab(clause: str) -> bool:
+        return vocab is None or all(w in vocab for w in clause.split())
+
     speakers = make_speakers(seed, train_variants)
     order = list(range(len(verses)))
     rng.shuffle(order)
@@ -193,7 +217,7 @@ def plan_corpus(
             if split != "train":
                 held_out_verses.add(v)
             for c in split_clauses(text, min_words=min_words, max_words=max_words):
-                if c not in used and len(chosen[split]) < wanted[split]:
+                if c not in used and len(chosen[split]) < wanted[split] and in_vocab(c):
                     chosen[split].append((book, c))
                 used.add(c)  # remaining clauses of a dev/test verse are dropped, not reused
     held_out_text = {c for s in ("dev", "test") for _, c in chosen[s]}
@@ -202,7 +226,7 @@ def plan_corpus(
         if v in held_out_verses:
             continue
         for c in split_clauses(text, min_words=min_words, max_words=max_words):
-            if c not in held_out_text:
+            if c not in held_out_text and in_vocab(c):
                 lm_text.append(c)
     plan: Dict[str, List[ToyUtterance]] = {}
     for split in SPLITS:
@@ -286,7 +310,7 @@ def write_lm_text(sentences: Iterable[str], path: str) -> int:
 class MakeToyCorpusJob(ParallelCorpusJob):
     """Synthesises the toy corpus (train/dev/test manifests + audio in LibriSpeech layout) and its LM text."""
 
-    __sis_hash_exclude__ = {"train_variants": TRAIN_VARIANTS}
+    __sis_hash_exclude__ = {"train_variants": TRAIN_VARIANTS, "vocabulary_size": None}
 
     def __init__(
         self,
@@ -299,6 +323,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         seed: int = 1,
         verses_file: Optional[tk.Path] = None,
         train_variants: Sequence[str] = TRAIN_VARIANTS,
+        vocabulary_size: Optional[int] = None,
         cpu: int = 2,
     ):
         """
@@ -312,6 +337,8 @@ class MakeToyCorpusJob(ParallelCorpusJob):
             None runs ``bible -f gen1:1-rev22:21`` (Debian bible-kjv)
         :param train_variants: espeak-ng voice variants of the train/dev speakers (each with every train accent);
             more variants make the unseen test voices easier to generalise to; test-only variants are refused
+        :param vocabulary_size: use only sentences made of the text's ``vocabulary_size`` most frequent words (None:
+            all): a closed vocabulary, so that errors come from the voices rather than from words unheard in training
         :param cpu: parallel synthesis processes (also the task's cpu requirement)
         """
         self.num_train = num_train
@@ -322,6 +349,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         self.seed = seed
         self.verses_file = verses_file
         self.train_variants = tuple(train_variants)
+        self.vocabulary_size = vocabulary_size
         self.cpu = cpu
         make_speakers(seed, self.train_variants)  # a bad variant list fails when the graph is built
 
@@ -338,6 +366,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         plan, lm_text = plan_corpus(
             verses, num_train=self.num_train, num_dev=self.num_dev, num_test=self.num_test,
             min_words=self.min_words, max_words=self.max_words, seed=self.seed, train_variants=self.train_variants,
+            vocabulary_size=self.vocabulary_size,
         )
         root = self.out_audio_dir.get_path()
         os.makedirs(root, exist_ok=True)
