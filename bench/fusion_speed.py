@@ -1,14 +1,17 @@
-"""LLM fusion speed: LLM calls and time of label-wise vs delayed fusion (k = 1, 5, 20, end), cached vs uncached,
+"""LLM fusion speed: LLM calls and time of label-wise vs delayed fusion (k = 1, 5, 10, 20, end), cached vs uncached,
 and the cost of one LLM step for long hypotheses, cached vs recomputed.
 
-    PYTHONPATH=recipe:. python bench/fusion_speed.py [--utts 5] [--frames 100] [--beam 8] [--repeats 3]
+    PYTHONPATH=recipe:. python bench/fusion_speed.py [--utts 5] [--frames 100] [--min-frames 40] [--beam 8]
+        [--repeats 3]
     PYTHONPATH=recipe:. python bench/fusion_speed.py --llm qwen2-0.5b --only-step [--history 60] [--rows 8]
 
 ``--llm tiny`` is a 4-layer 256-wide random Qwen2; ``qwen2-0.5b`` has Qwen2-0.5B's shape (24 layers, 896 wide,
 14 heads / 2 KV heads, 4864 MLP, tied embeddings, vocabulary ``--llm-vocab``, default 151,936) with random
 weights. Runs of the configurations alternate and times are medians of process CPU time (less disturbed by
 other load than wall time). The step table advances ``--rows`` hypotheses of ``--history`` tokens by one token:
-cached (KV cache, as the searches do) vs recomputing the whole history (``LLMScorer(use_cache=False)``).
+cached (KV cache, as the searches do) vs recomputing the whole history (``LLMScorer(use_cache=False)``). The
+search table counts the LLM forward calls and tokens of each search exactly (``SearchStats``), per utterance, with
+one utterance per search and with all utterances in one batch (as ``CTCFusionSearchJob`` searches them).
 """
 from __future__ import annotations
 
@@ -87,7 +90,15 @@ def step_table(model, args, device) -> None:
 def search_table(model, args, device) -> None:
     """Label-wise vs delayed fusion searches: LLM calls, tokens and CPU ms per utterance (alternating, medians)."""
     l2t = [-1] + [i + 3 for i in range(1, args.vocab)]
-    utts = [peaky_ctc(args.frames, args.vocab, s) for s in range(args.utts)]
+    g = torch.Generator().manual_seed(1234)
+    min_frames = args.min_frames or args.frames
+    lengths = [args.frames if min_frames >= args.frames else int(torch.randint(min_frames, args.frames + 1, (),
+                                                                               generator=g))
+               for _ in range(args.utts)]
+    utts = [peaky_ctc(n, args.vocab, s) for s, n in enumerate(lengths)]
+    padded = torch.zeros(len(utts), max(lengths), args.vocab)
+    for i, x in enumerate(utts):
+        padded[i, : len(x)] = x
     common = dict(blank=0, beam_size=args.beam, lm_scale=0.5, nbest=1)
     stats = {}
     best = {}
@@ -99,33 +110,35 @@ def search_table(model, args, device) -> None:
             stats[name] = st
         return run
 
-    def lw(cached):
-        return lambda st: [ctc_labelwise_fusion_search(
-            u, llm_scorer=LLMScorer(model, bos_id=1, eos_id=2, label_to_token=torch.tensor(l2t), use_cache=cached),
-            stats=st, **common)[0][0]["labels"] for u in utts]
+    def lw_search(x, lens, st, cached=True):
+        return ctc_labelwise_fusion_search(
+            x, lens, llm_scorer=LLMScorer(model, bos_id=1, eos_id=2, label_to_token=torch.tensor(l2t),
+                                          use_cache=cached), stats=st, **common)
 
-    def dl(delay, cached=True):
-        return lambda st: [delayed_fusion_search(
-            u, llm_scorer=LLMScorer(model, bos_id=1, eos_id=2, use_cache=cached),
-            converter=SameUnitsConverter(l2t), delay=delay, stats=st, **common)[0][0]["labels"] for u in utts]
+    def dl_search(x, lens, st, delay, cached=True):
+        return delayed_fusion_search(x, lens, llm_scorer=LLMScorer(model, bos_id=1, eos_id=2, use_cache=cached),
+                                     converter=SameUnitsConverter(l2t), delay=delay, stats=st, **common)
 
-    def batched(st):  # all utterances in one search: one LLM call per frame serves all of them
-        x = torch.stack(utts)
-        return [h[0]["labels"] for h in delayed_fusion_search(
-            x, llm_scorer=LLMScorer(model, bos_id=1, eos_id=2), converter=SameUnitsConverter(l2t), delay=5,
-            stats=st, **common)]
+    def one_by_one(search, **kw):  # one utterance per search
+        return lambda st: [search(x, None, st, **kw)[0][0]["labels"] for x in utts]
 
-    configs = {"label-wise (cached)": lw(True), "label-wise (uncached)": lw(False),
-               "delayed k=1 (cached)": dl(1), "delayed k=1 (uncached)": dl(1, False),
-               "delayed k=5 (cached)": dl(5), "delayed k=20 (cached)": dl(20),
-               "delayed only at the end (cached)": dl(None), "delayed k=5, utts batched": batched,
-               "CTC only": lambda st: [delayed_fusion_search(u, llm_scorer=None, converter=None, stats=st,
-                                                             **dict(common, lm_scale=0.0))[0][0]["labels"]
-                                       for u in utts]}
+    def batched(search, **kw):  # all utterances in one search: one LLM call serves all of them
+        return lambda st: [h[0]["labels"] for h in search(padded, torch.tensor(lengths), st, **kw)]
+
+    delays = (("k=1", 1), ("k=5", 5), ("k=10", 10), ("end", None))
+    configs = {"label-wise (cached)": one_by_one(lw_search),
+               "label-wise (uncached)": one_by_one(lw_search, cached=False),
+               "delayed k=1 (uncached)": one_by_one(dl_search, delay=1, cached=False)}
+    configs.update({f"delayed {k} (cached)": one_by_one(dl_search, delay=d) for k, d in delays})
+    configs["delayed k=20 (cached)"] = one_by_one(dl_search, delay=20)
+    configs["label-wise, utts batched"] = batched(lw_search)
+    configs.update({f"delayed {k}, utts batched": batched(dl_search, delay=d) for k, d in delays})
+    configs["CTC only"] = lambda st: [delayed_fusion_search(x, llm_scorer=None, converter=None, stats=st,
+                                                            **dict(common, lm_scale=0.0))[0][0]["labels"] for x in utts]
     med = alternating({k: runner(k, fn) for k, fn in configs.items()}, args.repeats)
     u = len(utts)
-    print(f"{u} utterances x {args.frames} frames, beam {args.beam}, AM vocab {args.vocab}, {args.repeats} "
-          f"alternating runs, device {device}")
+    print(f"{u} utterances x {min(lengths)}-{max(lengths)} frames, beam {args.beam}, AM vocab {args.vocab}, "
+          f"{args.repeats} alternating runs, device {device}")
     print(f"{'search':34s} {'LLM calls':>10s} {'LLM tokens':>12s} {'CPU ms/utt':>11s} {'same best as label-wise':>24s}")
     ref = best["label-wise (cached)"]
     for k in configs:
@@ -133,8 +146,12 @@ def search_table(model, args, device) -> None:
         print(f"{k:34s} {stats[k].llm_forward_calls / u:10.1f} {stats[k].llm_forward_tokens / u:12.1f} "
               f"{1000 * med[k] / u:11.1f} {same:>20d}/{u}")
     print(f"speed-up of the cache: label-wise {med['label-wise (uncached)'] / med['label-wise (cached)']:.1f}x, "
-          f"delayed k=1 {med['delayed k=1 (uncached)'] / med['delayed k=1 (cached)']:.1f}x; LLM calls label-wise / "
-          f"delayed k=5: {stats['label-wise (cached)'].llm_forward_calls / max(1, stats['delayed k=5 (cached)'].llm_forward_calls):.1f}x")
+          f"delayed k=1 {med['delayed k=1 (uncached)'] / med['delayed k=1 (cached)']:.1f}x")
+    for mode, lw_name, fmt in (("one utterance per search", "label-wise (cached)", "delayed {} (cached)"),
+                               ("utterances batched", "label-wise, utts batched", "delayed {}, utts batched")):
+        lw_calls = stats[lw_name].llm_forward_calls
+        ratios = ", ".join(f"{k} {lw_calls / max(1, stats[fmt.format(k)].llm_forward_calls):.1f}x" for k, _ in delays)
+        print(f"LLM calls of label-wise / delayed fusion ({mode}): {ratios}")
 
 
 def main() -> None:
@@ -143,6 +160,8 @@ def main() -> None:
     ap.add_argument("--llm-vocab", type=int, default=None, help="LLM vocabulary (qwen2-0.5b: 151936)")
     ap.add_argument("--utts", type=int, default=5)
     ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--min-frames", type=int, default=None,
+                    help="utterance lengths drawn from [min-frames, frames] (default: all --frames long)")
     ap.add_argument("--beam", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=64, help="AM labels incl. blank")
     ap.add_argument("--history", type=int, default=60, help="step table: tokens per hypothesis")

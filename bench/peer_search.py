@@ -183,6 +183,69 @@ def our_objective(lp_ctc: torch.Tensor, dec: OurDecoderScorer, b: int, labels: L
     return ctc + scale * total if math.isfinite(ctc) else float("-inf")
 
 
+def label_sync_row(beam: int, data: dict, args) -> None:
+    """Label-synchronous: ours vs ESPnet's BatchBeamSearch at one beam size (alternating runs, medians)."""
+    from espnet.nets.batch_beam_search import BatchBeamSearch
+    from espnet.nets.scorers.ctc import CTCPrefixScorer
+
+    ctc, lengths, lens, eos, V = data["ctc"], data["lengths"], data["lens"], data["eos"], data["vocab"]
+    w = args.ctc_weight
+
+    def ours_ls():
+        return joint_label_sync_search({"decoder": (data["ours_dec"], 1 - w)}, ctc, lengths, ctc_scale=w,
+                                       blank=BLANK, bos=eos, eos=eos, beam_size=beam, max_len=ctc.shape[1])
+
+    bbs = BatchBeamSearch(scorers={"decoder": data["esp_dec"], "ctc": CTCPrefixScorer(data["esp_ctc"], eos)},
+                          weights={"decoder": 1 - w, "ctc": w}, beam_size=beam, vocab_size=V, sos=eos, eos=eos,
+                          pre_beam_score_key="full")
+
+    def espnet_ls():
+        out = []
+        for b, n in enumerate(lens):
+            hyps = bbs(ctc[b, :n], maxlenratio=0.0)
+            out.append([h.yseq[1:-1].tolist() for h in hyps])
+        return out
+
+    (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ls, espnet_ls], args.repeats)
+    same_best = sum(o[0]["labels"] == e[0] for o, e in zip(r_ours, r_esp))
+    same_nbest = sum([h["labels"] for h in o[:beam]] == e[:beam] for o, e in zip(r_ours, r_esp))
+    print(f"label-sync  beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet BatchBeamSearch "
+          f"{1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
+          f"{same_best}/{args.utts}, same {beam}-best list {same_nbest}/{args.utts}")
+
+
+def time_sync_rows(beam: int, data: dict, args) -> None:
+    """Time-synchronous: ours (without and with soft collapse) vs ESPnet's BeamSearchTimeSync at one beam size."""
+    from espnet.nets.beam_search_timesync import BeamSearchTimeSync
+
+    ctc, lengths, lens, eos, V = data["ctc"], data["lengths"], data["lens"], data["eos"], data["vocab"]
+    ours_dec, m = data["ours_dec"], args.model_scale
+    bts = BeamSearchTimeSync(sos=eos, beam_size=beam, scorers={"ctc": data["esp_ctc"], "decoder": data["esp_dec"]},
+                             weights={"ctc": 1.0, "decoder": m, "lm": 0.0, "length_bonus": 0.0},
+                             token_list=[str(i) for i in range(V)], blank=BLANK)
+
+    def espnet_ts():
+        return [bts(ctc[b, :n])[0].yseq[1:-1].tolist() for b, n in enumerate(lens)]
+
+    variants = [("", None)] + ([(f" + soft collapse {args.collapse}", args.collapse)] if args.collapse else [])
+    for label, collapse in variants:
+        def ours_ts(collapse=collapse):
+            return joint_time_sync_search(ours_dec, ctc, lengths, model_scale=m, blank=BLANK, bos=eos, eos=eos,
+                                          beam_size=beam, label_topk=int(1.5 * beam), nbest=1,
+                                          soft_collapse_threshold=collapse)
+
+        (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ts, espnet_ts], args.repeats)
+        same = sum(o[0]["labels"] == e for o, e in zip(r_ours, r_esp))
+        obj_o = [our_objective(ctc[b, :n], ours_dec, b, r_ours[b][0]["labels"], eos, eos, m)
+                 for b, n in enumerate(lens)]
+        obj_e = [our_objective(ctc[b, :n], ours_dec, b, r_esp[b], eos, eos, m) for b, n in enumerate(lens)]
+        at_least = sum(o >= e - 1e-6 for o, e in zip(obj_o, obj_e))
+        print(f"time-sync{label} beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet "
+              f"BeamSearchTimeSync {1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
+              f"{same}/{args.utts}, our objective >= ESPnet's {at_least}/{args.utts} "
+              f"(mean {statistics.mean(obj_o):.2f} vs {statistics.mean(obj_e):.2f})")
+
+
 def main() -> None:
     """Builds model and data, runs both searches alternately per beam size, prints the comparison."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -195,16 +258,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-time-sync", action="store_true")
+    ap.add_argument("--skip-label-sync", action="store_true")
     ap.add_argument("--collapse", type=float, default=0.99,
                     help="time-sync: also run ours with soft collapse of confident-blank frames (0: off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from espnet.nets.batch_beam_search import BatchBeamSearch
-    from espnet.nets.beam_search_timesync import BeamSearchTimeSync
-    from espnet.nets.scorers.ctc import CTCPrefixScorer
 
-    V, eos = args.vocab, args.vocab - 1
-    sos = eos  # ESPnet: one id for SOS and EOS
+    V, eos = args.vocab, args.vocab - 1  # ESPnet: one id for SOS and EOS
     g = torch.Generator().manual_seed(0)
     lens = [max(8, int(args.frames * (0.7 + 0.6 * float(torch.rand((), generator=g))))) for _ in range(args.utts)]
     T = max(lens)
@@ -216,62 +276,17 @@ def main() -> None:
     lengths = torch.tensor(lens)
     torch.manual_seed(0)
     dec = TinyDecoder(V, V).eval()
-    ours_dec = OurDecoderScorer(dec, ctc, lengths)
     esp_dec, esp_ctc = espnet_scorers(dec)
-    w = args.ctc_weight
+    data = dict(ctc=ctc, lengths=lengths, lens=lens, eos=eos, vocab=V, ours_dec=OurDecoderScorer(dec, ctc, lengths),
+                esp_dec=esp_dec, esp_ctc=esp_ctc)
     print(f"{args.utts} utterances x {sum(lens) / len(lens):.0f} CTC frames (mean), vocab {V}, LSTM decoder "
           f"{sum(p.numel() for p in dec.parameters()) / 1e6:.2f}M params, {args.threads} thread(s), "
           f"{args.repeats} alternating runs, medians")
     for beam in [int(x) for x in args.beams.split(",")]:
-        def ours_ls():
-            return joint_label_sync_search({"decoder": (ours_dec, 1 - w)}, ctc, lengths, ctc_scale=w, blank=BLANK,
-                                           bos=sos, eos=eos, beam_size=beam, max_len=T)
-
-        bbs = BatchBeamSearch(scorers={"decoder": esp_dec, "ctc": CTCPrefixScorer(esp_ctc, eos)},
-                              weights={"decoder": 1 - w, "ctc": w}, beam_size=beam, vocab_size=V, sos=sos, eos=eos,
-                              pre_beam_score_key="full")
-
-        def espnet_ls():
-            out = []
-            for b, n in enumerate(lens):
-                hyps = bbs(ctc[b, :n], maxlenratio=0.0)
-                out.append([h.yseq[1:-1].tolist() for h in hyps])
-            return out
-
-        (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ls, espnet_ls], args.repeats)
-        same_best = sum(o[0]["labels"] == e[0] for o, e in zip(r_ours, r_esp))
-        same_nbest = sum([h["labels"] for h in o[:beam]] == e[:beam] for o, e in zip(r_ours, r_esp))
-        print(f"label-sync  beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet BatchBeamSearch "
-              f"{1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
-              f"{same_best}/{args.utts}, same {beam}-best list {same_nbest}/{args.utts}")
-        if args.skip_time_sync:
-            continue
-        m = args.model_scale
-
-        bts = BeamSearchTimeSync(sos=sos, beam_size=beam, scorers={"ctc": esp_ctc, "decoder": esp_dec},
-                                 weights={"ctc": 1.0, "decoder": m, "lm": 0.0, "length_bonus": 0.0},
-                                 token_list=[str(i) for i in range(V)], blank=BLANK)
-
-        def espnet_ts():
-            return [bts(ctc[b, :n])[0].yseq[1:-1].tolist() for b, n in enumerate(lens)]
-
-        variants = [("", None)] + ([(f" + soft collapse {args.collapse}", args.collapse)] if args.collapse else [])
-        for label, collapse in variants:
-            def ours_ts(collapse=collapse):
-                return joint_time_sync_search(ours_dec, ctc, lengths, model_scale=m, blank=BLANK, bos=sos, eos=eos,
-                                              beam_size=beam, label_topk=int(1.5 * beam), nbest=1,
-                                              soft_collapse_threshold=collapse)
-
-            (t_ours, t_esp), (r_ours, r_esp) = _median_alternating([ours_ts, espnet_ts], args.repeats)
-            same = sum(o[0]["labels"] == e for o, e in zip(r_ours, r_esp))
-            obj_o = [our_objective(ctc[b, :n], ours_dec, b, r_ours[b][0]["labels"], sos, eos, m)
-                     for b, n in enumerate(lens)]
-            obj_e = [our_objective(ctc[b, :n], ours_dec, b, r_esp[b], sos, eos, m) for b, n in enumerate(lens)]
-            at_least = sum(o >= e - 1e-6 for o, e in zip(obj_o, obj_e))
-            print(f"time-sync{label} beam {beam}: ours {1000 * t_ours / args.utts:7.1f} CPU ms/utt, ESPnet "
-                  f"BeamSearchTimeSync {1000 * t_esp / args.utts:7.1f} ms/utt, ratio {t_esp / t_ours:5.2f}x, same best "
-                  f"{same}/{args.utts}, our objective >= ESPnet's {at_least}/{args.utts} "
-                  f"(mean {statistics.mean(obj_o):.2f} vs {statistics.mean(obj_e):.2f})")
+        if not args.skip_label_sync:
+            label_sync_row(beam, data, args)
+        if not args.skip_time_sync:
+            time_sync_rows(beam, data, args)
 
 
 if __name__ == "__main__":

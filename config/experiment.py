@@ -22,7 +22,7 @@ from llmasr.returnn.forward import (DumpCtcLogProbsJob, DumpEncoderFramesJob, Es
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.attention_plot import PlotAttentionJob
-from llmasr.scoring.report import Finding, ReportTableJob
+from llmasr.scoring.report import LLM_CALLS, Finding, ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
@@ -75,7 +75,8 @@ class ExperimentData:
 class Results:
     """WER per system and evaluation set, extra columns per system (tuned scales), hallucination figures (on
     ``hallucination_set``); ``set_means`` adds mean columns over groups of sets (e.g. the Open ASR mean) and
-    ``with_rtfx`` an RTFx column to the tables."""
+    ``with_rtfx`` an RTFx column to the tables; ``llm_stats`` (the search statistics of the LLM fusion systems) an
+    "LLM calls/utt" column to the results table."""
 
     prefix: str
     hallucination_set: str
@@ -87,17 +88,23 @@ class Results:
     set_means: Dict[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
     with_rtfx: bool = False
     rtfx: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
+    llm_stats: Dict[str, Dict[str, tk.Path]] = dataclasses.field(default_factory=dict)
 
-    def add_search(self, system: str, eval_set: str, data: ExperimentData, search: Job) -> ScoreWERJob:
+    def add_search(self, system: str, eval_set: str, data: ExperimentData, search: Job, *,
+                   llm_calls: bool = False) -> ScoreWERJob:
         """Files a search job's output as ``system`` on ``eval_set``: the search is aliased
         ``<prefix>/<system>/<set>/search``, then scored (:meth:`score`, with its statistics where it has them)."""
         alias(search, f"{self.prefix}/{system}/{eval_set}/search")
-        return self.score(system, eval_set, data, search.out_nbest, getattr(search, "out_search_stats", None))
+        return self.score(system, eval_set, data, search.out_nbest, getattr(search, "out_search_stats", None),
+                          llm_calls=llm_calls)
 
     def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
-              search_stats: Optional[tk.Path] = None, *, hallucination: bool = True) -> ScoreWERJob:
+              search_stats: Optional[tk.Path] = None, *, hallucination: bool = True,
+              llm_calls: bool = False) -> ScoreWERJob:
         """Scores an N-best output and files the WER (and, if asked, the hallucination figures): the scoring job is
-        aliased ``<prefix>/<system>/<set>/score``, its report is the output ``<prefix>/<system>/<set>/wer.json``."""
+        aliased ``<prefix>/<system>/<set>/score``, its report is the output ``<prefix>/<system>/<set>/wer.json``;
+        ``llm_calls``: the search statistics count LLM forward calls (LLM fusion), shown per utterance in the results
+        table."""
         checked_name(system)
         job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
         alias(job, f"{self.prefix}/{system}/{eval_set}/score")
@@ -105,6 +112,8 @@ class Results:
         self.wer.setdefault(system, {})[eval_set] = job.out_wer
         if search_stats is not None:
             self.rtfx.setdefault(system, {})[eval_set] = job.out_rtfx
+            if llm_calls:
+                self.llm_stats.setdefault(system, {})[eval_set] = search_stats
         if hallucination and eval_set == self.hallucination_set:
             self.hallucination[system] = {"insertions": job.out_insertion_rate, "overlong": job.out_long_share,
                                           "loops": job.out_loop_share, "empty": job.out_empty_share}
@@ -133,7 +142,7 @@ class Results:
     def report(self) -> None:
         """``<prefix>/report/results.md`` (+ plot) and ``hallucination.md``."""
         hall_set = self.hallucination_set
-        report = ReportTableJob(self.wer, info=self.info, findings=self.findings,
+        report = ReportTableJob(self.wer, info=self.info, findings=self.findings, llm_stats=self.llm_stats or None,
                                 **self._table_options({n: n for n in self.wer}))
         alias(report, f"{self.prefix}/report/results")
         output(f"{self.prefix}/report/results.md", report.out_table)
@@ -299,10 +308,10 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
         output(f"{where}/{data.tune_set}/scales.json", job.out_scales)
         return job
 
-    def add(system: str, tuned: TuneScalesJob, searches: Mapping[str, Job]) -> None:
+    def add(system: str, tuned: TuneScalesJob, searches: Mapping[str, Job], *, llm_calls: bool = False) -> None:
         results.info[system] = tuned_scales(tuned)
         for s, job in searches.items():
-            results.add_search(system, s, data, job)
+            results.add_search(system, s, data, job, llm_calls=llm_calls)
         systems.append(system)
 
     for am_system in ("ctc-beam", "aed-beam"):
@@ -318,12 +327,13 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
     add(fusion_name("ctc-labelwise", tag), ctc_labelwise, {
         s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
                               scales=FusionScales(**tuned_scales(ctc_labelwise)), log_prior=prior_all,
-                              corpus=data.corpora[s], device=device) for s in data.eval_sets})
+                              corpus=data.corpora[s], device=device) for s in data.eval_sets}, llm_calls=True)
     aed_labelwise = tune("aed-beam", am_units_llm, use_labels=True)
     add(fusion_name("aed-labelwise", tag), aed_labelwise, {
         s: AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
                               llms[am_units_llm], lm_scale=aed_labelwise.out_lm_scale,
-                              length_reward=aed_labelwise.out_length_reward, device=device) for s in data.eval_sets})
+                              length_reward=aed_labelwise.out_length_reward, device=device) for s in data.eval_sets},
+        llm_calls=True)
 
     # delayed fusion with the LLM of label-wise fusion and its scales (k=1 can be checked against label-wise) and
     # with the LLM's own tokenizer (the cross-tokenizer case)
@@ -333,8 +343,9 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
             add(delayed_name(units, delay, tag), tuned, {
                 s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name], mode=FusionMode.DELAYED,
                                       delay=delay, scales=FusionScales(**tuned_scales(tuned)), log_prior=prior_all,
-                                      corpus=data.corpora[s], device=device) for s in data.eval_sets})
-    results.findings.extend(fusion_findings(tag, delays, own_units_llm))
+                                      corpus=data.corpora[s], device=device) for s in data.eval_sets},
+                llm_calls=True)
+    results.findings.extend(fusion_findings(tag, delays, own_units_llm, data.tune_set))
     return systems
 
 
@@ -358,11 +369,12 @@ def delayed_name(units: str, delay: Optional[int], tag: str = "") -> str:
     return f"{fusion_name(f'ctc-delayed-{units}', tag)}-k={delay or 'end'}"
 
 
-def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: str) -> List[Finding]:
-    """What the paper reports about shallow fusion, as findings on the systems of :func:`shallow_fusion`."""
+def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: str, tune_set: str) -> List[Finding]:
+    """What the paper reports about shallow fusion, as findings on the systems of :func:`shallow_fusion` (the
+    LLM-call finding on the tuning set)."""
     ks = [k for k in delays if k is not None] + ([None] if None in delays else [])
     ctc_labelwise, aed_labelwise = fusion_name("ctc-labelwise", tag), fusion_name("aed-labelwise", tag)
-    return [
+    findings = [
         Finding("LLM fusion below the AM alone", ((ctc_labelwise, "<", "ctc-beam"), (aed_labelwise, "<", "aed-beam"))),
         Finding("delayed fusion WER rises with k (same LLM as label-wise)",
                 tuple((delayed_name("am-units", a, tag), "<=", delayed_name("am-units", b, tag))
@@ -375,6 +387,13 @@ def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: st
         Finding(f"N-best rescoring no better than delayed fusion at the end ({own_units_llm})",
                 ((delayed_name("own-units", None, tag), "<=", f"ctc-beam-rescore-{own_units_llm}"),)),
     ]
+    if 5 in delays:  # LLM calls (k=5 / label-wise <= 1/3) and relative WER change (k=5 / label-wise <= 1.01)
+        k5 = delayed_name("am-units", 5, tag)
+        findings.append(Finding(
+            "delayed fusion at k=5 makes >= 3x fewer LLM calls than label-wise fusion at <= 1 % relative WER loss "
+            "(same LLM)", ((f"{k5}:{LLM_CALLS}", "<=", f"{ctc_labelwise}:{LLM_CALLS}", 1 / 3),
+                           (k5, "<=", ctc_labelwise, 1.01)), sets=(tune_set,)))
+    return findings
 
 
 def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,

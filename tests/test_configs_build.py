@@ -46,8 +46,11 @@ def test_toy_config_builds_the_whole_graph():
     report = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric == "WER [%]")
     claims = " ".join(f.claim for f in report.findings)
     for word in ("AED+CTC below", "fusion below the AM", "rises with k", "close to label-wise", "rescoring",
-                 "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2"):
+                 "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2", "fewer LLM calls"):
         assert word in claims, word
+    # the LLM calls per utterance of every fusion system (not of the AMs alone or rescoring) are in the table
+    fusion = {s for s in systems if "-labelwise" in s or "-delayed-" in s}
+    assert set(report.llm_stats) == fusion and all(set(row) == {"dev", "test"} for row in report.llm_stats.values())
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
     assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
     assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1

@@ -57,7 +57,8 @@ def test_aed_labelwise_fusion_job(run_job, setup):
         assert isinstance(h["text"], str)
     with open(fused.out_search_stats.get_path()) as f:
         stats = json.load(f)
-    assert stats["llm_forward_calls"] > 0 and stats["audio_seconds"] == pytest.approx((8000 + 10000 + 12000) / 16000)
+    assert stats["llm_forward_tokens"] >= stats["llm_forward_calls"] > 0
+    assert stats["audio_seconds"] == pytest.approx((8000 + 10000 + 12000) / 16000)
 
 
 def test_aed_fusion_job_rejects_bad_input(setup, tmp_path):

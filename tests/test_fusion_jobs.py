@@ -100,7 +100,10 @@ def test_pipeline(run_job, setup):
         out = read_nbest(job.out_nbest.get_path())
         assert set(out) == set(setup["refs"])
         with open(job.out_search_stats.get_path()) as f:
-            assert json.load(f)["llm_forward_calls"] > 0
+            stats = json.load(f)
+        assert stats["utterances"] == 3 and stats["llm_forward_tokens"] >= stats["llm_forward_calls"] > 0
+        if delay is None and mode == FusionMode.DELAYED:  # the utterances' BOS, then their final hypotheses at once
+            assert stats["llm_forward_calls"] == 2
 
 
 def test_bad_config(setup):

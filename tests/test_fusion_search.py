@@ -12,6 +12,7 @@ from llmasr.search.rescoring import rescore_nbest
 BOS, EOS = 1, 2
 LABEL_TO_TOKEN = [-1, 3, 4, 5]  # AM labels (0 = blank) -> LLM tokens
 LM_SCALE, PRIOR_SCALE, LENGTH_REWARD = 0.7, 0.3, 0.2
+NEG_INF = float("-inf")
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +191,73 @@ def test_delayed_fusion_equals_brute_force(model, delay):
     assert [h["score"] for h in out] == sorted((h["score"] for h in out), reverse=True)
     # BOS, then at most one call per flush (none while no word is complete)
     assert 2 <= stats.llm_forward_calls <= 1 + (T // delay if delay else 1)
+
+
+class _CountingLLM(torch.nn.Module):
+    """Wraps a causal LM and counts, independently of the scorer, its forward calls and the real (unpadded)
+    tokens fed to them."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.calls = self.tokens = 0
+
+    def forward(self, **kwargs):
+        self.calls += 1
+        self.tokens += int(kwargs["attention_mask"][:, -kwargs["input_ids"].shape[1]:].sum())
+        return self.model(**kwargs)
+
+
+def _counted_search(model, ctc, lengths, delay, beam=3):
+    """(n-best of every final hypothesis, SearchStats, counting wrapper) of one label-wise (delay "labelwise") or
+    delayed fusion search."""
+    llm = _CountingLLM(model)
+    stats = SearchStats()
+    kw = dict(blank=0, beam_size=beam, lm_scale=LM_SCALE, log_prior=_prior(4), prior_scale=PRIOR_SCALE,
+              length_reward=LENGTH_REWARD, nbest=beam, stats=stats)
+    if delay == "labelwise":
+        out = ctc_labelwise_fusion_search(ctc, lengths, llm_scorer=LLMScorer(
+            llm, bos_id=BOS, eos_id=EOS, label_to_token=torch.tensor(LABEL_TO_TOKEN)), **kw)
+    else:
+        out = delayed_fusion_search(ctc, lengths, llm_scorer=LLMScorer(llm, bos_id=BOS, eos_id=EOS),
+                                    converter=SameUnitsConverter(LABEL_TO_TOKEN), delay=delay, **kw)
+    assert (stats.llm_forward_calls, stats.llm_forward_tokens) == (llm.calls, llm.tokens)  # exact, not estimated
+    return out, stats, llm
+
+
+def _with_blank_end(utts):
+    """[B, T, 4] padded log-probs of ``utts`` whose last frames are certain blanks, and their lengths."""
+    lengths = [len(u) + 1 for u in utts]
+    x = torch.zeros(len(utts), max(lengths), 4)
+    for i, u in enumerate(utts):
+        x[i, : len(u)] = u
+        x[i, len(u)] = torch.tensor([0.0, NEG_INF, NEG_INF, NEG_INF])
+    return x, torch.tensor(lengths)
+
+
+def test_llm_calls_counted_exactly_per_delay(model):
+    """Two utterances (23 and 12 frames) searched together: the counts equal the model's own; delay None calls the
+    LLM once for the BOS rows and once for all final hypotheses; k=5 once per 5 frames (the shorter utterance's
+    final beam joins the next of these calls) plus once at the end."""
+    ctc, lengths = _with_blank_end([_ctc(22, 4, seed=20), _ctc(11, 4, seed=21)])
+    out, stats, _ = _counted_search(model, ctc, lengths, None)
+    assert stats.llm_forward_calls == 2
+    assert stats.llm_forward_tokens == 2 + sum(len(h["labels"]) + 1 for u in out for h in u)  # BOS; tokens + EOS
+    _, stats, _ = _counted_search(model, ctc, lengths, 5)
+    assert stats.llm_forward_calls == 1 + 4 + 1  # BOS, after frames 5, 10, 15, 20, after the last frame (23)
+    _, labelwise, _ = _counted_search(model, ctc, lengths, "labelwise")
+    assert labelwise.llm_forward_calls > stats.llm_forward_calls
+
+
+def test_delayed_k1_scores_what_labelwise_scores(model):
+    """Without pruning delayed fusion at k=1 keeps the hypotheses of label-wise fusion and scores the same new
+    labels in the same frames; it adds the EOS of the final hypotheses (label-wise reads them from the last
+    call), here in one more call, as the last frames are certain blanks where label-wise scores nothing."""
+    ctc, lengths = _with_blank_end([_ctc(4, 4, seed=22), _ctc(2, 4, seed=23)])
+    k1, s1, _ = _counted_search(model, ctc, lengths, 1, beam=1000)
+    lw, slw, _ = _counted_search(model, ctc, lengths, "labelwise", beam=1000)
+    assert [sorted(h["labels"] for h in u) for u in k1] == [sorted(h["labels"] for h in u) for u in lw]
+    n_final = sum(len(u) for u in k1)
+    assert n_final > 40
+    assert s1.llm_forward_calls == slw.llm_forward_calls + 1 == 1 + 4 + 1  # BOS, frames 1-4, the EOS call
+    assert s1.llm_forward_tokens == slw.llm_forward_tokens + n_final

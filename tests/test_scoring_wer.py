@@ -100,3 +100,62 @@ def test_findings_are_checked_per_set():
     assert lines[4].startswith("- missing system: not measured (no nope)")
     with pytest.raises(ValueError, match="comparisons"):
         Finding("bad", (("a", ">", "b"),))
+
+
+def test_factor_findings_on_chosen_sets_with_llm_calls():
+    """A finding with factors checks ``a op factor * b`` on its sets only and prints the ratio and relative change;
+    "system:LLM calls/utt" reads the per-set LLM calls."""
+    from llmasr.scoring.report import LLM_CALLS
+
+    results = {"lw": {"dev": 10.0, "test": 20.0}, "k5": {"dev": 10.05, "test": 30.0}}
+    calls = {LLM_CALLS: {"lw": {"dev": 40.0, "test": 41.0}, "k5": {"dev": 12.0, "test": 30.0}}}
+    claim = (("k5:" + LLM_CALLS, "<=", "lw:" + LLM_CALLS, 1 / 3), ("k5", "<=", "lw", 1.01))
+    held, broken, unmeasured = check_findings([
+        Finding("k=5: 3x fewer calls, <= 1 % WER loss", claim, sets=("dev",)),
+        Finding("k=5 on test", claim, sets=("test",)),
+        Finding("k=5 on eval", claim, sets=("eval",)),
+    ], results, per_set=calls)
+    assert held.startswith("- k=5: 3x fewer calls, <= 1 % WER loss: holds on dev (dev: ")
+    assert "12.00 / 40.00 = 0.300 (-70.0 %) <= 0.333" in held and "10.05 / 10.00 = 1.005 (+0.5 %) <= 1.01" in held
+    assert "test" not in held
+    assert broken.startswith("- k=5 on test: **does not hold** on test")
+    assert "30.00 / 41.00 = 0.732 (-26.8 %) not <= 0.333" in broken and "not <= 1.01" in broken
+    assert unmeasured.startswith("- k=5 on eval: not measured (no eval)")
+    with pytest.raises(ValueError, match="factor"):
+        Finding("bad", (("a", "~", "b", 2.0),))
+
+
+def test_finding_hash_without_sets_is_unchanged():
+    """A finding without ``sets`` hashes as before that field existed (report job ids stay)."""
+    from sisyphus.hash import sis_hash_helper
+
+    assert sis_hash_helper(Finding("x", (("a", "<", "b"),))) == (
+        b"(Finding, (dict, (tuple, (str, 'claim'), (str, 'x')), (tuple, (str, 'comparisons'), (tuple, (tuple, "
+        b"(str, 'a'), (str, '<'), (str, 'b')))), (tuple, (str, 'rel_tol'), (float, 0.1))))")
+    assert b"'sets'" in sis_hash_helper(Finding("x", (("a", "<", "b"),), sets=("dev",)))
+
+
+def test_report_llm_calls_column(tmp_path, run_job):
+    """The report reads the LLM calls per utterance from search statistics (a column, averaged over the sets, and
+    the per-set values of the findings); statistics without the counts raise naming the file."""
+    from llmasr.scoring.report import LLM_CALLS, read_llm_calls
+
+    def stats(name, **values):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"audio_seconds": 1.0, "decode_seconds": 1.0, **values}))
+        return tk.Path(str(path))
+
+    llm_stats = {"lw": {"dev": stats("lw-dev", llm_forward_calls=80, utterances=2),
+                        "test": stats("lw-test", llm_forward_calls=60, utterances=2)},
+                 "k5": {"dev": stats("k5-dev", llm_forward_calls=20, utterances=2),
+                        "test": stats("k5-test", llm_forward_calls=16, utterances=2)}}
+    finding = Finding("fewer calls", (("k5:" + LLM_CALLS, "<=", "lw:" + LLM_CALLS, 1 / 3),), sets=("dev",))
+    rj = run_job(ReportTableJob({"ctc": {"dev": 30.0, "test": 31.0}, "lw": {"dev": 20.0, "test": 21.0},
+                                 "k5": {"dev": 20.1, "test": 21.5}}, llm_stats=llm_stats, findings=[finding]))
+    table = open(rj.out_table.get_path()).read()
+    assert f"| system | dev | test | avg | {LLM_CALLS} |" in table
+    assert "| lw | 20.00 | 21.00 | 20.50 | 35.0 |" in table and "| k5 | 20.10 | 21.50 | 20.80 | 9.0 |" in table
+    assert "| ctc | 30.00 | 31.00 | 30.50 | - |" in table
+    assert "- fewer calls: holds on dev (dev: 10.00 / 40.00 = 0.250" in table
+    with pytest.raises(ValueError, match="bad.json.*no llm_forward_calls"):
+        read_llm_calls({"x": {"dev": stats("bad", utterances=3)}})

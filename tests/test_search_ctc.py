@@ -276,6 +276,26 @@ def test_time_sync_exact_options_same_results_table_scorer(opts):
     _same(ref, out, abs_tol=1e-9)
 
 
+@pytest.mark.parametrize("blank", [0, 2])
+def test_batched_frame_step_equals_one_utterance_at_a_time(blank):
+    """Utterances of different lengths searched in one batched step per frame (top-k pruning, prior, length
+    reward, recombination of equal prefixes) give exactly the results of searching them one at a time."""
+    V = 6
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 10, V, generator=g).mul(1.5).log_softmax(-1)
+    lens = torch.tensor([10, 3, 7, 1])
+    table = torch.randn(V + 1, V + 1, generator=g).log_softmax(-1)
+    kw = dict(blank=blank, beam_size=5, nbest=5, scorers={"lm": (TableScorer(table), 0.4)}, bos=blank, eos=V,
+              log_prior=torch.randn(V, generator=g).log_softmax(-1), prior_scale=0.3, length_reward=0.8,
+              label_topk=3)
+    batched = ctc_beam_search(x, lens, **kw)
+    single = ctc_beam_search(x, lens, batch_size=1, **kw)
+    assert [[h["labels"] for h in u] for u in batched] == [[h["labels"] for h in u] for u in single]
+    assert [[h["score"] for h in u] for u in batched] == [[h["score"] for h in u] for u in single]
+    assert all(blank not in h["labels"] for u in batched for h in u)
+    assert max(len(h["labels"]) for h in batched[0]) >= 2 and len(batched[3]) >= 2
+
+
 def test_time_sync_naive_equals_optimised_speech_llm_and_counts_work():
     """Speech LLM joint search: naive (every hypothesis scored every frame, one call per hypothesis and
     utterance) = optimised; the counters show far fewer scored rows and calls when optimised."""

@@ -123,6 +123,7 @@ class AedFusionSearchJob(CorpusSearchJob):
         stats = {"audio_seconds": audio_s, "decode_seconds": decode_s, "utterances": len(results)}
         if llm_scorer is not None:
             stats["llm_forward_calls"] = llm_scorer.num_forward_calls
+            stats["llm_forward_tokens"] = llm_scorer.num_forward_tokens
         write_search_outputs(results, stats, self.out_nbest.get_path(), self.out_search_stats.get_path())
         logging.info("searched %d utterances, RTFx %.1f", len(results), audio_s / max(decode_s, 1e-9))
 

@@ -10,8 +10,10 @@ The beam search recombines equal label sequences (blank / non-blank prefix proba
 "prior" = sum log prior), and calls an optional ``hook(t, hyps_per_utt)`` every ``hook_interval`` frames
 (for delayed fusion: hooks may set ``hyp.scores[...]``, ``hyp.extra`` (added to the total) and ``hyp.user_state``).
 
-Optimisations, each with a switch (see :func:`ctc_beam_search`): the (hypothesis, label) expansions of a
-frame are scored as tensors and only the best are turned into hypotheses; optional top-k label pruning by CTC
+Each frame is one batched step over all utterances searched together: their (hypothesis, label) expansions are
+scored as one padded [utterances, hypotheses, labels] tensor, extensions that equal a hypothesis of the beam are
+found and merged in one tensor operation, and only the best per utterance are turned into hypotheses.
+Optimisations, each with a switch (see :func:`ctc_beam_search`): optional top-k label pruning by CTC
 (``label_topk``); scorers are only run for hypotheses that got a new label (``score_new_labels_only``); scorer
 calls are batched over the hypotheses of all beams (``batch_hyps``) and utterances (``batch_size``).
 Scorers that can :meth:`LabelScorer.concat` states are called once per frame for all hypotheses, whichever
@@ -70,7 +72,7 @@ class CTCSearchStats:
     scored_rows: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Hypothesis:
     """A CTC prefix hypothesis: labels, log p_blank / p_nonblank of the prefix, per-source scores, user slot."""
 
@@ -197,17 +199,14 @@ def _search(log_probs, lengths, utt_ids, *, blank, beam_size, scorers, bos, eos,
     lengths = [int(n) for n in lengths]
     for t in range(T):
         active = [b for b in range(B) if t < lengths[b]]
-        for b in active:
-            xt = x[b, t]
-            if label_topk is not None and label_topk < V:
-                cand = torch.tensor([c for c in xt.topk(min(label_topk + 1, V)).indices.tolist() if c != blank]
-                                    [:label_topk], dtype=torch.long)
-            else:
-                cand = all_labels
-            stats.frames += 1
-            stats.expansions += len(cand) * len(beams[b])
-            beams[b] = _expand(beams[b], xt, cand, blank, beam_size, scorers, weights, lp_prior, prior_scale,
-                               length_reward)
+        if active:
+            xt = x[:, t] if len(active) == B else x[torch.tensor(active, dtype=torch.long), t]  # [A, V]
+            cand = _frame_candidates(xt, blank, label_topk, all_labels)
+            stats.frames += len(active)
+            stats.expansions += cand.shape[1] * sum(len(beams[b]) for b in active)
+            for b, beam in zip(active, _expand([beams[b] for b in active], xt, cand, blank, beam_size, scorers,
+                                               weights, lp_prior, prior_scale, length_reward)):
+                beams[b] = beam
         _update_scorers([beams[b] for b in active], scorers, bos, score_new_labels_only, batch_hyps, stats)
         for fs in frame_scorers:
             fs.update(t, [beams[b] for b in active], [t == lengths[b] - 1 for b in active])
@@ -254,72 +253,160 @@ def _final_scores(beams: List[List[Hypothesis]], scorers, eos: Optional[int], sc
     return out
 
 
-def _expand(hyps: List[Hypothesis], xt: torch.Tensor, cand: torch.Tensor, blank: int, beam_size: int,
+def _frame_candidates(xt: torch.Tensor, blank: int, label_topk: Optional[int], all_labels: torch.Tensor
+                      ) -> torch.Tensor:
+    """The labels [A, K] each of the A utterances may emit at this frame (``xt`` [A, V]): all non-blank labels, or
+    the ``label_topk`` best by CTC (best first)."""
+    A, V = xt.shape
+    if label_topk is None or label_topk >= V:
+        return all_labels[None, :].expand(A, -1)
+    idx = xt.topk(min(label_topk + 1, V), dim=1).indices  # [A, k + 1], best first
+    keep = idx != blank
+    keep &= keep.long().cumsum(1) <= label_topk
+    return idx[keep].view(A, -1)
+
+
+def _hyp_score(h: Hypothesis, weights: Dict[str, float], prior_scale: float, length_reward: float,
+               extra_labels: int) -> float:
+    """Weighted scorer, prior, length and hook scores of ``h`` (all but CTC), as if it had ``extra_labels`` more."""
+    return (sum(w * h.scores.get(n, 0.0) for n, w in weights.items()) - prior_scale * h.scores.get("prior", 0.0)
+            + length_reward * (len(h.labels) + extra_labels) + h.extra)
+
+
+def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor, blank: int, beam_size: int,
             scorers, weights: Dict[str, float], lp_prior: Optional[torch.Tensor], prior_scale: float,
-            length_reward: float) -> List[Hypothesis]:
-    """One frame of one utterance: the next beam from ``hyps``, CTC frame log-probs ``xt`` [V] (float64) and
-    the labels ``cand`` [K] that may be emitted. Extensions are scored as an [N, K] tensor; only the best
-    ``beam_size`` of them become :class:`Hypothesis` objects."""
-    new: Dict[Tuple[int, ...], Hypothesis] = {}
-    lasts = [h.labels[-1] if h.labels else -1 for h in hyps]
-    x_blank, *x_last = xt[[blank] + lasts].tolist()
-    for h, xl in zip(hyps, x_last):  # same label sequence: a blank or a repeat of the last label
-        new[h.labels] = Hypothesis(
-            h.labels, pb=h.ctc + x_blank, pnb=h.pnb + xl if h.labels else NEG,
+            length_reward: float) -> List[List[Hypothesis]]:
+    """One frame of A utterances: the next beams from ``beams``, CTC frame log-probs ``xt`` [A, V] (float64) and
+    the labels ``cand`` [A, K] each may emit. The extensions of all utterances are scored as one [A, N, K] tensor
+    (N: the largest beam); per utterance only the best ``beam_size`` become :class:`Hypothesis` objects."""
+    K = cand.shape[1]
+    N = max(len(hyps) for hyps in beams)
+    news, ctc = _same_labels(beams, xt, blank)
+    if K == 0 or N == 0:
+        return [_best(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
+    p, pb, last, rest = _beam_tensors(beams, ctc, N, weights, prior_scale, length_reward)
+    # extending with the last label needs a blank in between
+    pnb = torch.where(cand[:, None, :] == last, pb, p) + xt.gather(1, cand)[:, None, :]  # [A, N, K]
+    _merge_extensions(beams, cand, pnb, news)
+    total = pnb + rest
+    label_lp = {}  # scorer -> [A, N, K] log-probs of the candidate labels
+    for n, w in weights.items():
+        label_lp[n] = _candidate_scores(beams, n, cand, N)
+        total = total + w * label_lp[n]
+    prior_c = lp_prior[cand] if lp_prior is not None else None  # [A, K]
+    if prior_c is not None:
+        total = total - prior_scale * prior_c[:, None, :]
+    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG))
+    return _extensions(beams, news, total, pnb, label_lp, prior_c, cand, scorers, beam_size, weights, prior_scale,
+                       length_reward)
+
+
+def _same_labels(beams: List[List[Hypothesis]], xt: torch.Tensor, blank: int
+                 ) -> Tuple[List[Dict[Tuple[int, ...], Hypothesis]], List[float]]:
+    """Per utterance the hypotheses that keep their labels at this frame (a blank, or a repeat of the last label),
+    by label sequence, and the CTC score of every hypothesis of ``beams`` (flattened) before the frame."""
+    A, V = xt.shape
+    flat = [(a, h) for a, hyps in enumerate(beams) for h in hyps]
+    lasts = [h.labels[-1] if h.labels else blank for _, h in flat]
+    x_last = xt.reshape(-1)[torch.tensor([a * V + c for (a, _), c in zip(flat, lasts)])].tolist()
+    x_blank = xt[:, blank].tolist()
+    news: List[Dict[Tuple[int, ...], Hypothesis]] = [{} for _ in range(A)]
+    ctc = [h.ctc for _, h in flat]
+    for (a, h), p, xl in zip(flat, ctc, x_last):
+        news[a][h.labels] = Hypothesis(
+            h.labels, pb=p + x_blank[a], pnb=h.pnb + xl if h.labels else NEG,
             scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
             scorer_prev=h.scorer_prev)
-    K = len(cand)
-    if K == 0:
-        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
-    N = len(hyps)
-    p = torch.tensor([h.ctc for h in hyps], dtype=torch.float64)
-    pb = torch.tensor([h.pb for h in hyps], dtype=torch.float64)
-    last = torch.tensor(lasts, dtype=torch.long)
-    # extending with the last label needs a blank in between
-    pnb = torch.where(cand[None, :] == last[:, None], pb[:, None], p[:, None]) + xt[cand][None, :]  # [N, K]
-    # an extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call)
-    index = {h.labels: i for i, h in enumerate(hyps)}
-    pos = None
-    for h in hyps:
-        if h.labels and h.labels[:-1] in index:
-            if pos is None:
-                pos = {c: k for k, c in enumerate(cand.tolist())}
-            i, k = index[h.labels[:-1]], pos.get(h.labels[-1])
-            if k is not None:
-                hn = new[h.labels]
-                hn.pnb = _lae(hn.pnb, float(pnb[i, k]))
-                pnb[i, k] = NEG
-    total = pnb + torch.tensor([sum(w * h.scores.get(n, 0.0) for n, w in weights.items())
-                                - prior_scale * h.scores.get("prior", 0.0) + length_reward * (len(h.labels) + 1)
-                                + h.extra for h in hyps], dtype=torch.float64)[:, None]
-    label_lp = {}  # scorer -> [N, K] log-probs of the candidate labels
-    for n, w in weights.items():
-        label_lp[n] = torch.stack([h.scorer_cache[n][2] for h in hyps]).double()[:, cand]
-        total = total + w * label_lp[n]
-    if lp_prior is not None:
-        total = total - prior_scale * lp_prior[cand][None, :]
-    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG)).flatten()
-    top_v, top_i = total.topk(min(beam_size, N * K))
-    best = [j for j, v in zip(top_i.tolist(), top_v.tolist()) if v > NEG]
-    if not best:
-        return _best(new.values(), beam_size, weights, prior_scale, length_reward)
-    bi = torch.tensor(best)
-    cand_l = cand.tolist()
-    pnb_b = pnb.flatten()[bi].tolist()
-    lp_b = {n: label_lp[n].flatten()[bi].tolist() for n in scorers}
-    prior_b = lp_prior[cand].repeat(N)[bi].tolist() if lp_prior is not None else None
-    for m, j in enumerate(best):
-        i, k = divmod(j, K)
-        parent, c = hyps[i], cand_l[k]
-        sc = dict(parent.scores)
-        for n in scorers:
-            sc[n] += lp_b[n][m]
-        if prior_b is not None:
-            sc["prior"] += prior_b[m]
-        new[parent.labels + (c,)] = Hypothesis(
-            parent.labels + (c,), pnb=pnb_b[m], scores=sc, extra=parent.extra, user_state=parent.user_state,
-            pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
-    return _best(new.values(), beam_size, weights, prior_scale, length_reward)
+    return news, ctc
+
+
+def _beam_tensors(beams: List[List[Hypothesis]], ctc: List[float], N: int, weights: Dict[str, float],
+                  prior_scale: float, length_reward: float):
+    """[A, N, 1] tensors of the beams padded to N rows (padded rows: CTC -inf, never extended): the CTC score, the
+    blank-ending score, the last label, and every other score of an extension by one label."""
+    A = len(beams)
+    p_rows, pb_rows, last_rows, rest_rows = [], [], [], []
+    pos = 0
+    for hyps in beams:
+        n, pad = len(hyps), N - len(hyps)
+        p_rows += ctc[pos:pos + n] + [NEG] * pad
+        pb_rows += [h.pb for h in hyps] + [NEG] * pad
+        last_rows += [h.labels[-1] if h.labels else -1 for h in hyps] + [-1] * pad
+        rest_rows += [_hyp_score(h, weights, prior_scale, length_reward, 1) for h in hyps] + [0.0] * pad
+        pos += n
+    return (torch.tensor(p_rows, dtype=torch.float64).view(A, N, 1),
+            torch.tensor(pb_rows, dtype=torch.float64).view(A, N, 1),
+            torch.tensor(last_rows, dtype=torch.long).view(A, N, 1),
+            torch.tensor(rest_rows, dtype=torch.float64).view(A, N, 1))
+
+
+def _merge_extensions(beams: List[List[Hypothesis]], cand: torch.Tensor, pnb: torch.Tensor,
+                      news: List[Dict[Tuple[int, ...], Hypothesis]]) -> None:
+    """An extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call): its
+    score is added to that hypothesis in ``news`` and set to -inf in ``pnb`` [A, N, K]."""
+    merge = []  # (utterance, parent row, label, hypothesis of the beam)
+    for a, hyps in enumerate(beams):
+        index = None
+        for h in hyps:
+            if h.labels and len(hyps) > 1:
+                if index is None:
+                    index = {g.labels: i for i, g in enumerate(hyps)}
+                i = index.get(h.labels[:-1])
+                if i is not None:
+                    merge.append((a, i, h.labels[-1], h))
+    if not merge:
+        return
+    ua = torch.tensor([m[0] for m in merge])
+    ui = torch.tensor([m[1] for m in merge])
+    eq = cand[ua] == torch.tensor([m[2] for m in merge])[:, None]  # [M, K]
+    found = eq.any(1)
+    uk = eq.long().argmax(1)
+    vals = pnb[ua, ui, uk].tolist()
+    for (a, _, _, h), ok, v in zip(merge, found.tolist(), vals):
+        if ok:
+            hn = news[a][h.labels]
+            hn.pnb = _lae(hn.pnb, v)
+    pnb[ua[found], ui[found], uk[found]] = NEG
+
+
+def _candidate_scores(beams: List[List[Hypothesis]], name: str, cand: torch.Tensor, N: int) -> torch.Tensor:
+    """Scorer ``name``'s log-probs [A, N, K] of the candidate labels after every hypothesis (padded rows: 0)."""
+    A, K = cand.shape
+    zero = torch.zeros_like(next(h for hyps in beams for h in hyps).scorer_cache[name][2])
+    rows = []
+    for hyps in beams:
+        rows += [h.scorer_cache[name][2] for h in hyps] + [zero] * (N - len(hyps))
+    return torch.stack(rows).view(A, N, -1).gather(2, cand[:, None, :].expand(A, N, K)).double()
+
+
+def _extensions(beams, news, total: torch.Tensor, pnb: torch.Tensor, label_lp: Dict[str, torch.Tensor],
+                prior_c: Optional[torch.Tensor], cand: torch.Tensor, scorers, beam_size: int,
+                weights: Dict[str, float], prior_scale: float, length_reward: float) -> List[List[Hypothesis]]:
+    """The ``beam_size`` best extensions (by ``total`` [A, N, K]) of each utterance become hypotheses beside those
+    in ``news``; returns the next beams."""
+    A, N, K = total.shape
+    top_v, top_i = total.view(A, N * K).topk(min(beam_size, N * K), dim=1)
+    top_k = top_i % K
+    pnb_b = pnb.view(A, N * K).gather(1, top_i).tolist()
+    lp_b = {n: label_lp[n].view(A, N * K).gather(1, top_i).tolist() for n in scorers}
+    prior_b = prior_c.gather(1, top_k).tolist() if prior_c is not None else None
+    lab_b = cand.gather(1, top_k).tolist()
+    out = []
+    for a, (hyps, new, vs, js) in enumerate(zip(beams, news, top_v.tolist(), top_i.tolist())):
+        for m, (v, j) in enumerate(zip(vs, js)):
+            if not v > NEG:
+                continue
+            parent, c = hyps[j // K], lab_b[a][m]
+            sc = dict(parent.scores)
+            for n in scorers:
+                sc[n] += lp_b[n][a][m]
+            if prior_b is not None:
+                sc["prior"] += prior_b[a][m]
+            new[parent.labels + (c,)] = Hypothesis(
+                parent.labels + (c,), pnb=pnb_b[a][m], scores=sc, extra=parent.extra, user_state=parent.user_state,
+                pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
+        out.append(_best(new.values(), beam_size, weights, prior_scale, length_reward))
+    return out
 
 
 def _best(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float

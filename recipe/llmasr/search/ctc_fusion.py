@@ -14,7 +14,8 @@ from llmasr.search.llm_scorer import LLMScorer
 
 @dataclasses.dataclass
 class SearchStats:
-    """LLM calls and tokens of one search (for benchmarks)."""
+    """LLM forward calls and the tokens they scored (padding excluded) in one search, counted by the LLM scorer,
+    and the frames searched."""
 
     llm_forward_calls: int = 0
     llm_forward_tokens: int = 0

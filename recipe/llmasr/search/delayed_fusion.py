@@ -1,11 +1,13 @@
 """Delayed fusion: a CTC acoustic model and an LLM with different units in one time-synchronous search.
 
 A :class:`DelayedLLMScorer` on the project's one CTC prefix search (:func:`llmasr.search.ctc.ctc_beam_search`).
-Every ``delay`` frames (or only at the last frame) the completed words of every hypothesis are converted to
+Every ``delay`` frames (or only at the end) the completed words of every hypothesis are converted to
 LLM tokens and all pending tokens of all hypotheses are scored in one KV-cached LLM call; the label prior is
-subtracted for the labels of those consumed words only, so LM and prior enter together. The last frame of an
-utterance flushes all its words and EOS. Label-wise fusion (shared units) is the same search with the LLM as
-a label scorer (:mod:`llmasr.search.labelwise_fusion`).
+subtracted for the labels of those consumed words only, so LM and prior enter together. An utterance's beam is
+final after its last frame; all its words and EOS are scored in the next of these calls (at the latest when
+the last utterance searched together ends), so utterances ending at different frames add no calls: delay None
+makes one call for the final hypotheses of all utterances. Label-wise fusion (shared units) is the same search
+with the LLM as a label scorer (:mod:`llmasr.search.labelwise_fusion`).
 """
 from __future__ import annotations
 
@@ -92,8 +94,9 @@ class _Consumed:
 
 
 class DelayedLLMScorer(FrameScorer):
-    """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call (and all
-    words + EOS at an utterance's last frame); records "lm" and "prior" (of the consumed labels).
+    """Scores the completed words of all hypotheses every ``delay`` frames in one cached LLM call, and all words +
+    EOS of the final beams of utterances that ended since the last call in the same call (or, after the last
+    frame of all utterances, in one last call); records "lm" and "prior" (of the consumed labels).
 
     :param llm_scorer: the LLM
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
@@ -107,9 +110,11 @@ class DelayedLLMScorer(FrameScorer):
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
         self.llm, self.converter, self.lm_scale, self.delay = llm_scorer, converter, lm_scale, delay
         self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
+        self._ended: List[Hypothesis] = []  # final beams whose words and EOS are still to be scored
 
     def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
         state = self.llm.start(torch.arange(len(roots)))
+        self._ended = []
         for r, h in enumerate(roots):
             h.user_state = _Consumed(state, r)
             h.scores["lm"] = 0.0
@@ -118,10 +123,13 @@ class DelayedLLMScorer(FrameScorer):
         return 0.0 if self.prior is None else sum(self.prior[x] for x in labels)
 
     def update(self, t: int, beams: List[List[Hypothesis]], final: List[bool]) -> None:
-        flush = self.delay is not None and (t + 1) % self.delay == 0
-        hyps = [(h, last) for beam, last in zip(beams, final) if flush or last for h in beam]
-        if not hyps:
+        # a final beam no longer changes: it waits for the next call (at the latest the one after the last frame)
+        self._ended += [h for beam, last in zip(beams, final) if last for h in beam]
+        if not (self.delay is not None and (t + 1) % self.delay == 0 or all(final)):
             return
+        hyps = [(h, False) for beam, last in zip(beams, final) if not last for h in beam]
+        hyps += [(h, True) for h in self._ended]
+        self._ended = []
         groups: Dict[int, List[Tuple[Hypothesis, bool]]] = {}
         for h, last in hyps:  # hypotheses of one flush share one LLM state (one call)
             groups.setdefault(id(h.user_state.state), []).append((h, last))
@@ -221,7 +229,8 @@ def read_ctc_logprobs(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
 class CTCFusionSearchJob(Job):
     """Time-synchronous CTC search with an LLM: none, label-wise (shared units) or delayed fusion.
 
-    Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, LLM calls).
+    Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, utterances, LLM
+    forward calls and the tokens they scored, counted by the LLM scorer).
     """
 
     def __init__(
@@ -294,23 +303,24 @@ class CTCFusionSearchJob(Job):
         fusion = self._prepare()
         durations = self._durations()
         results: Dict[str, List[dict]] = {}
-        audio_s, llm_calls, t0 = 0.0, 0, time.perf_counter()
+        audio_s, stats, t0 = 0.0, SearchStats(), time.perf_counter()
         batch: List[Tuple[str, torch.Tensor]] = []
         for seq_id, lp in self._utterances(fusion):
             audio_s += durations.get(seq_id, lp.shape[0] * self.ctc_outputs.frame_shift)
             batch.append((seq_id, lp))
             if len(batch) >= self.utterances_per_batch:
-                llm_calls += self._search(fusion, batch, results)
+                self._search(fusion, batch, results, stats)
                 batch = []
         if batch:
-            llm_calls += self._search(fusion, batch, results)
+            self._search(fusion, batch, results, stats)
         decode_s = time.perf_counter() - t0
         if not results:
             raise ValueError(f"{self.ctc_logprobs.get_path()}: no utterances")
         from llmasr.search.corpus_search import write_search_outputs
 
         write_search_outputs(results, {"audio_seconds": audio_s, "decode_seconds": decode_s,
-                                       "llm_forward_calls": llm_calls, "utterances": len(results)},
+                                       "llm_forward_calls": stats.llm_forward_calls,
+                                       "llm_forward_tokens": stats.llm_forward_tokens, "utterances": len(results)},
                              self.out_nbest.get_path(), self.out_search_stats.get_path())
 
     def _prepare(self) -> "_FusionRun":
@@ -380,16 +390,16 @@ class CTCFusionSearchJob(Job):
         elif self.mode == FusionMode.DELAYED:
             fusion.scorer = LLMScorer(fusion.model, bos_id=tok.bos_id, eos_id=tok.eos_id)
 
-    def _search(self, fusion: "_FusionRun", batch: List[Tuple[str, torch.Tensor]], results: Dict[str, List[dict]]
-                ) -> int:
-        """Searches a batch of utterances together, files their N-best lists in ``results``; returns the LLM calls."""
+    def _search(self, fusion: "_FusionRun", batch: List[Tuple[str, torch.Tensor]], results: Dict[str, List[dict]],
+                stats: SearchStats) -> None:
+        """Searches a batch of utterances together, files their N-best lists in ``results`` and adds the LLM's work
+        to ``stats``."""
         from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
 
         lens = torch.tensor([lp.shape[0] for _, lp in batch])
         padded = torch.zeros(len(batch), int(lens.max()), fusion.vocab)  # [B, T, V], padding masked by lens
         for i, (_, lp) in enumerate(batch):
             padded[i, : lp.shape[0]] = lp
-        stats = SearchStats()
         common = dict(blank=fusion.blank, beam_size=self.beam.beam_size, label_topk=self.beam.label_topk,
                       lm_scale=fusion.lm_scale, log_prior=fusion.log_prior, prior_scale=fusion.prior_scale,
                       length_reward=fusion.length_reward, labels_to_text=fusion.labels_to_text, nbest=self.beam.nbest,
@@ -402,7 +412,6 @@ class CTCFusionSearchJob(Job):
                                         delay=self.delay, **common)
         for (seq_id, _), hyps in zip(batch, out):
             results[seq_id] = hyps
-        return stats.llm_forward_calls
 
 
 @dataclasses.dataclass
