@@ -156,11 +156,12 @@ class Results:
             output(f"{self.prefix}/report/hallucination.md", hall.out_table)
 
 
-def hub_llms(prefix: str, hub_models: Mapping[str, str], text: tk.Path, spm_model: tk.Path,
+def hub_llms(prefix: str, hub_models: Mapping[str, object], text: tk.Path, spm_model: tk.Path,
              ppl_corpora: Mapping[str, tk.Path], *, train_config: TrainConfig, device: str = "cuda",
              cpu: int = 4) -> Dict[str, object]:
-    """Hub LLMs as they are (``name``), fine-tuned on ``text`` with their own tokenizer lower-cased (``name-ft``),
-    and fine-tuned with the AM's units by a vocabulary swap (``name-ft-am-units``); perplexities registered."""
+    """Hub LLMs (``name -> model folder``, e.g. :func:`config.paper.hub_models`, or hub id) as they are (``name``),
+    fine-tuned on ``text`` with their own tokenizer lower-cased (``name-ft``), and fine-tuned with the AM's units by
+    a vocabulary swap (``name-ft-am-units``); perplexities registered."""
     llms: Dict[str, object] = {}
     for name, hub in hub_models.items():
         llms[name] = hub

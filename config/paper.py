@@ -16,6 +16,7 @@ from sisyphus import tk
 from config.experiment import ExperimentData, Results, TuningGrid, gpu_device
 from config.names import alias, output
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
+from llmasr.llm.hub import DownloadHFModelJob
 from llmasr.llm.train import CreateTinyLLMJob, PretrainLLMJob, TrainConfig
 from llmasr.models.conformer import ConformerEncoderConfig, CtcModelConfig, paper_encoder_config
 from llmasr.models.llm import TinyLLMConfig
@@ -42,7 +43,8 @@ TRAFO_LM = TinyLLMConfig(hidden_size=1024, intermediate_size=2816, num_hidden_la
                          num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False)
 TRAFO_LM_TRAINING = TrainConfig(epochs=1, batch_size=64, learning_rate=1e-4, warmup_steps=2000, max_length=256)
 
-# the Qwen2 checkpoints: base models, their instruct versions (same size, more pre-training), and sizes beyond
+# the Qwen2 checkpoints (hub ids; the jobs read them from DownloadHFModelJob, see hub_models): base models, their
+# instruct versions (same size, more pre-training), and sizes beyond
 QWEN2 = {"qwen2-0.5b": "Qwen/Qwen2-0.5B", "qwen2-1.5b": "Qwen/Qwen2-1.5B"}
 QWEN2_INSTRUCT = {"qwen2-0.5b-instruct": "Qwen/Qwen2-0.5B-Instruct", "qwen2-1.5b-instruct": "Qwen/Qwen2-1.5B-Instruct"}
 QWEN2_LARGER = {"qwen2-7b": "Qwen/Qwen2-7B"}  # Qwen2-72B: LoRA r=320 does not fit a single 80 GB GPU (README)
@@ -55,6 +57,20 @@ QWEN2_ARCHITECTURES: Dict[str, Dict[str, object]] = {
     "Qwen/Qwen2-7B": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                           num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
 }
+
+# the hub revision of each checkpoint, part of every LLM job's id: "main" until the commits of the paper's downloads
+# are known (DownloadHFModelJob records the commit it got in out_model/hub_source.json); pinning them then changes the
+# LLM jobs' ids once
+HUB_REVISIONS: Dict[str, str] = {}
+DEFAULT_HUB_REVISION = "main"
+
+
+def hub_models(models: Mapping[str, str]) -> Dict[str, tk.Path]:
+    """``name -> hub id`` to ``name -> downloaded model folder``: each checkpoint downloaded once by a job, so compute
+    nodes need no hub access."""
+    return {name: DownloadHFModelJob(repo, revision=HUB_REVISIONS.get(repo, DEFAULT_HUB_REVISION)).out_model
+            for name, repo in models.items()}
+
 
 # --- search and tuning ---------------------------------------------------------------------------------------------
 JOINT_BEAM = LabelSyncBeam(beam_size=4, nbest=4)

@@ -1,6 +1,7 @@
 """Small jobs used by the engine tests (importable by workers as tests.engine_jobs)."""
 import json
 import os
+import signal
 import time
 
 from sisyphus import Job, Task, tk
@@ -147,6 +148,38 @@ class CountJob(Job):
         with open(tmp, "w") as f:
             f.write("\n".join(numbers) + "\n")
         os.replace(tmp, self.out_numbers.get_path())
+
+
+class TimeLimitedJob(Job):
+    """Does one step per attempt and then dies like a task at its time limit (SIGKILL, no error marker); resumes
+    from its progress file. With ``report_progress`` the task names its progress method."""
+
+    def __init__(self, steps, *, report_progress=True, make_progress=True):
+        self.steps = steps
+        self.report_progress = report_progress
+        self.make_progress = make_progress
+        self.out_numbers = self.output_path("numbers.txt")
+
+    def tasks(self):
+        yield Task("run", resume="run", rqmt={"cpu": 1, "mem": 0.2},
+                   progress="steps_done" if self.report_progress else None)
+
+    def steps_done(self):
+        path = os.path.join(self._sis_path("work", abspath=True), "progress.txt")
+        if not os.path.exists(path):
+            return 0
+        with open(path) as f:
+            return len(f.read().split())
+
+    def run(self):
+        done = self.steps_done()
+        if done < self.steps:
+            if self.make_progress:
+                with open("progress.txt", "a") as f:
+                    f.write(f"{done}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        with open(self.out_numbers.get_path(), "w") as f:
+            f.write(open("progress.txt").read())
 
 
 class ArrayJob(Job):

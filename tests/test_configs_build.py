@@ -1,11 +1,61 @@
-"""The experiment configs build their graphs (no job runs): the toy default and the LibriSpeech data and LLMs; their
-outputs and aliases have names a researcher can type."""
+"""The experiment configs build their graphs (no job runs): the toy default, the LibriSpeech data and LLMs, and the
+paper-scale job ids (stable: a golden digest); their outputs and aliases have names a researcher can type."""
+import hashlib
 import importlib
+import os
 
 import pytest
 
 from config.names import NAME_PATTERN, checked_name
 from sisyphus.graph import graph
+
+# Digest of the sorted job ids of the paper-scale graphs (LibriSpeech + Loquacious): a change of any paper-scale
+# job id (a new hashed field, a resource entering the hash) fails here. After an intended change run
+# ``UPDATE_PAPER_JOB_IDS=1 pytest tests/test_configs_build.py -k paper`` and commit the file with the reason.
+PAPER_IDS_FILE = os.path.join(os.path.dirname(__file__), "data", "paper_scale_job_ids.txt")
+
+
+def check_resources_out_of_the_hash(jobs):
+    """Every job a config builds keeps its resources out of its id (``ResourceJob``; the classes are checked
+    argument by argument in tests/test_resources.py)."""
+    from llmasr.resources import ResourceJob
+
+    plain = sorted({type(j).__name__ for j in jobs if not isinstance(j, ResourceJob)})
+    assert not plain, f"jobs that hash their resources: {plain}"
+
+
+def check_llms_are_downloaded(jobs):
+    """No job but the download names a hub model: every LLM job reads a DownloadHFModelJob's output folder."""
+    import dataclasses
+
+    def hub_ids(value):
+        if isinstance(value, str):
+            return [value] if value.startswith(("Qwen/", "meta-llama/")) else []
+        if isinstance(value, dict):
+            return [h for v in value.values() for h in hub_ids(v)]
+        if isinstance(value, (list, tuple, set)):
+            return [h for v in value for h in hub_ids(v)]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return hub_ids(vars(value))
+        return []
+
+    named = {j.job_id(): hub_ids(j._sis_kwargs) for j in jobs if type(j).__name__ != "DownloadHFModelJob"}
+    bad = {k: v for k, v in named.items() if v}
+    assert not bad, f"jobs that would load a hub model at run time: {sorted(bad.items())[:5]}"
+    assert any(type(j).__name__ == "DownloadHFModelJob" for j in jobs)
+
+
+def check_paper_scale_job_ids(ids):
+    """Compares ``<count> <sha256>`` of the sorted ids with the stored one (or rewrites it when asked to)."""
+    ids = sorted(ids)
+    line = f"{len(ids)} {hashlib.sha256(chr(10).join(ids).encode()).hexdigest()}"
+    if os.environ.get("UPDATE_PAPER_JOB_IDS"):
+        with open(PAPER_IDS_FILE, "w") as f:
+            f.write(line + "\n")
+    with open(PAPER_IDS_FILE) as f:
+        stored = f.read().strip()
+    assert line == stored, (f"paper-scale job ids changed ({line} != stored {stored} in {PAPER_IDS_FILE}): "
+                            "existing work/ trees would be recomputed")
 
 
 def test_toy_config_builds_the_whole_graph():
@@ -24,6 +74,7 @@ def test_toy_config_builds_the_whole_graph():
     for system in systems:
         assert {f"toy/{system}/dev/wer.json", f"toy/{system}/test/wer.json"} <= names, system
     jobs = graph.jobs()
+    check_resources_out_of_the_hash(jobs)
     kinds = {j.job_id().split("/")[-1].split(".")[0] for j in jobs}
     assert {"MakeToyCorpusJob", "TrainSentencePieceJob", "ReturnnTrainingJob", "ReturnnForwardJob", "ScoreWERJob",
             "PretrainLLMJob", "ReportTableJob", "TuneScalesJob", "RescoreNBestJob", "CTCFusionSearchJob",
@@ -94,4 +145,14 @@ def test_librispeech_configs_build():
     assert len(graph.jobs()) > 30
 
 
-# the paper-scale experiments (LibriSpeech, Loquacious) are built and checked in tests/test_paper_configs.py
+# the paper-scale experiments (LibriSpeech, Loquacious) are built and checked in tests/test_paper_configs.py; here
+# only their job ids
+def test_paper_scale_job_ids_are_stable():
+    from config.librispeech import experiment as ls
+    from config.loquacious import experiment as loq
+
+    ls.py()
+    loq.py()
+    check_resources_out_of_the_hash(graph.jobs())
+    check_llms_are_downloaded(graph.jobs())
+    check_paper_scale_job_ids(j.job_id() for j in graph.jobs())

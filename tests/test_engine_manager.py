@@ -17,7 +17,7 @@ from sisyphus.job import created_jobs
 from sisyphus.localengine import LocalEngine
 from sisyphus.locks import CLAIM, is_locked
 from sisyphus.manager import Manager
-from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, OccupancyJob, WriteTextJob
+from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, OccupancyJob, TimeLimitedJob, WriteTextJob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,6 +113,32 @@ def test_retry_is_bounded_by_tries(sis_setup_dir):
     task = f._sis_tasks()[0]
     assert task.submissions(1) == 2
     assert "retry" in log
+
+
+def test_interruptions_with_progress_do_not_use_up_the_retries(sis_setup_dir, monkeypatch):
+    """A task killed at its time limit 6 times (> MAX_SUBMIT_RETRIES) that resumes with progress each time finishes;
+    without progress it stops after MAX_SUBMIT_RETRIES resubmissions, also when progress is not reported."""
+    import sisyphus.global_settings as gs
+
+    monkeypatch.setattr(gs, "HEARTBEAT_TIMEOUT", 1.5)  # the killed worker's usage file goes stale quickly
+    monkeypatch.setattr(gs, "MAX_SUBMIT_RETRIES", 3)
+    ok = TimeLimitedJob(6)
+    tk.register_output("limited/ok.txt", ok.out_numbers)
+    rc, log = run_manager(max_time=180)
+    assert rc == 0, log
+    task = ok._sis_tasks()[0]
+    assert task.attempts(1) == 7 and task.attempts_without_progress(1) == 1  # the last attempt finished
+    assert [e.get("progress") for e in task.history(1) if e["event"] == "start"] == list(range(7))
+    with open(ok.out_numbers.get_path()) as f:
+        assert f.read().split() == [str(i) for i in range(6)]
+
+    for kwargs in ({"make_progress": False}, {"report_progress": False}):
+        reset_graph()
+        stuck = TimeLimitedJob(6, **kwargs)
+        tk.register_output("limited/stuck.txt", stuck.out_numbers)
+        rc, log = run_manager(max_time=180)
+        assert rc == 1, log
+        assert stuck._sis_tasks()[0].attempts(1) == 1 + gs.MAX_SUBMIT_RETRIES, kwargs
 
 
 def test_missing_input_file_is_reported(sis_setup_dir):

@@ -99,3 +99,22 @@ def test_blocks_group_jobs_and_change_no_ids(monkeypatch):
 
     assert make("z") is make("z")
     assert WriteTextJob("outside").job_id() == plain_id
+
+
+class _StateHolder:
+    """An input object whose ``__sis_state__`` builds a new dict at every call (as the config dataclasses do)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __sis_state__(self):
+        return {"path": self.path}
+
+
+def test_paths_inside_fresh_sis_states_are_all_found():
+    """Every path behind a ``__sis_state__`` is found, however the temporary state dicts' ids are reused."""
+    from sisyphus.tools import extract_paths
+
+    paths = [tk.Path(f"/in/{i}.txt") for i in range(200)]
+    found = extract_paths({"holders": [_StateHolder(p) for p in paths]})
+    assert {p.get_path() for p in found} == {p.get_path() for p in paths}

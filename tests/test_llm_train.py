@@ -125,3 +125,75 @@ def test_checkpoint_resume(tmp_path):
                          checkpoint_dir=str(tmp_path))
     assert h3 == h2
     assert torch.allclose(done.model.layers[0].mlp.up_proj.weight, fresh.model.layers[0].mlp.up_proj.weight)
+
+
+def test_finetune_killed_mid_epoch_resumes_to_the_same_weights(run_job, toy, tmp_path, monkeypatch, caplog):
+    """SIGKILL a fine-tuning worker after its first step checkpoint, resume: the weights equal those of an
+    uninterrupted run in another work dir (tolerance 1e-6; on CPU with one thread they are bitwise equal)."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import sisyphus.global_settings as gs
+    from safetensors.torch import load_file
+    from sisyphus.job import created_jobs
+
+    def jobs():
+        create = run_job(CreateTinyLLMJob(toy["llm_spm"], config=TINY))
+        return FineTuneLLMJob(create.out_model, toy["lm"], cpu=1, checkpoint_every=3,
+                              train_config=TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_steps=2))
+
+    ft = jobs()
+    ft._sis_setup_directory()
+    job_dir = ft._sis_path(abspath=True)
+    progress = os.path.join(job_dir, "work", "progress.json")
+    worker = subprocess.Popen([sys.executable, "-m", "sisyphus", "worker", job_dir, "run"], cwd=gs.BASE_DIR,
+                              start_new_session=True)
+    try:
+        for _ in range(12000):
+            if os.path.exists(progress) or worker.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    log = os.path.join(job_dir, "log.run.1")
+    assert os.path.exists(progress), open(log).read()[-3000:] if os.path.exists(log) else "no worker log"
+    with open(progress) as f:
+        at = json.load(f)
+    assert not os.path.exists(ft.out_history.get_path()), "the worker finished before it was killed"
+    assert ft.training_progress() == [at["epoch"], at["step"]] and at["step"] > 0  # killed mid-epoch
+    with caplog.at_level(logging.INFO):
+        run_job(ft)
+    assert f"resuming LLM training at epoch {at['epoch'] + 1}, step {at['step']}" in caplog.text
+    resumed = load_file(os.path.join(ft.out_model.get_path(), "model.safetensors"))
+    with open(ft.out_history.get_path()) as f:
+        resumed_hist = json.load(f)
+
+    monkeypatch.setattr(gs, "WORK_DIR", str(tmp_path / "work_uninterrupted"))
+    created_jobs.clear()
+    again = jobs()
+    assert again.job_id() == ft.job_id()
+    run_job(again)
+    reference = load_file(os.path.join(again.out_model.get_path(), "model.safetensors"))
+    assert reference.keys() == resumed.keys()
+    for name, w in reference.items():
+        assert torch.allclose(w, resumed[name], atol=1e-6, rtol=0), name
+    with open(again.out_history.get_path()) as f:
+        assert json.load(f) == [pytest.approx(h) for h in resumed_hist]
+
+
+def test_tokenized_text_streams_and_matches_encode_texts(tmp_path):
+    from llmasr.llm.train import TokenizedText, encode_texts, iter_texts
+
+    text = tmp_path / "t.txt"
+    sentences = _sentences(50, 4)
+    text.write_text("\n".join(sentences) + "\n")
+    tok = LLMTokenizer(spm_model=_spm(str(tmp_path / "bpe"), str(text), 40, "bpe"))
+    seqs = TokenizedText.build(iter_texts(str(text)), tok, 6, str(tmp_path / "tokens"), max_sentences=30)
+    expected = encode_texts(tok, sentences[:30], 6)
+    assert len(seqs) == 30 and [seqs[i] for i in range(30)] == expected
+    assert isinstance(seqs.offsets, __import__("numpy").memmap)  # read from disk, not held

@@ -59,7 +59,7 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
             assert j.setup.aed_model_config.creator.model_config.encoder.num_layers == 18
         else:
             assert j.setup.encoder.num_layers == 18 and j.setup.aed_checkpoint is None
-    llms = {j.setup.llm for j in sllm}
+    llms = {j.setup.llm.creator.repo_id for j in sllm}  # read from DownloadHFModelJob outputs
     assert {"Qwen/Qwen2-0.5B", "Qwen/Qwen2-1.5B", "Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen2-7B"} <= llms
     assert {j.setup.config.adapter_k for j in sllm} == {1, 2, 3, 4}
     assert {j.setup.config.freeze_encoder for j in sllm} == {False, True}

@@ -7,7 +7,8 @@ from config.experiment import SPEECH_LLM_PROMPT, ExperimentData, acoustic_models
 from config.librispeech.data import AM_VOCAB_SIZE, DEV_SUBSETS, PREFIX, TEST_SUBSETS, librispeech_data
 from config.librispeech.llm import librispeech_llms
 from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, QWEN2_INSTRUCT, QWEN2_LARGER, TUNING, SpeechLLMRecipe,
-                          comparison_tables, paper_results, paper_speech_llm, speech_llm_encoder, transformer_lm)
+                          comparison_tables, hub_models, paper_results, paper_speech_llm, speech_llm_encoder,
+                          transformer_lm)
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
 from llmasr.returnn.config import TrainingOptions
 
@@ -51,14 +52,15 @@ def py():
     # speech LLMs: the paper's, on each Qwen2 size
     encoder_ckpt, encoder_config = speech_llm_encoder(PREFIX, data, AM_TRAINING, spm_model=data.spm_model, **GPU)
     recipe = SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING, encoder_ckpt, encoder_config)
-    bases = {size: paper_speech_llm(PREFIX, size, recipe, hub) for size, hub in QWEN2.items()}
+    qwen2 = hub_models(QWEN2)
+    bases = {size: paper_speech_llm(PREFIX, size, recipe, llm) for size, llm in qwen2.items()}
 
     # the ablations, each its own table
-    base, hub = bases[BASE_LLM], QWEN2[BASE_LLM]
+    base, hub = bases[BASE_LLM], qwen2[BASE_LLM]
     ablations.label_units(PREFIX, recipe, hub, base, train_text=d["train_text"], name=BASE_LLM)
     ablations.encoder_training(PREFIX, recipe, hub, base, name=BASE_LLM)
-    ablations.llm_pretraining(PREFIX, recipe, bases, QWEN2_INSTRUCT)
-    ablations.llm_size(PREFIX, recipe, bases, QWEN2_LARGER)
+    ablations.llm_pretraining(PREFIX, recipe, bases, hub_models(QWEN2_INSTRUCT))
+    ablations.llm_size(PREFIX, recipe, bases, hub_models(QWEN2_LARGER))
     ablations.encoder_downsampling(PREFIX, recipe, hub, base, name=BASE_LLM)
     ablations.interface_and_fine_tuning(PREFIX, recipe, hub, base, name=BASE_LLM, prompt=SPEECH_LLM_PROMPT)
     ablations.joint_optimisations(PREFIX, recipe, base, eval_sets=("dev-other", "test-other"))

@@ -8,7 +8,7 @@ from config.experiment import ExperimentData, acoustic_models, hub_llms, shallow
 from config.librispeech.llm import GPU_TRAIN
 from config.loquacious.data import AM_VOCAB_SIZE, PREFIX, loquacious_data
 from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, TUNING, SpeechLLMRecipe, comparison_tables,
-                          paper_results, paper_speech_llm, speech_llm_encoder, transformer_lm)
+                          hub_models, paper_results, paper_speech_llm, speech_llm_encoder, transformer_lm)
 from llmasr.data.loquacious import LoquaciousSubset
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
 from llmasr.returnn.config import TrainingOptions
@@ -33,7 +33,8 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     prefix = f"{PREFIX}/{subset.value}"
     d = loquacious_data(subset, prefix=prefix)
     corpora = d["corpora"]
-    llms = hub_llms(prefix, QWEN2, d["llm_text"], d["spm"].out_model, {s: corpora[s] for s in ("dev", "test")},
+    qwen2 = hub_models(QWEN2)
+    llms = hub_llms(prefix, qwen2, d["llm_text"], d["spm"].out_model, {s: corpora[s] for s in ("dev", "test")},
                     train_config=GPU_TRAIN, device="cuda")
     llms[TRAFO_LM] = llms[f"{TRAFO_LM}-units"] = transformer_lm(prefix, d["llm_text"], d["spm"].out_model)
     eval_corpora = {n: c for n, c in corpora.items() if n != "train"}
@@ -58,8 +59,8 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     encoder_ckpt, encoder_config = speech_llm_encoder(prefix, data, AM_TRAINING[subset], spm_model=data.spm_model,
                                                       **GPU)
     recipe = SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING[subset], encoder_ckpt, encoder_config)
-    for size, hub in QWEN2.items():
-        paper_speech_llm(prefix, size, recipe, hub)
+    for size, llm in qwen2.items():
+        paper_speech_llm(prefix, size, recipe, llm)
     results.report()
     comparison_tables(results, fusion_systems)
 

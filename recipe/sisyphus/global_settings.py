@@ -59,7 +59,7 @@ STATE_UNKNOWN = "unknown"
 STATE_HOLD = "hold"
 
 # Manager behaviour
-MAX_SUBMIT_RETRIES = 3  # resubmissions of an interrupted task before it counts as an error
+MAX_SUBMIT_RETRIES = 3  # resubmissions of an interrupted task without progress before it counts as an error
 WAIT_PERIOD_BETWEEN_CHECKS = 2.0  # seconds between manager loops
 WAIT_PERIOD_JOB_FS_SYNC = 0.0
 PRINT_ERROR_LINES = 40

@@ -145,7 +145,8 @@ class Manager:
             note = self._exit_note(task, ids)
             for i in ids:
                 self._submitted.pop((job._sis_id(), task.name(), i), None)
-            retry_ids = [i for i in ids if task.attempts(i) <= gs.MAX_SUBMIT_RETRIES]
+            # interruptions after which the task got on (a resuming training at its time limit) are free
+            retry_ids = [i for i in ids if task.attempts_without_progress(i) <= gs.MAX_SUBMIT_RETRIES]
             if retry_ids:
                 how = "resume" if state == gs.STATE_INTERRUPTED_RESUMABLE else "rerun"
                 self._print(f"{how} interrupted {job._sis_id()} task {task.name()} {retry_ids}{note}")

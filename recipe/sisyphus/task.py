@@ -22,6 +22,9 @@ class Task:
     :param parallel: at most this many task ids per submission (0: all in one array)
     :param tries: how often a task that raised is retried
     :param continuable: the task may be started again after it finished (e.g. training for more epochs)
+    :param progress: name of a job method returning a JSON value that grows as the task gets on (e.g. checkpoints
+        saved); an interruption after which it changed (a time limit hit by a resuming training) does not count
+        against ``MAX_SUBMIT_RETRIES``
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class Task:
         parallel: int = 0,
         tries: int = 1,
         continuable: bool = False,
+        progress: Optional[str] = None,
     ):
         self._start = start
         self._resume = resume
@@ -46,6 +50,7 @@ class Task:
         self.parallel = parallel
         self.tries = tries
         self.continuable = continuable
+        self._progress = progress
         self._job = None
 
     # identity --------------------------------------------------------------------------------------------
@@ -136,6 +141,27 @@ class Task:
             if task_id in rec.get("task_ids", []):
                 n += 1
         return n
+
+    def progress(self) -> Any:
+        """The job's progress value for this task now (None without a ``progress`` method or when it fails)."""
+        if self._progress is None:
+            return None
+        try:
+            value = getattr(self._job, self._progress)()
+            return json.loads(json.dumps(value))  # as the attempt history stores it
+        except Exception:  # noqa: BLE001 - a progress probe must never stop the manager
+            return None
+
+    def has_progress(self) -> bool:
+        return self._progress is not None
+
+    def attempts_without_progress(self, task_id: int) -> int:
+        """Attempts of this task id after which its progress did not change (without a progress method: all).
+
+        The worker records the progress with each attempt's start; the last attempt is compared with now."""
+        values = [e.get("progress") for e in self.history(task_id) if e.get("event") == "start"]
+        values.append(self.progress())
+        return sum(1 for before, after in zip(values, values[1:]) if after is None or before == after)
 
     def last_usage(self, task_id: int) -> Dict[str, Any]:
         """What the last run of a task id used, in the keys of ``gs.update_engine_rqmt`` ({} if unknown)."""

@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any, Iterable, Optional, Set
+from typing import Any, Dict, Iterable, Optional, Set
 
 import sisyphus.global_settings as gs
 
@@ -23,13 +23,13 @@ def extract_paths(obj: Any) -> Set[Any]:
     from sisyphus.job_path import AbstractPath
 
     found = set()
-    seen = set()
+    seen: Dict[int, Any] = {}  # holds what it saw: a temporary (a __sis_state__ dict) freed early could pass its id on
     stack = [obj]
     while stack:
         o = stack.pop()
         if id(o) in seen:
             continue
-        seen.add(id(o))
+        seen[id(o)] = o
         if isinstance(o, AbstractPath):
             found.add(o)
         elif isinstance(o, Job) or o is None or isinstance(o, (str, bytes, int, float, bool, complex, type)):

@@ -132,7 +132,8 @@ def _run_claimed(job_dir: str, task_name: str, task_id: int, redirect_log: bool,
     if os.path.exists(finished) and not task.continuable:
         print(f"{job_dir}: task {task_name}.{task_id} already finished", file=sys.stderr)
         return 0
-    append_event(history, "start")
+    # progress at the start of each attempt: interruptions after which it grew do not use up the retries
+    append_event(history, "start", **({"progress": task.progress()} if task.has_progress() else {}))
     if redirect_log:
         _rotate(log_path)
         log = open(log_path, "a", buffering=1, encoding="utf-8")

@@ -14,11 +14,12 @@ import tarfile
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.data.audio import SampleRatePolicy, check_transcript, map_parallel, prepare_audio_file, task_workers
 from llmasr.data.corpus import CorpusEntry, utterance_file_name, validate_utterance_id, write_corpus
 from llmasr.data.corpus_job import ParallelCorpusJob
+from llmasr.resources import ResourceJob
 
 OPENSLR_12 = "https://www.openslr.org/resources/12"
 LIBRISPEECH_SUBSETS = (
@@ -29,7 +30,7 @@ LIBRISPEECH_URLS: Dict[str, str] = {s: f"{OPENSLR_12}/{s}.tar.gz" for s in LIBRI
 LIBRISPEECH_LM_TEXT_URL = "https://www.openslr.org/resources/11/librispeech-lm-norm.txt.gz"
 
 
-class DownloadJob(Job):
+class DownloadJob(ResourceJob):
     """Downloads one file (e.g. an OpenSLR tarball) and optionally checks its MD5 sum."""
 
     def __init__(self, url: str, *, md5: Optional[str] = None, filename: Optional[str] = None):
@@ -72,7 +73,7 @@ def download_librispeech(subset: str) -> tk.Path:
     return DownloadJob(LIBRISPEECH_URLS[subset]).out_file
 
 
-class ExtractLibriSpeechJob(Job):
+class ExtractLibriSpeechJob(ResourceJob):
     """Extracts LibriSpeech tarballs into one folder: ``out_dir/LibriSpeech/<subset>/<spk>/<chapter>/``."""
 
     def __init__(self, tarballs: List[tk.Path]):
@@ -188,7 +189,7 @@ class LibriSpeechCorpusJob(ParallelCorpusJob):
         os.makedirs(audio_dir, exist_ok=True)
         jobs = [(e.audio, os.path.join(audio_dir, utterance_file_name(e.id, ".flac")), self.sample_rate_policy)
                 for e in entries]
-        results = map_parallel(prepare_audio_file, jobs, workers=task_workers(self.cpu))
+        results = map_parallel(prepare_audio_file, jobs, workers=task_workers(self.run_threads()))
         for e, (path, duration) in zip(entries, results):
             e.audio = os.path.abspath(path)
             e.duration = round(duration, 6)
@@ -199,7 +200,7 @@ class LibriSpeechCorpusJob(ParallelCorpusJob):
         logging.info("%s: %d utterances", subset_dir, n)
 
 
-class LibriSpeechLmTextJob(Job):
+class LibriSpeechLmTextJob(ResourceJob):
     """Copies the LibriSpeech LM text (normalised sentences) to a checked gzipped file, one sentence a line."""
 
     def __init__(self, lm_text: tk.Path, *, max_sentences: Optional[int] = None):

@@ -14,12 +14,13 @@ import os
 import re
 from typing import Dict, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.data.audio import AudioFormat, SampleRatePolicy, check_transcript, task_workers
 from llmasr.data.corpus import CorpusEntry, iter_corpus, validate_utterance_id, write_corpus
 from llmasr.data.corpus_job import ParallelCorpusJob
 from llmasr.data.hf_audio import audio_file_name, audio_source, encode_all, iter_hub_rows, iter_local_rows, parquet_files
+from llmasr.resources import ResourceJob
 from llmasr.text.normalize import normalize_for_training
 
 LOQUACIOUS_HUB_NAME = "speechbrain/LoquaciousSet"
@@ -126,7 +127,7 @@ class LoquaciousCorpusJob(ParallelCorpusJob):
         seconds = [0.0]
 
         def entries():  # streamed into the manifest: nothing per utterance is kept in memory but its id
-            for entry, duration in encode_all(items(), workers=task_workers(self.cpu)):
+            for entry, duration in encode_all(items(), workers=task_workers(self.run_threads())):
                 entry.duration = round(duration, 6)
                 seconds[0] += duration
                 yield entry
@@ -139,7 +140,7 @@ class LoquaciousCorpusJob(ParallelCorpusJob):
         logging.info("Loquacious %s: %d utterances, %.2f h", self.subset.value, n, seconds[0] / 3600)
 
 
-class SplitCorpusBySourceJob(Job):
+class SplitCorpusBySourceJob(ResourceJob):
     """Splits a manifest into one manifest per source (the entries' ``corpus`` field), e.g. Loquacious dev."""
 
     def __init__(self, corpus: tk.Path, sources: Sequence[str]):

@@ -122,7 +122,7 @@ class OpenAsrTestSetJob(ParallelCorpusJob):
                               self.audio_format, self.sample_rate_policy)
 
         durations = []
-        for entry, d in encode_all(items(), workers=task_workers(self.cpu)):
+        for entry, d in encode_all(items(), workers=task_workers(self.run_threads())):
             entry.duration = round(d, 6)
             entries.append(entry)
             durations.append(d)

@@ -11,10 +11,11 @@ import os
 import zipfile
 from typing import Optional
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.data.audio import AudioFormat, check_audio_file, load_audio, write_audio
 from llmasr.data.corpus import iter_corpus, utterance_file_name
+from llmasr.resources import ResourceJob
 
 
 def pack_ogg_zip(corpus_path: str, zip_path: str, *, audio_format: Optional[AudioFormat] = None) -> int:
@@ -53,7 +54,7 @@ def pack_ogg_zip(corpus_path: str, zip_path: str, *, audio_format: Optional[Audi
     return len(entries)
 
 
-class PackOggZipJob(Job):
+class PackOggZipJob(ResourceJob):
     """Packs a corpus manifest into a RETURNN OggZipDataset zip (``out_ogg_zip``)."""
 
     def __init__(self, corpus: tk.Path, *, audio_format: Optional[AudioFormat] = None, name: str = "data"):
@@ -78,7 +79,7 @@ class PackOggZipJob(Job):
         logging.info("packed %d sequences into %s", n, self.out_ogg_zip.get_path())
 
 
-class PackRawAudioHdfJob(Job):
+class PackRawAudioHdfJob(ResourceJob):
     """Writes raw 16 kHz samples ([T, 1] float32) and the transcriptions (``orth`` as UTF-8 bytes) to an HDF.
 
     For RETURNN's HDFDataset when audio decoding during training is too slow (small corpora only:

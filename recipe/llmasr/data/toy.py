@@ -370,7 +370,7 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         )
         root = self.out_audio_dir.get_path()
         os.makedirs(root, exist_ok=True)
-        workers = max(1, min(self.cpu, os.cpu_count() or 1))
+        workers = max(1, min(self.run_threads(), os.cpu_count() or 1))
         for split in SPLITS:
             entries = synthesize_corpus(plan[split], os.path.join(root, split), workers=workers)
             n = write_corpus(entries, self.out_corpora[split].get_path())

@@ -7,7 +7,9 @@ import math
 import os
 from typing import Dict, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 
 def compute_perplexity(model, tokenizer, texts: Sequence[str], *, batch_size: int = 32,
@@ -29,7 +31,7 @@ def compute_perplexity(model, tokenizer, texts: Sequence[str], *, batch_size: in
             "subword_ppl": math.exp(-total / n_tok), "word_ppl": math.exp(-total / n_words)}
 
 
-class ComputePerplexityJob(Job):
+class ComputePerplexityJob(ResourceJob):
     """Per-subword and per-word perplexity of an LLM (dir or hub name) on a text or corpus."""
 
     def __init__(self, llm: Union[tk.Path, str], text: tk.Path, *, lowercase: Optional[bool] = None,
@@ -64,7 +66,7 @@ class ComputePerplexityJob(Job):
 
         torch.set_num_threads(1)
         loc = location(self.llm)
-        model = load_llm(loc, device=self.device)
+        model = load_llm(loc, device=self.run_device())
         tok = load_llm_tokenizer(loc, lowercase=self.lowercase)
         res = compute_perplexity(model, tok, read_texts(self.text.get_path()), batch_size=self.batch_size,
                                  max_length=self.max_length)

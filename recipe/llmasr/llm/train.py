@@ -3,7 +3,9 @@
 Fine-tuning uses the LLM's own tokenizer (optionally lower-cased) or the acoustic model's SentencePiece
 units (embedding and output matrices swapped, see :func:`llmasr.models.llm.swap_vocabulary`), with all
 weights or LoRA adapters (peft; with swapped units the new embedding/output matrices train too).
-Every epoch writes a checkpoint to the job's work dir; a restarted task resumes from it.
+The text is tokenised once, streaming, into flat token/offset files in the job's work dir (memory: the offsets, not
+the sentences), and a checkpoint is written every ``checkpoint_every`` steps and at every epoch end; a restarted task
+resumes from it mid-epoch (same batches, same weights as an uninterrupted run).
 """
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ import logging
 import math
 import os
 import random
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from array import array
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.models.llm import TinyLLMConfig
+from llmasr.resources import RESOURCE_ARGS, ResourceJob
 
 CHECKPOINT = "checkpoint.pt"
+TOKENS = "tokens"  # <work>/tokens.{ids,offsets}.npy: the tokenised training text
+PROGRESS = "progress.json"  # (epoch, step) of the checkpoint, read by the manager (task progress)
 
 
 class FineTuneUnits(enum.Enum):
@@ -65,6 +71,60 @@ def read_texts(path: str) -> List[str]:
     if not texts:
         raise ValueError(f"{path}: no text lines")
     return texts
+
+
+def iter_texts(path: str) -> Iterator[str]:
+    """Sentences of a text file or corpus manifest, streamed (as :func:`read_texts`, without holding them)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"text file not found: {path}")
+    if path.endswith((".jsonl", ".jsonl.gz")):
+        from llmasr.data.corpus import iter_corpus
+
+        return (e.text for e in iter_corpus(path))
+    from llmasr.text.sentencepiece import iter_text_lines
+
+    return iter_text_lines(path)
+
+
+class TokenizedText:
+    """Tokenised sentences in two flat numpy files (int32 ids, int64 offsets), memory-mapped: ``seqs[i]`` is the
+    i-th sentence's ids, so training over 40 M sentences holds 320 MB of offsets, not 40 M Python lists."""
+
+    def __init__(self, prefix: str):
+        import numpy as np
+
+        self.ids = np.load(prefix + ".ids.npy", mmap_mode="r")
+        self.offsets = np.load(prefix + ".offsets.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> List[int]:
+        return self.ids[int(self.offsets[i]) : int(self.offsets[i + 1])].tolist()
+
+    @staticmethod
+    def build(texts: Iterator[str], tokenizer, max_length: int, prefix: str, max_sentences: Optional[int] = None,
+              ) -> "TokenizedText":
+        """Tokenises streamed sentences (BOS + tokens + EOS, truncated) into ``<prefix>.{ids,offsets}.npy``; a
+        complete earlier build is reused (the text and tokenizer are inputs of the job, so it cannot be stale)."""
+        import numpy as np
+
+        if not (os.path.isfile(prefix + ".ids.npy") and os.path.isfile(prefix + ".offsets.npy")):
+            ids, offsets, n = array("i"), array("q", [0]), 0
+            for text in texts:
+                if max_sentences is not None and n >= max_sentences:
+                    break
+                ids.extend(([tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id])[:max_length])
+                offsets.append(len(ids))
+                n += 1
+            if n == 0:
+                raise ValueError(f"no text lines for {prefix}")
+            for name, arr, dtype in (("ids", ids, np.int32), ("offsets", offsets, np.int64)):
+                with open(f"{prefix}.{name}.tmp.npy", "wb") as f:
+                    np.save(f, np.frombuffer(arr, dtype=dtype))
+            os.replace(prefix + ".ids.tmp.npy", prefix + ".ids.npy")  # ids first: offsets mark a complete build
+            os.replace(prefix + ".offsets.tmp.npy", prefix + ".offsets.npy")
+        return TokenizedText(prefix)
 
 
 def location(x: Union[str, "tk.Path"]) -> str:
@@ -162,18 +222,16 @@ def _train_step(model, opt, sched, seqs: Sequence[Sequence[int]], pad_id: int, g
 
 
 def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, pad_id: int,
-                    checkpoint_dir: Optional[str] = None, dev_seqs: Optional[Sequence[Sequence[int]]] = None
-                    ) -> List[Dict[str, Any]]:
+                    checkpoint_dir: Optional[str] = None, dev_seqs: Optional[Sequence[Sequence[int]]] = None,
+                    checkpoint_every: int = 0) -> List[Dict[str, Any]]:
     """AdamW with linear warmup and cosine decay over the trainable parameters; returns per-epoch stats.
 
-    With ``checkpoint_dir``, every epoch saves trainable weights, optimiser and progress there, and a
-    call finding a checkpoint continues after its epoch.
+    With ``checkpoint_dir``, every ``checkpoint_every`` steps (0: never mid-epoch) and every epoch end save the
+    trainable weights, optimiser, schedule, position in the epoch and RNG state there; a call finding a
+    checkpoint continues from that step with the same batches.
     """
-    import torch
-
     if not seqs:
         raise ValueError("no training sequences")
-    device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -182,33 +240,30 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     opt, sched = _optimizer(params, cfg, total_steps=max(1, steps_per_epoch * cfg.epochs))
     history: List[Dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch, start_step, sums = 0, 0, (0.0, 0)
     ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
+
+    def save(epoch: int, next_step: int, loss_sum: float, tok_sum: int) -> None:
+        _save_checkpoint(ckpt_path, model, opt, sched, history, epoch, next_step, (loss_sum, tok_sum))
+
     if ckpt_path and os.path.isfile(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in ckpt["params"]]
-        if missing:
-            raise ValueError(f"{ckpt_path}: checkpoint lacks parameters {missing[:3]} (different model setup?)")
-        model.load_state_dict(ckpt["params"], strict=False)
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        history = ckpt["history"]
-        start_epoch = ckpt["epoch"] + 1
-        logging.info("resuming LLM training after epoch %d from %s", ckpt["epoch"] + 1, ckpt_path)
+        history, start_epoch, start_step, sums = _resume(ckpt_path, model, opt, sched)
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         rng = random.Random(cfg.seed + epoch)
-        order = list(range(len(seqs)))
+        order = array("l", range(len(seqs)))  # the same permutation as a list, 8 bytes per sentence
         rng.shuffle(order)
-        loss_sum, tok_sum = 0.0, 0
-        for step in range(steps_per_epoch):
+        loss_sum, tok_sum = sums if epoch == start_epoch else (0.0, 0)
+        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if not idx:
                 break
             loss, n_tok = _train_step(model, opt, sched, [seqs[i] for i in idx], pad_id, cfg.grad_clip)
             loss_sum += loss * n_tok
             tok_sum += n_tok
+            if ckpt_path and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                save(epoch, step + 1, loss_sum, tok_sum)
         stats: Dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(tok_sum, 1),
                                  "learning_rate": sched.get_last_lr()[0]}
         if dev_seqs:
@@ -217,13 +272,47 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
         history.append(stats)
         logging.info("LLM epoch %d: %s", epoch + 1, stats)
         if ckpt_path:
-            trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-            tmp = ckpt_path + ".tmp"
-            torch.save({"params": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "history": history, "epoch": epoch}, tmp)
-            os.replace(tmp, ckpt_path)
+            save(epoch + 1, 0, 0.0, 0)
     model.eval()
     return history
+
+
+def _save_checkpoint(path: str, model, opt, sched, history: List[Dict[str, Any]], epoch: int, next_step: int,
+                     sums: Tuple[float, int]) -> None:
+    """Saves the trainable weights, optimiser, schedule, per-epoch stats, the position (``epoch``, ``next_step``,
+    the loss and token sums of the epoch so far) and the RNG state to ``path`` (atomically), and the position to
+    the progress file beside it."""
+    import torch
+
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    tmp = path + ".tmp"
+    torch.save({"params": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": history, "epoch": epoch, "step": next_step, "sums": sums,
+                "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+    _write_json({"epoch": epoch, "step": next_step}, os.path.join(os.path.dirname(path), PROGRESS))
+
+
+def _resume(path: str, model, opt, sched) -> Tuple[List[Dict[str, Any]], int, int, Tuple[float, int]]:
+    """Loads a checkpoint of :func:`_save_checkpoint` into the model, optimiser and schedule; returns the per-epoch
+    stats and where to continue: (history, epoch, step, loss and token sums of that epoch so far)."""
+    import torch
+
+    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in ckpt["params"]]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks parameters {missing[:3]} (different model setup?)")
+    model.load_state_dict(ckpt["params"], strict=False)
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    start_epoch, start_step, sums = 0, 0, (0.0, 0)
+    if "step" in ckpt:  # mid-epoch checkpoint: continue at that step of that epoch
+        start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], tuple(ckpt["sums"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+    else:  # an epoch-end checkpoint of an earlier version
+        start_epoch = ckpt["epoch"] + 1
+    logging.info("resuming LLM training at epoch %d, step %d from %s", start_epoch + 1, start_step, path)
+    return ckpt["history"], start_epoch, start_step, sums
 
 
 def _write_json(obj: Any, path: str) -> None:
@@ -233,7 +322,7 @@ def _write_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-class CreateTinyLLMJob(Job):
+class CreateTinyLLMJob(ResourceJob):
     """A randomly initialised tiny Qwen2-architecture LLM over a given tokenizer (the toy LLM before training)."""
 
     def __init__(self, tokenizer: Union[tk.Path, str], *, config: TinyLLMConfig = TinyLLMConfig(), seed: int = 0):
@@ -259,12 +348,15 @@ class CreateTinyLLMJob(Job):
         save_llm(model, tok, self.out_model.get_path())
 
 
-class PretrainLLMJob(Job):
+class PretrainLLMJob(ResourceJob):
     """Pre-trains (or continues training) a causal LLM on a text corpus with its own tokenizer."""
+
+    resource_args = RESOURCE_ARGS | {"checkpoint_every"}  # how often to save does not change the weights
 
     def __init__(self, llm: Union[tk.Path, str], text: tk.Path, *, dev_text: Optional[tk.Path] = None,
                  train_config: TrainConfig = TrainConfig(epochs=2, learning_rate=2e-3),
-                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu"):
+                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu",
+                 checkpoint_every: int = 1000):
         """
         :param llm: model dir (e.g. ``CreateTinyLLMJob.out_model``) or hub name
         :param text: training text, one sentence per line (plain/gz) or a corpus manifest
@@ -272,6 +364,7 @@ class PretrainLLMJob(Job):
         :param train_config: optimisation settings
         :param max_sentences: use only the first N sentences
         :param cpu: threads; :param device: "cpu" or "cuda"
+        :param checkpoint_every: steps between checkpoints (a killed run resumes from the last one; not hashed)
         """
         self.llm = llm
         self.text = text
@@ -280,20 +373,30 @@ class PretrainLLMJob(Job):
         self.max_sentences = max_sentences
         self.cpu = cpu
         self.device = device
+        self.checkpoint_every = checkpoint_every
         self.out_model = self.output_path("model", directory=True)
         self.out_history = self.output_path("history.json")
         self.out_train_loss = self.output_var("train_loss")
         self.rqmt = {"cpu": cpu, "mem": 8, "time": 24, "gpu": 1 if device == "cuda" else 0}
 
     def tasks(self):
-        yield Task("run", rqmt=self.rqmt)
+        yield Task("run", rqmt=self.rqmt, resume="run", progress="training_progress")
+
+    def training_progress(self) -> Optional[List[int]]:
+        """[epoch, step] of the last checkpoint (None before the first)."""
+        path = os.path.join(self._sis_path("work", abspath=True), PROGRESS)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            d = json.load(f)
+        return [d["epoch"], d["step"]]
 
     def _prepare(self):
         """Model and tokenizer ready to train (subclasses swap units / add adapters)."""
         from llmasr.models.llm import load_llm, load_llm_tokenizer
 
         loc = location(self.llm)
-        return load_llm(loc, device=self.device, eval_mode=False), load_llm_tokenizer(loc)
+        return load_llm(loc, device=self.run_device(), eval_mode=False), load_llm_tokenizer(loc)
 
     def _finish(self, model):
         return model
@@ -303,16 +406,17 @@ class PretrainLLMJob(Job):
 
         from llmasr.models.llm import save_llm
 
-        torch.set_num_threads(max(1, self.cpu))
+        torch.set_num_threads(self.run_threads())
         torch.manual_seed(self.train_config.seed)
         model, tok = self._prepare()
-        texts = read_texts(self.text.get_path())[: self.max_sentences]
-        seqs = encode_texts(tok, texts, self.train_config.max_length)
+        work = self._sis_work()
+        seqs = TokenizedText.build(iter_texts(self.text.get_path()), tok, self.train_config.max_length,
+                                   os.path.join(work, TOKENS), self.max_sentences)
         dev = None
         if self.dev_text is not None:
             dev = encode_texts(tok, read_texts(self.dev_text.get_path()), self.train_config.max_length)
-        history = train_causal_lm(model, seqs, self.train_config, pad_id=tok.eos_id, checkpoint_dir=self._sis_work(),
-                                  dev_seqs=dev)
+        history = train_causal_lm(model, seqs, self.train_config, pad_id=tok.eos_id, checkpoint_dir=work,
+                                  dev_seqs=dev, checkpoint_every=self.checkpoint_every)
         model = self._finish(model)
         save_llm(model, tok, self.out_model.get_path())
         _write_json(history, self.out_history.get_path())
@@ -339,7 +443,8 @@ class FineTuneLLMJob(PretrainLLMJob):
                  lora_target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                  dev_text: Optional[tk.Path] = None,
                  train_config: TrainConfig = TrainConfig(epochs=2, learning_rate=5e-4),
-                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu", use_rslora: bool = False):
+                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu", use_rslora: bool = False,
+                 checkpoint_every: int = 1000):
         """
         :param llm: pre-trained model dir or hub name
         :param text: transcriptions (corpus manifest or one sentence per line)
@@ -354,6 +459,7 @@ class FineTuneLLMJob(PretrainLLMJob):
         :param train_config: optimisation settings
         :param max_sentences: use only the first N sentences
         :param cpu: threads; :param device: "cpu" or "cuda"
+        :param checkpoint_every: steps between checkpoints (not hashed)
         """
         if not isinstance(units, FineTuneUnits):
             raise ValueError(f"units must be a FineTuneUnits, got {units!r}")
@@ -362,7 +468,7 @@ class FineTuneLLMJob(PretrainLLMJob):
         if units == FineTuneUnits.AM and am_spm_model is None:
             raise ValueError("units=FineTuneUnits.AM needs am_spm_model")
         super().__init__(llm, text, dev_text=dev_text, train_config=train_config, max_sentences=max_sentences,
-                         cpu=cpu, device=device)
+                         cpu=cpu, device=device, checkpoint_every=checkpoint_every)
         self.units = units
         self.am_spm_model = am_spm_model
         self.lowercase = lowercase
@@ -398,7 +504,7 @@ class FineTuneLLMJob(PretrainLLMJob):
                     p.requires_grad = True
             n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
             logging.info("LoRA: %d trainable parameters", n_train)
-        model.to(self.device)
+        model.to(self.run_device())
         return model, tok
 
     def _finish(self, model):

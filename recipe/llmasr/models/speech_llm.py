@@ -699,8 +699,12 @@ def build_from_setup(setup: Dict[str, Any], *, with_aed_weights: bool) -> Tuple[
 
 def load_speech_llm(checkpoint: str, setup: Dict[str, Any], *, device: str = "cpu"
                     ) -> Tuple[SpeechLLM, "LLMTokenizer"]:
-    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint and its stored setup."""
-    state = read_state_dict(checkpoint, what="speech LLM checkpoint")
+    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint and its stored setup.
+
+    The checkpoint is memory-mapped and its tensors replace the model's (``assign``): no second copy of the weights
+    is held (a Qwen2-1.5B speech LLM peaked at model + state dict, about 15 GB, before)."""
     model, tokenizer = build_from_setup(setup, with_aed_weights=False)
-    model.load_state_dict(state)
+    state = read_state_dict(checkpoint, what="speech LLM checkpoint", mmap=True)
+    model.load_state_dict(state, assign=True)
+    del state
     return model.to(device).eval(), tokenizer

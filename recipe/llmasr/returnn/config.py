@@ -9,7 +9,7 @@ import enum
 import os
 import pprint
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from llmasr.hash_defaults import HashDefaults
 
@@ -27,8 +27,8 @@ class LearningRateSchedule(enum.Enum):
 
 @dataclass(frozen=True)
 class TrainingOptions(HashDefaults):
-    """Batching, optimiser and schedule of an AM training (all part of the job hash; fields added later are left
-    out of it at their defaults, so that existing jobs keep their ids)."""
+    """Batching, optimiser and schedule of an AM training (part of the job hash, except the resources
+    ``torch_threads`` and ``num_workers``; fields added later are left out of it at their defaults)."""
 
     num_epochs: int = 10
     partition_epoch: int = 1
@@ -50,9 +50,10 @@ class TrainingOptions(HashDefaults):
     # PIECEWISE_LINEAR: (share of the training done, learning rate) points from 0.0 to 1.0, e.g.
     # ((0.0, 1e-5), (0.1, 1e-3), (0.8, 1e-3), (1.0, 1e-6)) for warm-up, plateau and decay
     lr_points: Tuple[Tuple[float, float], ...] = ()
-    bf16: bool = False  # RETURNN's torch_amp = "bfloat16": forward and backward in bfloat16 autocast
+    bf16: bool = False  # on a GPU RETURNN's torch_amp = "bfloat16" (bfloat16 autocast); a CPU trains in float32
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lr_points": (), "bf16": False}
+    _HASH_RESOURCES: ClassVar[FrozenSet[str]] = frozenset({"torch_threads", "num_workers"})
 
     def check(self) -> None:
         if not isinstance(self.schedule, LearningRateSchedule):

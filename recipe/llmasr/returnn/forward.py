@@ -10,8 +10,9 @@ import enum
 import os
 from typing import Any, Dict, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.returnn.config import ogg_zip_dataset, write_config
 from llmasr.returnn.training import run_returnn, spm_vocab_size
 
@@ -72,7 +73,7 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-class _ForwardJobBase(Job):
+class _ForwardJobBase(ResourceJob):
     """A RETURNN forward pass of a trained AM over OggZip data; subclasses add their outputs and options."""
 
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
@@ -96,10 +97,10 @@ class _ForwardJobBase(Job):
         params = forward_params(self.model_config.get_path(), self.checkpoint.get_path(),
                                 [p.get_path() for p in self.data], self.spm_model.get_path(), mode=mode, opts=opts,
                                 outputs=outputs, batch_seconds=self.batch_seconds, max_seqs=self.max_seqs,
-                                device=self.device, max_utterances=max_utterances)
-        extra = f"\nimport torch\ntorch.set_num_threads({int(self.rqmt['cpu'])})\n"
+                                device=self.run_device(), max_utterances=max_utterances)
+        extra = f"\nimport torch\ntorch.set_num_threads({self.run_threads()})\n"
         write_config(config, params, imports=FORWARD_IMPORTS, extra_code=extra)
-        run_returnn(config, cwd=os.path.abspath("."), threads=self.rqmt["cpu"])
+        run_returnn(config, cwd=os.path.abspath("."), threads=self.run_threads())
 
 
 class ReturnnForwardJob(_ForwardJobBase):
@@ -199,7 +200,8 @@ class EstimateCtcPriorJob(_ForwardJobBase):
 
 
 class DumpCtcLogProbsJob(_ForwardJobBase):
-    """Writes ``{seq_id: [T, V+1] CTC log-probs}`` (torch file) for the CTC fusion searches."""
+    """Writes every utterance's [T, V+1] CTC log-probs to a RETURNN HDF (written and read one utterance at a time,
+    :mod:`llmasr.search.ctc_logprobs`) for the CTC fusion searches and the joint speech-LLM searches."""
 
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
                  spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
@@ -212,7 +214,7 @@ class DumpCtcLogProbsJob(_ForwardJobBase):
         """
         super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
                          cpu=cpu, device=device)
-        self.out_ctc_logprobs = self.output_path("ctc_logprobs.pt")
+        self.out_ctc_logprobs = self.output_path("ctc_logprobs.hdf")
 
     def run(self):
         self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})

@@ -284,19 +284,23 @@ def write_prior_files(mean_probs: torch.Tensor, prior_file: str, label_prior_fil
 
 
 class LogProbsCallback:
-    """Writes ``{seq_tag: [T, V+1] CTC log-probs}`` as a torch file (input of the CTC fusion searches)."""
+    """Writes each utterance's [T, V+1] CTC log-probs to a RETURNN HDF as it comes (memory: one utterance)."""
 
     def init(self, *, model):
-        self.data = {}
+        from llmasr.search.ctc_logprobs import CtcLogProbsWriter
+
+        self.writer = CtcLogProbsWriter(_config().typed_value("logprobs_file"))
 
     def process_seq(self, *, seq_tag: str, outputs):
         n = int(outputs["num_frames"].raw_tensor)
-        self.data[seq_tag] = torch.as_tensor(outputs["log_probs"].raw_tensor[:n]).clone()
+        self.writer.add(seq_tag, torch.as_tensor(outputs["log_probs"].raw_tensor[:n]))
 
     def finish(self):
-        path = _config().typed_value("logprobs_file")
-        torch.save(self.data, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        self.writer.close()
+
+    def __getstate__(self):
+        # RETURNN pickles its config (which holds this callback) for helper processes; the open HDF stays here
+        return {}
 
 
 class FramesCallback:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.models.conformer import AedModelConfig, ConformerEncoderConfig, CtcModelConfig, model_config_to_dict
+from llmasr.resources import ResourceJob
 from llmasr.returnn.config import (SCHEDULED_LR_CODE, TRAIN_IMPORTS, FramesInput, LearningRateSchedule,
                                    TrainingOptions, is_frames_file, training_params, write_config)
 
@@ -66,7 +67,7 @@ def resolve_model_config(model_config: Union[CtcModelConfig, AedModelConfig], vo
     return d
 
 
-class ReturnnTrainingBase(Job):
+class ReturnnTrainingBase(ResourceJob):
     """What every RETURNN training job shares: per-epoch checkpoint outputs, the learning-rates file, a resumable
     ``run`` task, and writing the config (data, batching, optimiser, schedule, device, multi-GPU)."""
 
@@ -77,7 +78,6 @@ class ReturnnTrainingBase(Job):
         self.dev_data = list(dev_data) if isinstance(dev_data, (list, tuple)) else [dev_data]
         self.spm_model = spm_model
         self.options = options
-        self.gpu = gpu
         self.out_returnn_config = self.output_path("returnn.config")
         self.out_model_dir = self.output_path("models", directory=True)
         self.out_checkpoints = {e: self.output_path(f"models/epoch.{e:03d}.pt") for e in range(1, options.num_epochs + 1)}
@@ -87,7 +87,11 @@ class ReturnnTrainingBase(Job):
 
     def tasks(self):
         yield Task("create_files", mini_task=True)
-        yield Task("run", rqmt=self.rqmt, resume="run")
+        yield Task("run", rqmt=self.rqmt, resume="run", progress="epochs_saved")
+
+    def epochs_saved(self) -> int:
+        """Checkpoints written so far: a time-limited run that saved one more made progress (not a failure)."""
+        return sum(os.path.isfile(p.get_path()) for p in self.out_checkpoints.values())
 
     def _frames_input(self) -> FramesInput:
         """Dimension and rate of stored encoder outputs, when the training data are such (see ``is_frames_file``)."""
@@ -100,10 +104,17 @@ class ReturnnTrainingBase(Job):
         params = training_params(model_config, train, dev, self.spm_model.get_path(), vocab,
                                  os.path.join(self.out_model_dir.get_path(), "epoch"),
                                  self.out_learning_rates.get_path(), self.options, frames=frames)
-        if self.gpu:
+        if self.run_gpus():
             params["device"] = "cuda"
-        if self.gpu > 1:  # one process per GPU, started by torch.distributed.run (see run())
-            params["torch_distributed"] = {}  # DistributedDataParallel, gradients all-reduced each step
+        else:  # options.bf16 means bfloat16 autocast on a GPU; the CPU trains in float32
+            params.pop("torch_amp", None)
+        if self.run_processes() > 1:  # one process per GPU (or CPU share), started by torch.distributed.run (run())
+            # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU. The
+            # models' buffers are constants (mel filterbank, window): no broadcast, which RETURNN's rank-0-only dev
+            # evaluation would otherwise mismatch with the other ranks' wait (a collective mismatch, abort)
+            params["torch_distributed"] = {"options": {"broadcast_buffers": False}}
+            if not self.run_gpus():
+                params["torch_distributed"]["backend"] = "gloo"
         return params
 
     def _write_returnn_config(self, params: Dict, imports: Sequence[str]) -> None:
@@ -113,10 +124,21 @@ class ReturnnTrainingBase(Job):
             extra += f"\nimport torch\ntorch.set_num_threads({int(self.options.torch_threads)})\n"
         write_config(self.out_returnn_config.get_path(), params, imports=imports, extra_code=extra)
 
+    def run_gpus(self) -> int:
+        """GPUs of the ``run`` task now (after ``update_rqmt``): the device and the number of DDP processes."""
+        return int(self.current_rqmt("run").get("gpu", 0) or 0)
+
+    def run_processes(self) -> int:
+        """Data-parallel training processes: one per GPU, or ``rqmt["processes"]`` on the CPU (gloo backend)."""
+        gpus = self.run_gpus()
+        return gpus if gpus > 1 else max(1, int(self.current_rqmt("run").get("processes", 1) or 1))
+
     def run(self):
         os.makedirs(self.out_model_dir.get_path(), exist_ok=True)
-        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."),
-                    threads=self.options.torch_threads or self.rqmt["cpu"], gpus=self.gpu)
+        self.create_files()  # the config follows the current resources (device, DDP), e.g. after update_rqmt
+        processes = self.run_processes()
+        threads = self.options.torch_threads or max(1, self.run_threads() // processes)
+        run_returnn(self.out_returnn_config.get_path(), cwd=os.path.abspath("."), threads=threads, gpus=processes)
         missing = [p.get_path() for p in self.out_checkpoints.values() if not os.path.isfile(p.get_path())]
         if missing:
             raise RuntimeError(f"RETURNN finished but checkpoints are missing: {missing}")
@@ -253,7 +275,7 @@ def best_epoch(lr_data: Dict[int, Dict], key: str, epochs: Optional[Sequence[int
     return min(scored, key=lambda e: (scored[e], -e))
 
 
-class GetBestCheckpointJob(Job):
+class GetBestCheckpointJob(ResourceJob):
     """Picks the checkpoint with the best dev score of a training (``out_checkpoint`` is a copy/link of it)."""
 
     def __init__(self, training: ReturnnTrainingJob, *, score_key: str = "dev_loss_ctc"):
@@ -311,7 +333,7 @@ def average_checkpoints(paths: Sequence[str], out_path: str) -> None:
     os.replace(out_path + ".tmp", out_path)
 
 
-class AverageCheckpointsJob(Job):
+class AverageCheckpointsJob(ResourceJob):
     """Averages the ``num_best`` checkpoints with the best dev score (or explicitly given epochs)."""
 
     def __init__(self, training: ReturnnTrainingJob, *, num_best: int = 4, score_key: str = "dev_loss_ctc",

@@ -12,7 +12,9 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 Segments = Dict[str, List[Tuple[int, int]]]
 SEGMENT_COLORS = {"prompt": "tab:orange", "speech": "tab:red", "text": "tab:cyan"}
@@ -133,7 +135,7 @@ def _location(path: Any) -> Any:
     return path.get_path() if isinstance(path, tk.Path) else path
 
 
-class PlotAttentionJob(Job):
+class PlotAttentionJob(ResourceJob):
     """Attention maps of a trained speech LLM on the first utterances of a corpus (reference transcription as text).
 
     Outputs ``attention/NNN_<utt>_layerL.png`` per utterance and layer and ``attention/index.json`` (one entry per

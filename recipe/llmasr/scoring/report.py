@@ -7,9 +7,10 @@ import json
 import os
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.hash_defaults import HashDefaults
+from llmasr.resources import ResourceJob
 
 
 def _value(v):
@@ -180,7 +181,7 @@ def read_llm_calls(stats: Mapping[str, Mapping[str, object]]) -> Dict[str, Dict[
     return out
 
 
-class ReportTableJob(Job):
+class ReportTableJob(ResourceJob):
     """Writes ``table.md`` and ``plot.png`` from ``results[system][test_set]`` (numbers or tk.Variables)."""
 
     __sis_hash_exclude__ = {"info": None, "findings": (), "set_means": None, "rtfx": None, "llm_stats": None}

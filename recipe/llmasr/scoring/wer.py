@@ -6,8 +6,9 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.scoring.hallucination import hallucination_stats
 
 
@@ -85,7 +86,7 @@ def read_hypotheses(path: str) -> Dict[str, str]:
     return out
 
 
-class ScoreWERJob(Job):
+class ScoreWERJob(ResourceJob):
     """Scores an N-best (or hypothesis) file against a corpus manifest; writes WER, counts, alignments."""
 
     def __init__(self, hyps: tk.Path, corpus: tk.Path, *, search_stats: Optional[tk.Path] = None,

@@ -80,10 +80,11 @@ class AedFusionSearchJob(CorpusSearchJob):
         from llmasr.search.scorers import LengthRewardScorer
         from llmasr.text.units import AmUnits
 
-        torch.set_num_threads(max(1, int(self.rqmt["cpu"])))
+        torch.set_num_threads(self.run_threads())
+        device = self.run_device()
         lm_scale = resolve_scale(self.lm_scale, "lm_scale") if self.llm is not None else 0.0
         length_reward = resolve_scale(self.length_reward, "length_reward")
-        model = load_model_checkpoint(self.checkpoint.get_path(), self.model_config.get_path()).to(self.device)
+        model = load_model_checkpoint(self.checkpoint.get_path(), self.model_config.get_path()).to(device)
         if not isinstance(model, ConformerAedModel):
             raise ValueError(f"{self.model_config.get_path()} is not an AED model config")
         cfg = model.cfg
@@ -99,7 +100,7 @@ class AedFusionSearchJob(CorpusSearchJob):
                                  f"tokens, the AED {cfg.vocab_size} labels")
             l2t = torch.arange(cfg.vocab_size)
             l2t[cfg.eos_idx] = tok.eos_id
-            llm_scorer = LLMScorer(load_llm(loc, device=self.device), bos_id=tok.bos_id, eos_id=tok.eos_id,
+            llm_scorer = LLMScorer(load_llm(loc, device=device), bos_id=tok.bos_id, eos_id=tok.eos_id,
                                    label_to_token=l2t)
         results, audio_s, t0 = {}, 0.0, time.perf_counter()
         entries = read_corpus(self.corpus.get_path())
@@ -107,7 +108,7 @@ class AedFusionSearchJob(CorpusSearchJob):
             raise ValueError(f"{self.corpus.get_path()}: no utterances")
         for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
             with torch.no_grad():
-                enc, enc_lens, _ = model.encode(audio.to(self.device), lens.to(self.device))
+                enc, enc_lens, _ = model.encode(audio.to(device), lens.to(device))
                 scorers = {"decoder": (AedDecoderScorer(model, enc, enc_lens), 1.0)}
                 if llm_scorer is not None:
                     scorers["lm"] = (llm_scorer, lm_scale)

@@ -6,15 +6,16 @@ import json
 import os
 from typing import TYPE_CHECKING, Dict, Iterator, List, Sequence, Tuple
 
-from sisyphus import Job, Task
+from sisyphus import Task
 
 from llmasr.data.corpus import CorpusEntry
+from llmasr.resources import ResourceJob
 
 if TYPE_CHECKING:  # torch is imported where the searches run, not when a graph is built
     import torch
 
 
-class CorpusSearchJob(Job):
+class CorpusSearchJob(ResourceJob):
     """Base of the search jobs that read a corpus' audio themselves: N-best and statistics outputs, one task."""
 
     def _init_search_outputs(self, *, cpu: int, device: str) -> None:

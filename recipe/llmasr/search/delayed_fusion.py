@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.search.ctc import FrameScorer, Hypothesis
 from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
+from llmasr.search.ctc_logprobs import read_ctc_logprobs
 from llmasr.search.llm_scorer import LLMScorer, LLMState
 from llmasr.search.options import CtcBeam, CtcOutputs, FusionScales, hashed_arguments
 
@@ -196,37 +197,7 @@ class FusionMode(enum.Enum):
     DELAYED = "delayed"  # completed words re-tokenised and scored every ``delay`` frames
 
 
-def read_ctc_logprobs(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
-    """(seq_id, [T, V] log-probs) from a RETURNN HDF (``inputs``, ``seqLengths``, ``seqTags``) or a torch
-    file holding ``{seq_id: [T, V] tensor}``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CTC log-prob file not found: {path}")
-    if path.endswith((".hdf", ".h5")):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            for key in ("inputs", "seqLengths", "seqTags"):
-                if key not in f:
-                    raise ValueError(f"{path}: HDF has no {key!r} dataset (not a RETURNN HDF?)")
-            lengths = f["seqLengths"][...]
-            lengths = lengths[:, 0] if lengths.ndim == 2 else lengths
-            tags = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in f["seqTags"][...]]
-            offset = 0
-            for tag, n in zip(tags, lengths):
-                yield tag, torch.from_numpy(f["inputs"][offset : offset + int(n)])
-                offset += int(n)
-        return
-    data = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict seq_id -> [T, V] tensor, got {type(data).__name__}")
-    for tag, lp in data.items():
-        lp = torch.as_tensor(lp)
-        if lp.dim() != 2:
-            raise ValueError(f"{path}: {tag}: log-probs must be [T, V], got shape {tuple(lp.shape)}")
-        yield str(tag), lp
-
-
-class CTCFusionSearchJob(Job):
+class CTCFusionSearchJob(ResourceJob):
     """Time-synchronous CTC search with an LLM: none, label-wise (shared units) or delayed fusion.
 
     Writes the N-best lists (shared format) and search statistics (audio and decoding seconds, utterances, LLM
@@ -340,7 +311,7 @@ class CTCFusionSearchJob(Job):
             raise ValueError(f"prior_scale={fusion.prior_scale} but no log_prior file given")
         if self.mode != FusionMode.NONE:
             loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
-            fusion.model = load_llm(loc, device=self.device)
+            fusion.model = load_llm(loc, device=self.run_device())
             fusion.tokenizer = load_llm_tokenizer(loc, lowercase=self.lowercase)
         return fusion
 

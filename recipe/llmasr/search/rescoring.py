@@ -9,7 +9,9 @@ import logging
 import os
 from typing import Callable, Dict, List, Optional, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 from llmasr.search.nbest import am_score, hypothesis_length
 
@@ -90,7 +92,7 @@ def text_to_tokens(tokenizer) -> Callable[[dict], List[int]]:
     return lambda h: tokenizer.encode_words(h.get("text", "").split())
 
 
-class RescoreNBestJob(Job):
+class RescoreNBestJob(ResourceJob):
     """Rescores AM N-best lists with an LLM and writes the re-ranked N-best (LM scores kept for tuning)."""
 
     def __init__(
@@ -155,7 +157,7 @@ class RescoreNBestJob(Job):
         lm_scale = resolve_scale(self.lm_scale, "lm_scale")
         prior_scale = resolve_scale(self.prior_scale, "prior_scale")
         length_reward = resolve_scale(self.length_reward, "length_reward")
-        torch.set_num_threads(max(1, int(self.rqmt.get("cpu", 1))))
+        torch.set_num_threads(self.run_threads())
         llm_loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
         nbest = read_nbest(self.nbest.get_path())
         if self.log_prior is not None:
@@ -167,7 +169,7 @@ class RescoreNBestJob(Job):
                         raise ValueError(f"{self.nbest.get_path()}: {seq_id}: label {max(labels)} outside the "
                                          f"prior of size {len(prior)} ({self.log_prior.get_path()})")
                     h.setdefault("scores", {})["prior"] = float(sum(prior[x] for x in labels))
-        model = load_llm(llm_loc, dtype=self.dtype, device=self.device)
+        model = load_llm(llm_loc, dtype=self.dtype, device=self.run_device())
         tokenizer = load_llm_tokenizer(llm_loc, lowercase=self.lowercase)
         if self.use_labels:
             def to_tokens(h):

@@ -7,12 +7,15 @@ import enum
 import json
 import logging
 import time
-from typing import Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 from sisyphus import tk
 
 from llmasr.search.corpus_search import CorpusSearchJob
 from llmasr.search.options import LabelSyncBeam, TimeSyncOptions, hashed_arguments
+
+if TYPE_CHECKING:  # read where the search runs
+    from llmasr.search.ctc_logprobs import CtcLogProbsFile
 
 
 class SpeechLLMSearchMode(enum.Enum):
@@ -100,32 +103,23 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         from llmasr.models.speech_llm import load_speech_llm
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
-        from llmasr.search.delayed_fusion import read_ctc_logprobs
         from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search
         from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
-        torch.set_num_threads(max(1, int(self.rqmt["cpu"])))
+        torch.set_num_threads(self.run_threads())
+        device = self.run_device()
         with open(self.setup.get_path()) as f:
             setup = json.load(f)
         if self.mode != SpeechLLMSearchMode.BEAM and not setup.get("am_spm_model"):
             raise ValueError(f"mode {self.mode.name} needs a speech LLM over the CTC model's units, but "
                              f"{self.setup.get_path()} has no am_spm_model (the LLM keeps its own tokenizer)")
-        model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=self.device)
+        model, tokenizer = load_speech_llm(self.checkpoint.get_path(), setup, device=device)
         bos, eos = model.cfg.bos_id, model.cfg.eos_id
         entries = read_corpus(self.corpus.get_path())
         if not entries:
             raise ValueError(f"{self.corpus.get_path()}: no utterances")
-        ctc: Dict[str, torch.Tensor] = {}
         own_ctc = self.mode != SpeechLLMSearchMode.BEAM and self.ctc_logprobs is None
-        if own_ctc and model.ctc_head is None and model.ctc_heads is None:
-            raise ValueError(f"mode {self.mode.name} without ctc_logprobs needs a speech LLM with an aux CTC output, "
-                             f"but {self.setup.get_path()} has ctc_vocab_size 0")
-        if self.mode != SpeechLLMSearchMode.BEAM and not own_ctc:
-            ctc = {k: v.float() for k, v in read_ctc_logprobs(self.ctc_logprobs.get_path())}
-            missing = [e.id for e in entries if e.id not in ctc]
-            if missing:
-                raise ValueError(f"{self.ctc_logprobs.get_path()} has no CTC outputs for {len(missing)} utterances "
-                                 f"of {self.corpus.get_path()}, e.g. {missing[:3]}")
+        ctc = self._ctc_file(model, entries)
         scorer = SpeechLLMScorer(model)
         ctc_scale = float(self.ctc_scale.get() if isinstance(self.ctc_scale, tk.Variable) else self.ctc_scale)
         if self.mode != SpeechLLMSearchMode.BEAM:
@@ -134,7 +128,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         results: Dict[str, List[dict]] = {}
         audio_s, t0 = 0.0, time.perf_counter()
         for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
-            scorer.set_audio(audio.to(self.device), lens.to(self.device))
+            scorer.set_audio(audio.to(device), lens.to(device))
             max_len = max(1, int(beam.max_labels_per_second * max(e.duration for e in batch)))
             if self.mode == SpeechLLMSearchMode.BEAM:
                 out = beam_search({"am": (scorer, 1.0)}, len(batch), beam.beam_size, bos, eos, max_len,
@@ -143,10 +137,10 @@ class SpeechLLMRecogJob(CorpusSearchJob):
             else:
                 if own_ctc:
                     with torch.no_grad():
-                        ctc_lp, ctc_lens = model.ctc_log_probs(audio.to(self.device), lens.to(self.device))
+                        ctc_lp, ctc_lens = model.ctc_log_probs(audio.to(device), lens.to(device))
                     ctc_lp, ctc_lens = ctc_lp.float().cpu(), ctc_lens.cpu()
                 else:
-                    lp = [ctc[e.id] for e in batch]
+                    lp = [ctc[e.id].float() for e in batch]
                     ctc_lens = torch.tensor([x.shape[0] for x in lp])
                     ctc_lp = torch.zeros(len(lp), int(ctc_lens.max()), lp[0].shape[1])  # padding masked by ctc_lens
                     for i, x in enumerate(lp):
@@ -173,6 +167,26 @@ class SpeechLLMRecogJob(CorpusSearchJob):
                                        "utterances": len(results), "mode": self.mode.value},
                              self.out_nbest.get_path(), self.out_search_stats.get_path())
         logging.info("recognised %d utterances, RTFx %.1f", len(results), audio_s / max(decode_s, 1e-9))
+
+
+    def _ctc_file(self, model, entries: List) -> Optional["CtcLogProbsFile"]:
+        """The CTC log-probs of the joint modes, read one batch at a time (the whole set does not fit in memory at
+        paper scale); None without a file (BEAM, or the speech LLM's own aux CTC output, which it must have)."""
+        from llmasr.search.ctc_logprobs import CtcLogProbsFile
+
+        if self.mode == SpeechLLMSearchMode.BEAM:
+            return None
+        if self.ctc_logprobs is None:
+            if model.ctc_head is None and model.ctc_heads is None:
+                raise ValueError(f"mode {self.mode.name} without ctc_logprobs needs a speech LLM with an aux CTC "
+                                 f"output, but {self.setup.get_path()} has ctc_vocab_size 0")
+            return None
+        ctc = CtcLogProbsFile(self.ctc_logprobs.get_path())
+        missing = [e.id for e in entries if e.id not in ctc]
+        if missing:
+            raise ValueError(f"{self.ctc_logprobs.get_path()} has no CTC outputs for {len(missing)} utterances "
+                             f"of {self.corpus.get_path()}, e.g. {missing[:3]}")
+        return ctc
 
 
 def _entry(hyp: dict, tokenizer) -> dict:

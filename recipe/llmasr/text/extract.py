@@ -5,14 +5,15 @@ import gzip
 import os
 from typing import List, Optional
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
 from llmasr.data.corpus import iter_corpus
+from llmasr.resources import ResourceJob
 from llmasr.text.normalize import normalize_for_training
 from llmasr.text.sentencepiece import iter_text_lines
 
 
-class CorpusToTextJob(Job):
+class CorpusToTextJob(ResourceJob):
     """Writes the transcriptions of one or more corpus manifests, one per line (gzipped)."""
 
     def __init__(self, corpora: List[tk.Path], *, normalize: bool = False, with_ids: bool = False):
@@ -45,7 +46,7 @@ class CorpusToTextJob(Job):
         self.out_num_lines.set(n)
 
 
-class ConcatenateTextJob(Job):
+class ConcatenateTextJob(ResourceJob):
     """Concatenates text files (plain or gz) into one gzipped file, optionally limited and without duplicates."""
 
     def __init__(self, texts: List[tk.Path], *, max_lines: Optional[int] = None, deduplicate: bool = False):

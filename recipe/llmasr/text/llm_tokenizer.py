@@ -8,8 +8,9 @@ import os
 import shutil
 from typing import List, Optional, Sequence, Union
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.text.sentencepiece import iter_text_lines
 
 TokenizerSource = Union[str, tk.Path]  # hub name (e.g. "Qwen/Qwen2.5-0.5B") or a local dir (Path)
@@ -35,7 +36,7 @@ def tokenizer_vocab(tokenizer) -> List[str]:
     return [tokenizer.convert_ids_to_tokens(i) or f"<unused_{i}>" for i in range(len(tokenizer))]
 
 
-class ExportLlmVocabJob(Job):
+class ExportLlmVocabJob(ResourceJob):
     """Writes an LLM tokenizer's vocabulary: ``out_vocab`` one token a line (id order), ``out_vocab_json`` a list."""
 
     def __init__(self, tokenizer: TokenizerSource):
@@ -65,7 +66,7 @@ class ExportLlmVocabJob(Job):
         self.out_special_ids.set({"bos": tok.bos_token_id, "eos": tok.eos_token_id, "pad": tok.pad_token_id})
 
 
-class TrainLlmTokenizerJob(Job):
+class TrainLlmTokenizerJob(ResourceJob):
     """Trains a byte-level BPE tokenizer (GPT-2/Qwen2 style) on text and saves it as a HF tokenizer dir."""
 
     def __init__(

@@ -11,7 +11,9 @@ import logging
 import os
 from typing import Any, Dict, Iterator, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 
 class SentencePieceType(enum.Enum):
@@ -37,7 +39,7 @@ def iter_text_lines(path: str) -> Iterator[str]:
                 yield line
 
 
-class TrainSentencePieceJob(Job):
+class TrainSentencePieceJob(ResourceJob):
     """Trains a SentencePiece model on a text file (one sentence a line, plain or gz)."""
 
     def __init__(
@@ -133,7 +135,7 @@ class SentencePieceOutput(enum.Enum):
     IDS = "ids"
 
 
-class ApplySentencePieceJob(Job):
+class ApplySentencePieceJob(ResourceJob):
     """Encodes a text file (or a corpus manifest's transcriptions) with a SentencePiece model, line by line."""
 
     def __init__(self, text: tk.Path, model: tk.Path, *, output: SentencePieceOutput = SentencePieceOutput.PIECES,

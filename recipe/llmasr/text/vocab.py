@@ -9,8 +9,9 @@ import collections
 import os
 from typing import Dict, List, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
 
+from llmasr.resources import ResourceJob
 from llmasr.text.sentencepiece import iter_text_lines
 
 WORD_BOUNDARY = "|"  # character vocabularies write the space between words as this symbol
@@ -57,7 +58,7 @@ def chars_to_text(labels: Sequence[str]) -> str:
     return " ".join("".join(" " if c == WORD_BOUNDARY else c for c in labels).split())
 
 
-class CharacterVocabJob(Job):
+class CharacterVocabJob(ResourceJob):
     """Collects the characters of a text file into a vocabulary (special symbols first, then by frequency)."""
 
     def __init__(self, text: tk.Path, *, special_symbols: Sequence[str] = ("<blank>", "<s>", "</s>", "<unk>"),
@@ -96,7 +97,7 @@ def write_returnn_vocab(symbols: Sequence[str], path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-class ReturnnVocabJob(Job):
+class ReturnnVocabJob(ResourceJob):
     """Exports a one-symbol-per-line vocab (SentencePiece, characters, LLM tokens) as a RETURNN vocab dict."""
 
     def __init__(self, vocab: tk.Path, *, unknown_label: Optional[str] = None):

@@ -12,7 +12,9 @@ import logging
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
-from sisyphus import Job, Task, tk
+from sisyphus import Task, tk
+
+from llmasr.resources import ResourceJob
 
 NAMES = ("lm_scale", "prior_scale", "length_reward")
 
@@ -140,7 +142,7 @@ def tune_scales(
     return result
 
 
-class TuneScalesJob(Job):
+class TuneScalesJob(ResourceJob):
     """Tunes lm_scale, prior_scale and length reward on a dev N-best list by minimising WER."""
 
     def __init__(
@@ -197,7 +199,7 @@ class TuneScalesJob(Job):
         self.out_wer.set(res["wer"])
 
 
-class SelectBestScaleJob(Job):
+class SelectBestScaleJob(ResourceJob):
     """Picks the scale whose dev WER is lowest, e.g. the CTC scale of a joint search tried at a few values on dev
     (scales that change the search itself cannot be tuned on N-best lists); ties go to the smaller scale."""
 
