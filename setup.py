@@ -22,7 +22,6 @@ setup(
         "h5py",
         "i6-models",
         "typeguard",  # needed by i6_models at import
-        "librosa",  # mel filterbank of i6_models' log-mel feature extraction
         "transformers>=5.0",
         "peft",
         "accelerate",

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import torch  # noqa: E402
 
 from llmasr.models.llm import TinyLLMConfig, tiny_random_qwen2  # noqa: E402
-from llmasr.search.delayed_fusion import SameUnitsConverter, SearchStats, delayed_fusion_search  # noqa: E402
+from llmasr.search.ctc_fusion import SearchStats  # noqa: E402
+from llmasr.search.delayed_fusion import SameUnitsConverter, delayed_fusion_search  # noqa: E402
 from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search  # noqa: E402
 from llmasr.search.llm_scorer import LLMScorer  # noqa: E402
 

@@ -74,8 +74,8 @@ def make_model(vocab: int, hidden: int):
         hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=2048))
     torch.manual_seed(0)
-    cfg = SpeechLLMConfig(encoder_dim=32, adapter_k=2, bos_id=BLANK, eos_id=vocab, prompt_pre=(1, 2),
-                          prompt_post=(3,))
+    cfg = SpeechLLMConfig(adapter_k=2).resolve(encoder_dim=32, bos_id=BLANK, eos_id=vocab, prompt_pre=(1, 2),
+                                               prompt_post=(3,))
     return llm, SpeechLLMScorer(SpeechLLM(cfg, StandInEncoder(32), llm).eval())
 
 

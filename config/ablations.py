@@ -6,15 +6,18 @@ The base system (``base``: the paper's speech LLM on the AM's units) is a row of
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Mapping, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.paper import (PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
+from config.names import alias, output
+from config.paper import (JOINT_TIME_SYNC, PaperSpeechLLM, SpeechLLMRecipe, joint_recog, paper_speech_llm,
                           paper_speech_llm_encoder_config)
 from llmasr.models.speech_llm import LLMTraining, SpeechInterface
 from llmasr.scoring.report import ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.options import TimeSyncOptions
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
 
 LABEL_UNITS: Dict[str, Tuple[SentencePieceType, int]] = {
@@ -32,10 +35,10 @@ def label_units(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSp
     for label, (kind, size) in LABEL_UNITS.items():
         spm = TrainSentencePieceJob(train_text, vocab_size=size, model_type=kind)
         tag = f"{kind.value}{size // 1000}k"
-        spm.add_alias(f"{prefix}/labels/{tag}")
-        rows[label] = paper_speech_llm(prefix, f"{name} units-{tag}", recipe, llm, units=spm.out_model,
+        alias(spm, f"{prefix}/labels/{tag}")
+        rows[label] = paper_speech_llm(prefix, f"{name}-units-{tag}", recipe, llm, units=spm.out_model,
                                        joint=False).systems["alone"]
-    rows["LLM tokenizer"] = paper_speech_llm(prefix, f"{name} units-llm", recipe, llm,
+    rows["LLM tokenizer"] = paper_speech_llm(prefix, f"{name}-units-llm", recipe, llm,
                                              own_tokenizer=True).systems["alone"]
     recipe.results.table(table, rows)
 
@@ -43,8 +46,8 @@ def label_units(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSp
 def encoder_training(prefix: str, recipe: SpeechLLMRecipe, llm: object, base: PaperSpeechLLM, *, name: str,
                      table: str = "encoder_frozen_vs_trainable") -> None:
     """The pre-trained encoder frozen vs trained with the LLM (``base``) vs trained from random weights."""
-    frozen = paper_speech_llm(prefix, f"{name} encoder-frozen", recipe, llm, freeze_encoder=True, joint=False)
-    scratch = paper_speech_llm(prefix, f"{name} encoder-scratch", recipe, llm,
+    frozen = paper_speech_llm(prefix, f"{name}-encoder-frozen", recipe, llm, freeze_encoder=True, joint=False)
+    scratch = paper_speech_llm(prefix, f"{name}-encoder-scratch", recipe, llm,
                                encoder=paper_speech_llm_encoder_config(), joint=False)
     recipe.results.table(table, {"pre-trained, frozen": frozen.systems["alone"],
                                  "pre-trained, trainable": base.systems["alone"],
@@ -87,7 +90,7 @@ def encoder_downsampling(prefix: str, recipe: SpeechLLMRecipe, llm: object, base
     rows = {}
     for k in factors:
         system = base.systems["alone"] if k == base_factor else paper_speech_llm(
-            prefix, f"{name} k{k}", recipe, llm, adapter_k=k, joint=False).systems["alone"]
+            prefix, f"{name}-k{k}", recipe, llm, adapter_k=k, joint=False).systems["alone"]
         rows[f"k={k} ({60 * k} ms)"] = system
     recipe.results.table(table, rows)
 
@@ -103,21 +106,24 @@ def interface_and_fine_tuning(prefix: str, recipe: SpeechLLMRecipe, llm: object,
             "cross-attention, LoRA": "xattn", "prefix, LoRA, text prompt": "prompt"}
     rows = {"prefix, LoRA": base.systems["alone"]}
     for label, changes in variants.items():
-        rows[label] = paper_speech_llm(prefix, f"{name} {tags[label]}", recipe, llm, joint=False,
+        rows[label] = paper_speech_llm(prefix, f"{name}-{tags[label]}", recipe, llm, joint=False,
                                        **changes).systems["alone"]
     recipe.results.table(table, rows)
 
 
 # joint recognition: each optimisation switched off alone, and all of them off (the naive search)
-JOINT_OPTIMISATIONS: Dict[str, Dict[str, object]] = {
-    "all optimisations": {},
-    "- soft collapse": dict(soft_collapse_threshold=None),
-    "- top-k label pruning": dict(label_topk=None),
-    "- decoder on new labels only": dict(score_new_labels_only=False),
-    "- batched decoder calls": dict(batch_hyps=False),
-    "none (naive)": dict(soft_collapse_threshold=None, label_topk=None, score_new_labels_only=False,
-                         batch_hyps=False),
+JOINT_OPTIMISATIONS: Dict[str, TimeSyncOptions] = {
+    "all optimisations": JOINT_TIME_SYNC,
+    "- soft collapse": dataclasses.replace(JOINT_TIME_SYNC, soft_collapse_threshold=None),
+    "- top-k label pruning": dataclasses.replace(JOINT_TIME_SYNC, label_topk=None),
+    "- decoder on new labels only": dataclasses.replace(JOINT_TIME_SYNC, score_new_labels_only=False),
+    "- batched decoder calls": dataclasses.replace(JOINT_TIME_SYNC, batch_hyps=False),
+    "none (naive)": TimeSyncOptions(soft_collapse_threshold=None, label_topk=None, score_new_labels_only=False,
+                                    batch_hyps=False),
 }
+JOINT_OPTIMISATION_NAMES = {"all optimisations": "all", "- soft collapse": "no-soft-collapse",
+                            "- top-k label pruning": "no-topk", "- decoder on new labels only": "no-new-labels-only",
+                            "- batched decoder calls": "no-batching", "none (naive)": "naive"}
 
 
 def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechLLM, *, eval_sets: Sequence[str],
@@ -129,14 +135,17 @@ def joint_optimisations(prefix: str, recipe: SpeechLLMRecipe, base: PaperSpeechL
         raise ValueError("joint_optimisations needs a base speech LLM recognised jointly with CTC")
     wers: Dict[str, Dict[str, object]] = {}
     rtfx: Dict[str, Dict[str, object]] = {}
-    for label, changes in JOINT_OPTIMISATIONS.items():
+    for label, options in JOINT_OPTIMISATIONS.items():
         for s in eval_sets:
-            rec = joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, **changes)
-            score = ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats)
+            where = f"{prefix}/{table}/{JOINT_OPTIMISATION_NAMES[label]}/{s}"
+            rec = alias(joint_recog(recipe, base.train, s, ctc_scale=base.ctc_scale, time_sync=options),
+                        f"{where}/search")
+            score = alias(ScoreWERJob(rec.out_nbest, recipe.data.corpora[s], search_stats=rec.out_search_stats),
+                          f"{where}/score")
             wers.setdefault(label, {})[s] = score.out_wer
             rtfx.setdefault(label, {})[s] = score.out_rtfx
-    job = ReportTableJob(wers, rtfx=rtfx)
-    tk.register_output(f"{prefix}/report/{table}.md", job.out_table)
+    job = alias(ReportTableJob(wers, rtfx=rtfx), f"{prefix}/report/{table}")
+    output(f"{prefix}/report/{table}.md", job.out_table)
 
 
 ABLATIONS = (label_units, encoder_training, llm_pretraining, llm_size, encoder_downsampling,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from sisyphus import tk
+from sisyphus import Job, tk
 
+from config.names import alias, checked_name, output
 from llmasr.llm.perplexity import ComputePerplexityJob
 from llmasr.llm.train import FineTuneLLMJob, FineTuneMethod, FineTuneUnits, TrainConfig
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig
@@ -25,6 +26,7 @@ from llmasr.scoring.report import LLM_CALLS, Finding, ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
+from llmasr.search.options import FusionScales, LabelSyncBeam
 from llmasr.search.rescoring import RescoreNBestJob
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.tuning.scales import TuneScalesJob
@@ -88,13 +90,25 @@ class Results:
     rtfx: Dict[str, Dict[str, tk.Variable]] = dataclasses.field(default_factory=dict)
     llm_stats: Dict[str, Dict[str, tk.Path]] = dataclasses.field(default_factory=dict)
 
+    def add_search(self, system: str, eval_set: str, data: ExperimentData, search: Job, *,
+                   llm_calls: bool = False) -> ScoreWERJob:
+        """Files a search job's output as ``system`` on ``eval_set``: the search is aliased
+        ``<prefix>/<system>/<set>/search``, then scored (:meth:`score`, with its statistics where it has them)."""
+        alias(search, f"{self.prefix}/{system}/{eval_set}/search")
+        return self.score(system, eval_set, data, search.out_nbest, getattr(search, "out_search_stats", None),
+                          llm_calls=llm_calls)
+
     def score(self, system: str, eval_set: str, data: ExperimentData, nbest: tk.Path,
               search_stats: Optional[tk.Path] = None, *, hallucination: bool = True,
               llm_calls: bool = False) -> ScoreWERJob:
-        """Scores an N-best output and files the WER (and, if asked, the hallucination figures); ``llm_calls``: the
-        search statistics count LLM forward calls (LLM fusion), shown per utterance in the results table."""
+        """Scores an N-best output and files the WER (and, if asked, the hallucination figures): the scoring job is
+        aliased ``<prefix>/<system>/<set>/score``, its report is the output ``<prefix>/<system>/<set>/wer.json``;
+        ``llm_calls``: the search statistics count LLM forward calls (LLM fusion), shown per utterance in the results
+        table."""
+        checked_name(system)
         job = ScoreWERJob(nbest, data.corpora[eval_set], search_stats=search_stats)
-        tk.register_output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
+        alias(job, f"{self.prefix}/{system}/{eval_set}/score")
+        output(f"{self.prefix}/{system}/{eval_set}/wer.json", job.out_report)
         self.wer.setdefault(system, {})[eval_set] = job.out_wer
         if search_stats is not None:
             self.rtfx.setdefault(system, {})[eval_set] = job.out_rtfx
@@ -121,7 +135,8 @@ class Results:
         if missing:
             raise ValueError(f"table {name!r}: systems {missing} have no scores")
         job = ReportTableJob({label: self.wer[s] for label, s in rows.items()}, **self._table_options(rows))
-        tk.register_output(f"{self.prefix}/report/{name}.md", job.out_table)
+        alias(job, f"{self.prefix}/report/{name}")
+        output(f"{self.prefix}/report/{name}.md", job.out_table)
         return job
 
     def report(self) -> None:
@@ -129,14 +144,16 @@ class Results:
         hall_set = self.hallucination_set
         report = ReportTableJob(self.wer, info=self.info, findings=self.findings, llm_stats=self.llm_stats or None,
                                 **self._table_options({n: n for n in self.wer}))
-        tk.register_output(f"{self.prefix}/report/results.md", report.out_table)
-        tk.register_output(f"{self.prefix}/report/results.png", report.out_plot)
+        alias(report, f"{self.prefix}/report/results")
+        output(f"{self.prefix}/report/results.md", report.out_table)
+        output(f"{self.prefix}/report/results.png", report.out_plot)
         if self.hallucination:
             hall = ReportTableJob({n: {hall_set: self.wer[n][hall_set]}
                                    for n in self.hallucination}, info=self.hallucination,
                                   metric="WER [%] and hallucination figures [%]",
                                   findings=self.hallucination_findings)
-            tk.register_output(f"{self.prefix}/report/hallucination.md", hall.out_table)
+            alias(hall, f"{self.prefix}/report/hallucination")
+            output(f"{self.prefix}/report/hallucination.md", hall.out_table)
 
 
 def hub_llms(prefix: str, hub_models: Mapping[str, object], text: tk.Path, spm_model: tk.Path,
@@ -148,17 +165,23 @@ def hub_llms(prefix: str, hub_models: Mapping[str, object], text: tk.Path, spm_m
     llms: Dict[str, object] = {}
     for name, hub in hub_models.items():
         llms[name] = hub
-        llms[f"{name}-ft"] = FineTuneLLMJob(hub, text, units=FineTuneUnits.LLM, lowercase=True,
-                                            method=FineTuneMethod.FULL, train_config=train_config, device=device,
-                                            cpu=cpu).out_model
-        llms[f"{name}-ft-am-units"] = FineTuneLLMJob(hub, text, units=FineTuneUnits.AM, am_spm_model=spm_model,
-                                                     method=FineTuneMethod.FULL, train_config=train_config,
-                                                     device=device, cpu=cpu).out_model
-    for name, model in llms.items():
-        for eval_set, corpus in ppl_corpora.items():
-            ppl = ComputePerplexityJob(model, corpus, device=device)
-            tk.register_output(f"{prefix}/llm/{name}/{eval_set}/ppl.json", ppl.out_ppl)
+        own = FineTuneLLMJob(hub, text, units=FineTuneUnits.LLM, lowercase=True, method=FineTuneMethod.FULL,
+                             train_config=train_config, device=device, cpu=cpu)
+        am_units = FineTuneLLMJob(hub, text, units=FineTuneUnits.AM, am_spm_model=spm_model,
+                                  method=FineTuneMethod.FULL, train_config=train_config, device=device, cpu=cpu)
+        llms[f"{name}-ft"] = alias(own, f"{prefix}/llm/{name}-ft/train").out_model
+        llms[f"{name}-ft-am-units"] = alias(am_units, f"{prefix}/llm/{name}-ft-am-units/train").out_model
+    perplexities(prefix, llms, ppl_corpora, device=device)
     return llms
+
+
+def perplexities(prefix: str, llms: Mapping[str, object], corpora: Mapping[str, tk.Path], *,
+                 device: str = "cpu") -> None:
+    """Per-word and per-subword perplexity of every LLM on every corpus: ``<prefix>/llm/<name>/<set>/ppl.json``."""
+    for name, model in llms.items():
+        for eval_set, corpus in corpora.items():
+            ppl = alias(ComputePerplexityJob(model, corpus, device=device), f"{prefix}/llm/{name}/{eval_set}/ppl")
+            output(f"{prefix}/llm/{name}/{eval_set}/ppl.json", ppl.out_ppl)
 
 
 @dataclasses.dataclass
@@ -179,38 +202,42 @@ class AcousticModels:
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
-                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, device: str = "cpu"
+                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None
                     ) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
     the CTC model (same encoder config needed), so that it can train for fewer epochs; ``freeze_aed_encoder`` also
     keeps it fixed: its outputs are then stored once (``encoder_frames``) and the AED's decoder and aux CTC layer
-    train on them, at a small share of the cost of an encoder training."""
+    train on them, at a small share of the cost of an encoder training. ``cpu``, ``gpu``, ``mem``: each training's
+    resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one."""
+    device = gpu_device(gpu if search_gpu is None else search_gpu)
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
-    ctc.add_alias(f"{prefix}/am/ctc/train")
-    ctc_ckpt = GetBestCheckpointJob(ctc, score_key="dev_loss_ctc").out_checkpoint
+    alias(ctc, f"{prefix}/am/ctc/train")
+    ctc_ckpt = alias(GetBestCheckpointJob(ctc, score_key="dev_loss_ctc"), f"{prefix}/am/ctc/best").out_checkpoint
     if (aed_encoder_from_ctc or freeze_aed_encoder) and aed_config.encoder != ctc_config.encoder:
         raise ValueError("aed_encoder_from_ctc / freeze_aed_encoder need the same encoder config in ctc_config and "
                          "aed_config")
     frames = None
     if freeze_aed_encoder:
-        frames = {name: DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
-                                             cpu=search_cpu, device=device).out_frames
+        frames = {name: alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
+                                                   cpu=search_cpu, device=device),
+                              f"{prefix}/am/ctc/{name}/encoder_frames").out_frames
                   for name, zips in (("train", data.train_zips), ("dev", data.dev_zips))}
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,
                              options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,
                              init_checkpoint=ctc_ckpt if (aed_encoder_from_ctc or freeze_aed_encoder) else None,
                              init_mapping=ctc_output_to_aed_aux(ctc_config, aed_config) if freeze_aed_encoder else None)
-    aed.add_alias(f"{prefix}/am/aed/train")
-    aed_ckpt = AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce").out_checkpoint
+    alias(aed, f"{prefix}/am/aed/train")
+    aed_ckpt = alias(AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce"),
+                     f"{prefix}/am/aed/average").out_checkpoint
     systems = {
         "ctc-greedy": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_GREEDY),
         "ctc-beam": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_BEAM),
         "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
-        "aed+ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
+        "aed-ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
     }
     nbest = {}
     for name, (ckpt, model_config, mode) in systems.items():
@@ -218,15 +245,21 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
             rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode,
                                     cpu=search_cpu, device=device)
             nbest[name, eval_set] = rec.out_nbest
-            results.score(name, eval_set, data, rec.out_nbest, rec.out_search_stats)
+            results.add_search(name, eval_set, data, rec)
     kwargs = dict(cpu=search_cpu, device=device)
-    prior = EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips, data.spm_model,
-                                max_utterances=data.prior_utterances, **kwargs)
-    logprobs = {s: DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model,
-                                      **kwargs).out_ctc_logprobs for s in data.eval_sets}
+    prior = alias(EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips,
+                                      data.spm_model, max_utterances=data.prior_utterances, **kwargs),
+                  f"{prefix}/am/ctc/prior")
+    logprobs = {s: alias(DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model, **kwargs),
+                         f"{prefix}/am/ctc/{s}/logprobs").out_ctc_logprobs for s in data.eval_sets}
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
-                                    (("aed+ctc", "<", "aed-beam"), ("aed+ctc", "<", "ctc-beam"))))
+                                    (("aed-ctc", "<", "aed-beam"), ("aed-ctc", "<", "ctc-beam"))))
     return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
+
+
+def gpu_device(gpu: int) -> str:
+    """The torch device of a search job given the GPUs it gets (one switch for both, so that they cannot disagree)."""
+    return "cuda" if gpu else "cpu"
 
 
 def ctc_output_to_aed_aux(ctc_config: CtcModelConfig, aed_config: AedModelConfig) -> Dict[str, str]:
@@ -252,149 +285,190 @@ class TuningGrid:
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
                    delays: Sequence[Optional[int]] = (1, 5, 10, 20, None), grid: TuningGrid = TuningGrid(),
-                   device: str = "cpu", tag: str = "") -> None:
+                   device: str = "cpu", tag: str = "") -> List[str]:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
     and delayed fusion at several delays, with that same LLM (so that the two fusions compare with one LM) and with
     the LLM's own tokenizer; scales tuned on the tuning set's rescored N-best lists and used on every evaluation set;
-    the findings the paper reports about them are checked in the report. ``tag`` is appended to the fusion system names
-    (e.g. the LLM size when the function is called once per LLM)."""
-    suffix = f" [{tag}]" if tag else ""
+    the findings the paper reports about them are checked in the report. ``tag`` (e.g. the LLM size when the function
+    is called once per LLM) goes into the names of the fusion systems (:func:`fusion_name`). Returns the systems."""
     prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
+    systems: List[str] = []
 
-    def tune(am_system: str, llm_name: str, *, am_key: str, use_labels: bool, with_prior: bool) -> TuneScalesJob:
+    def tune(am_system: str, llm_name: str, *, use_labels: bool) -> TuneScalesJob:
+        """Scales of ``llm_name`` on the N-best lists of ``am_system``: LM scale, length reward and, for CTC, the prior
+        scale (the labels or the words of the hypotheses scored by the LLM)."""
+        am_key, with_prior = AM_SCORE_KEYS[am_system], am_system.startswith("ctc")
+        where = f"{prefix}/tuning/{am_system}/{llm_name}"
         rescored = RescoreNBestJob(am.nbest[am_system, data.tune_set], llms[llm_name], use_labels=use_labels,
-                                   am_key=am_key, log_prior=prior_labels if with_prior else None,
-                                   device=device).out_nbest
-        job = TuneScalesJob(rescored, data.corpora[data.tune_set], lm_scales=grid.lm_scales,
+                                   am_key=am_key, log_prior=prior_labels if with_prior else None, device=device)
+        alias(rescored, f"{where}/{data.tune_set}/rescore")
+        job = TuneScalesJob(rescored.out_nbest, data.corpora[data.tune_set], lm_scales=grid.lm_scales,
                             prior_scales=grid.prior_scales if with_prior else (0.0,),
                             length_rewards=grid.length_rewards, refine_rounds=grid.refine_rounds, am_key=am_key)
-        job.add_alias(f"{prefix}/tuning/{am_system}/{llm_name}")
-        tk.register_output(f"{prefix}/tuning/{am_system}/{llm_name}/scales.json", job.out_scales)
+        alias(job, f"{where}/{data.tune_set}/tune")
+        output(f"{where}/{data.tune_set}/scales.json", job.out_scales)
         return job
 
-    def scales(job: TuneScalesJob) -> Dict[str, object]:
-        return {"lm_scale": job.out_lm_scale, "prior_scale": job.out_prior_scale,
-                "length_reward": job.out_length_reward}
+    def add(system: str, tuned: TuneScalesJob, searches: Mapping[str, Job], *, llm_calls: bool = False) -> None:
+        results.info[system] = tuned_scales(tuned)
+        for s, job in searches.items():
+            results.add_search(system, s, data, job, llm_calls=llm_calls)
+        systems.append(system)
 
-    for am_system, am_key, with_prior in (("ctc-beam", "ctc", True), ("aed-beam", "am", False)):
+    for am_system in ("ctc-beam", "aed-beam"):
+        with_prior = am_system.startswith("ctc")
         for llm_name in rescoring_llms:
-            t = tune(am_system, llm_name, am_key=am_key, use_labels=False, with_prior=with_prior)
-            name = f"{am_system} + rescoring ({llm_name})"
-            results.info[name] = scales(t)
-            for s in data.eval_sets:  # rescoring systems are named by their LLM already
-                job = RescoreNBestJob(am.nbest[am_system, s], llms[llm_name], am_key=am_key, **scales(t),
-                                      log_prior=prior_labels if with_prior else None, device=device)
-                results.score(name, s, data, job.out_nbest)
+            tuned = tune(am_system, llm_name, use_labels=False)
+            add(f"{am_system}-rescore-{llm_name}", tuned, {
+                s: RescoreNBestJob(am.nbest[am_system, s], llms[llm_name], am_key=AM_SCORE_KEYS[am_system],
+                                   **tuned_scales(tuned), log_prior=prior_labels if with_prior else None,
+                                   device=device) for s in data.eval_sets})
 
-    t = tune("ctc-beam", am_units_llm, am_key="ctc", use_labels=True, with_prior=True)
-    results.info["ctc + label-wise fusion" + suffix] = scales(t)
-    for s in data.eval_sets:
-        job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
-                                 **scales(t), log_prior=prior_all, corpus=data.corpora[s], device=device)
-        results.score("ctc + label-wise fusion" + suffix, s, data, job.out_nbest, job.out_search_stats,
-                      llm_calls=True)
-    t = tune("aed-beam", am_units_llm, am_key="am", use_labels=True, with_prior=False)
-    results.info["aed + label-wise fusion" + suffix] = scales(t)
-    for s in data.eval_sets:
-        job = AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
-                                 llms[am_units_llm], lm_scale=t.out_lm_scale, length_reward=t.out_length_reward,
-                                 device=device)
-        results.score("aed + label-wise fusion" + suffix, s, data, job.out_nbest, job.out_search_stats,
-                      llm_calls=True)
+    ctc_labelwise = tune("ctc-beam", am_units_llm, use_labels=True)
+    add(fusion_name("ctc-labelwise", tag), ctc_labelwise, {
+        s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[am_units_llm], mode=FusionMode.LABELWISE,
+                              scales=FusionScales(**tuned_scales(ctc_labelwise)), log_prior=prior_all,
+                              corpus=data.corpora[s], device=device) for s in data.eval_sets}, llm_calls=True)
+    aed_labelwise = tune("aed-beam", am_units_llm, use_labels=True)
+    add(fusion_name("aed-labelwise", tag), aed_labelwise, {
+        s: AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
+                              llms[am_units_llm], lm_scale=aed_labelwise.out_lm_scale,
+                              length_reward=aed_labelwise.out_length_reward, device=device) for s in data.eval_sets},
+        llm_calls=True)
 
-    # delayed fusion with the LLM of label-wise fusion (same units and scales: k=1 can be checked against label-wise)
-    # and with the LLM's own tokenizer (the cross-tokenizer case)
-    labelwise_scales = t
-    own_scales = tune("ctc-beam", own_units_llm, am_key="ctc", use_labels=False, with_prior=True)
-    for llm_name, t, kind in ((am_units_llm, labelwise_scales, "am-units"), (own_units_llm, own_scales, "own-units")):
+    # delayed fusion with the LLM of label-wise fusion and its scales (k=1 can be checked against label-wise) and
+    # with the LLM's own tokenizer (the cross-tokenizer case)
+    own_units = tune("ctc-beam", own_units_llm, use_labels=False)
+    for llm_name, tuned, units in ((am_units_llm, ctc_labelwise, "am-units"), (own_units_llm, own_units, "own-units")):
         for delay in delays:
-            name = delayed_name(kind, delay) + suffix
-            results.info[name] = scales(t)
-            for s in data.eval_sets:
-                job = CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name],
-                                         mode=FusionMode.DELAYED, delay=delay, **scales(t), log_prior=prior_all,
-                                         corpus=data.corpora[s], device=device)
-                results.score(name, s, data, job.out_nbest, job.out_search_stats, llm_calls=True)
+            add(delayed_name(units, delay, tag), tuned, {
+                s: CTCFusionSearchJob(am.ctc_logprobs[s], data.spm_model, llms[llm_name], mode=FusionMode.DELAYED,
+                                      delay=delay, scales=FusionScales(**tuned_scales(tuned)), log_prior=prior_all,
+                                      corpus=data.corpora[s], device=device) for s in data.eval_sets},
+                llm_calls=True)
+    results.findings.extend(fusion_findings(tag, delays, own_units_llm, data.tune_set))
+    return systems
+
+
+# which score of an AM's N-best list is the AM's score
+AM_SCORE_KEYS = {"ctc-beam": "ctc", "aed-beam": "am"}
+
+
+def tuned_scales(job: TuneScalesJob) -> Dict[str, tk.Variable]:
+    """The tuned LM scale, prior scale and length reward as keyword arguments of the fusion jobs."""
+    return {"lm_scale": job.out_lm_scale, "prior_scale": job.out_prior_scale, "length_reward": job.out_length_reward}
+
+
+def fusion_name(system: str, tag: str = "") -> str:
+    """``system`` followed by the LLM's tag where the fusion systems of several LLMs share a table."""
+    return f"{system}-{tag}" if tag else system
+
+
+def delayed_name(units: str, delay: Optional[int], tag: str = "") -> str:
+    """The system of CTC + delayed fusion with the LLM over ``units`` ("am-units" or "own-units") every k frames,
+    e.g. ``ctc-delayed-own-units-k=5`` (``...-<tag>-k=5`` with a tag)."""
+    return f"{fusion_name(f'ctc-delayed-{units}', tag)}-k={delay or 'end'}"
+
+
+def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: str, tune_set: str) -> List[Finding]:
+    """What the paper reports about shallow fusion, as findings on the systems of :func:`shallow_fusion` (the
+    LLM-call finding on the tuning set)."""
     ks = [k for k in delays if k is not None] + ([None] if None in delays else [])
-    results.findings.extend([
-        Finding("LLM fusion below the AM alone", (("ctc + label-wise fusion" + suffix, "<", "ctc-beam"),
-                                                  ("aed + label-wise fusion" + suffix, "<", "aed-beam"))),
+    ctc_labelwise, aed_labelwise = fusion_name("ctc-labelwise", tag), fusion_name("aed-labelwise", tag)
+    findings = [
+        Finding("LLM fusion below the AM alone", ((ctc_labelwise, "<", "ctc-beam"), (aed_labelwise, "<", "aed-beam"))),
         Finding("delayed fusion WER rises with k (same LLM as label-wise)",
-                tuple((delayed_name("am-units", a) + suffix, "<=", delayed_name("am-units", b) + suffix)
+                tuple((delayed_name("am-units", a, tag), "<=", delayed_name("am-units", b, tag))
                       for a, b in zip(ks, ks[1:]))),
         Finding("delayed fusion WER rises with k (LLM's own tokenizer)",
-                tuple((delayed_name("own-units", a) + suffix, "<=", delayed_name("own-units", b) + suffix)
+                tuple((delayed_name("own-units", a, tag), "<=", delayed_name("own-units", b, tag))
                       for a, b in zip(ks, ks[1:]))),
         Finding("delayed fusion at k=1 close to label-wise fusion (same LLM, within 10 % relative)",
-                ((delayed_name("am-units", 1) + suffix, "~", "ctc + label-wise fusion" + suffix),)),
+                ((delayed_name("am-units", 1, tag), "~", ctc_labelwise),)),
         Finding(f"N-best rescoring no better than delayed fusion at the end ({own_units_llm})",
-                ((delayed_name("own-units", None) + suffix, "<=", f"ctc-beam + rescoring ({own_units_llm})"),)),
-    ])
+                ((delayed_name("own-units", None, tag), "<=", f"ctc-beam-rescore-{own_units_llm}"),)),
+    ]
     if 5 in delays:  # LLM calls (k=5 / label-wise <= 1/3) and relative WER change (k=5 / label-wise <= 1.01)
-        k5, lw = delayed_name("am-units", 5) + suffix, "ctc + label-wise fusion" + suffix
-        results.findings.append(Finding(
+        k5 = delayed_name("am-units", 5, tag)
+        findings.append(Finding(
             "delayed fusion at k=5 makes >= 3x fewer LLM calls than label-wise fusion at <= 1 % relative WER loss "
-            "(same LLM)", ((f"{k5}:{LLM_CALLS}", "<=", f"{lw}:{LLM_CALLS}", 1 / 3), (k5, "<=", lw, 1.01)),
-            sets=(data.tune_set,)))
-
-
-def delayed_name(units: str, delay: Optional[int]) -> str:
-    """Table row of CTC + delayed fusion with the LLM over ``units`` ("am-units" or "own-units") every k frames."""
-    return f"ctc + delayed fusion {units} (k={delay or 'end'})"
+            "(same LLM)", ((f"{k5}:{LLM_CALLS}", "<=", f"{ctc_labelwise}:{LLM_CALLS}", 1 / 3),
+                           (k5, "<=", ctc_labelwise, 1.01)), sets=(tune_set,)))
+    return findings
 
 
 def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
                 base: Mapping[str, object], variants: Mapping[str, Mapping[str, object]], options: TrainingOptions,
-                prompt: Tuple[str, str], joint_ctc_scale: float = 0.3, cpu: int = 2, gpu: int = 0, mem: int = 16,
-                device: str = "cpu") -> Dict[str, SpeechLLMTrainingJob]:
-    """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant; each variant is a dict of
-    :class:`SpeechLLMConfig` changes to ``base`` plus optional ``am_units`` (default True) and ``prompt``
-    (default False). The first variant is also recognised with alpha = 0 and jointly with the CTC model; the
-    attention weights of the first and last LLM layer are plotted for two utterances of the last evaluation set."""
-    trained = {}
-    for name, changes in variants.items():
-        changes = dict(changes)
-        am_units = bool(changes.pop("am_units", True))
-        with_prompt = bool(changes.pop("prompt", False))
-        setup = SpeechLLMSetup(
-            config=SpeechLLMConfig(encoder_dim=0, **{**base, **changes}), llm=llm,
-            aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
-            am_spm_model=data.spm_model if am_units else None,
-            prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")
-        on_frames = setup.config.freeze_encoder and am.encoder_frames is not None  # the AED's frozen encoder
-        job = SpeechLLMTrainingJob(setup, am.encoder_frames["train"] if on_frames else data.train_zips,
-                                   am.encoder_frames["dev"] if on_frames else data.dev_zips, data.spm_model,
-                                   options=options, cpu=cpu, gpu=gpu, mem=mem)
-        job.add_alias(f"{prefix}/speech_llm/{name}/train")
-        trained[name] = job
+                prompt: Tuple[str, str], reference: Optional[str] = None, joint_ctc_scale: float = 0.3, cpu: int = 2,
+                gpu: int = 0, mem: int = 16) -> Dict[str, SpeechLLMTrainingJob]:
+    """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant, recognised alone (system
+    ``speech-llm-<variant>``); each variant is a dict of :class:`SpeechLLMConfig` changes to ``base`` plus optional
+    ``am_units`` (default True) and ``prompt`` (default False). The ``reference`` variant (default: the first) is also
+    recognised with alpha = 0 (``speech-llm-<variant>-alpha=0``) and jointly with the CTC model
+    (``...-ctc-label-sync``, ``...-ctc-time-sync``), and the other variants are compared with it; the attention weights
+    of the first and last LLM layer are plotted for two utterances of the last evaluation set. ``cpu``, ``gpu``,
+    ``mem``: the trainings' resources; the searches run on the GPU where the trainings do."""
+    device = gpu_device(gpu)
+    trained = {name: _train_speech_llm(prefix, name, dict(changes), data, am, llm, base=base, options=options,
+                                       prompt=prompt, cpu=cpu, gpu=gpu, mem=mem)
+               for name, changes in variants.items()}
+    reference = reference or next(iter(trained))
+    if reference not in trained:
+        raise ValueError(f"speech_llms: reference {reference!r} is not one of the variants {list(trained)}")
 
     def recognise(system: str, job: SpeechLLMTrainingJob, with_ctc: bool = False, **kwargs) -> None:
         for s in data.eval_sets:
             if with_ctc:
                 kwargs["ctc_logprobs"] = am.ctc_logprobs[s]
             rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device, **kwargs)
-            results.score(system, s, data, rec.out_nbest, rec.out_search_stats)
+            results.add_search(system, s, data, rec)
 
     for name, job in trained.items():
-        recognise(f"speech-llm {name}", job)
+        recognise(f"speech-llm-{name}", job)
         plot = PlotAttentionJob(job.out_last_checkpoint, job.out_setup, data.corpora[data.eval_sets[-1]],
                                 utterances=2, layers=(0, -1))
-        tk.register_output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
-    first, job = next(iter(trained.items()))
-    recognise(f"speech-llm {first} (alpha=0)", job, length_norm_exponent=0.0)
-    recognise(f"speech-llm {first} + ctc (label-sync)", job, with_ctc=True,
-              mode=SpeechLLMSearchMode.JOINT_LABEL_SYNC, ctc_scale=joint_ctc_scale)
-    recognise(f"speech-llm {first} + ctc (time-sync)", job, with_ctc=True,
-              mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=joint_ctc_scale)
-    base, joint = f"speech-llm {first}", [f"speech-llm {first} + ctc ({m})" for m in ("label-sync", "time-sync")]
-    results.findings.append(Finding("joint speech LLM + CTC (label-sync) below both the speech LLM and the CTC model",
-                                    ((joint[0], "<", base), (joint[0], "<", "ctc-beam"))))
-    results.findings.extend(Finding(f"ablation: {name} against {first}", ((f"speech-llm {name}", "vs", base),))
-                            for name in list(trained)[1:])
-    results.findings.append(Finding(f"ablation: length normalisation alpha=0 against alpha=1 ({first})",
-                                    ((f"{base} (alpha=0)", "vs", base),)))
+        alias(plot, f"{prefix}/speech_llm/{name}/attention")
+        output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
+    base_system = f"speech-llm-{reference}"
+    recognise(f"{base_system}-alpha=0", trained[reference], beam=LabelSyncBeam(length_norm_exponent=0.0))
+    joint = {mode: f"{base_system}-ctc-{mode.value.replace('joint_', '').replace('_', '-')}"
+             for mode in (SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC)}
+    for mode, system in joint.items():
+        recognise(system, trained[reference], with_ctc=True, mode=mode, ctc_scale=joint_ctc_scale)
+    results.findings.extend(_speech_llm_findings(base_system, reference, list(trained), list(joint.values())))
     results.hallucination_findings.extend(
-        Finding(f"{j[len(base) + 3:]} removes insertions and overlong outputs of the speech LLM",
-                ((f"{j}:insertions", "<", f"{base}:insertions"), (f"{j}:overlong", "<=", f"{base}:overlong")))
-        for j in joint)
+        Finding(f"joint CTC ({system[len(base_system) + 5:]}) removes insertions and overlong outputs of the speech LLM",
+                ((f"{system}:insertions", "<", f"{base_system}:insertions"),
+                 (f"{system}:overlong", "<=", f"{base_system}:overlong")))
+        for system in joint.values())
     return trained
+
+
+def _train_speech_llm(prefix: str, name: str, changes: Dict[str, object], data: ExperimentData, am: AcousticModels,
+                      llm: object, *, base: Mapping[str, object], options: TrainingOptions, prompt: Tuple[str, str],
+                      cpu: int, gpu: int, mem: int) -> SpeechLLMTrainingJob:
+    """The training of one variant of :func:`speech_llms`, aliased ``<prefix>/speech_llm/<name>/train``."""
+    am_units = bool(changes.pop("am_units", True))
+    with_prompt = bool(changes.pop("prompt", False))
+    setup = SpeechLLMSetup(
+        config=SpeechLLMConfig(**{**base, **changes}), llm=llm,
+        aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
+        am_spm_model=data.spm_model if am_units else None,
+        prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")
+    on_frames = setup.config.freeze_encoder and am.encoder_frames is not None  # the AED's frozen encoder
+    job = SpeechLLMTrainingJob(setup, am.encoder_frames["train"] if on_frames else data.train_zips,
+                               am.encoder_frames["dev"] if on_frames else data.dev_zips, data.spm_model,
+                               options=options, cpu=cpu, gpu=gpu, mem=mem)
+    return alias(job, f"{prefix}/speech_llm/{name}/train")
+
+
+def _speech_llm_findings(base_system: str, reference: str, variants: Sequence[str], joint: Sequence[str]
+                         ) -> List[Finding]:
+    """Joint recognition below both models, and the direction of each ablation against the reference variant."""
+    findings = [Finding("joint speech LLM + CTC (label-sync) below both the speech LLM and the CTC model",
+                        ((joint[0], "<", base_system), (joint[0], "<", "ctc-beam")))]
+    findings += [Finding(f"ablation: {name} against {reference}", ((f"speech-llm-{name}", "vs", base_system),))
+                 for name in variants if name != reference]
+    findings.append(Finding(f"ablation: length normalisation alpha=0 against alpha=1 ({reference})",
+                            ((f"{base_system}-alpha=0", "vs", base_system),)))
+    return findings

@@ -13,7 +13,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.experiment import ExperimentData, Results, TuningGrid
+from config.experiment import ExperimentData, Results, TuningGrid, gpu_device
+from config.names import alias, output
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
 from llmasr.llm.hub import DownloadHFModelJob
 from llmasr.llm.train import CreateTinyLLMJob, PretrainLLMJob, TrainConfig
@@ -25,6 +26,7 @@ from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.wer import ScoreWERJob
+from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.tuning.scales import SelectBestScaleJob
 
@@ -71,9 +73,9 @@ def hub_models(models: Mapping[str, str]) -> Dict[str, tk.Path]:
 
 
 # --- search and tuning ---------------------------------------------------------------------------------------------
-LENGTH_NORM_EXPONENT = 1.0  # score / L^alpha, L counting EOS
-JOINT_BEAM = 4
-SOFT_COLLAPSE_THRESHOLD = 0.8
+JOINT_BEAM = LabelSyncBeam(beam_size=4, nbest=4)
+JOINT_TIME_SYNC = TimeSyncOptions(soft_collapse_threshold=0.8)  # and top-8 label pruning, new labels only, batched
+RECOG_BEAM = LabelSyncBeam(length_norm_exponent=1.0, length_norm_counts_eos=True)  # score / L^alpha, L counting EOS
 JOINT_CTC_SCALES = (0.1, 0.2, 0.3, 0.4, 0.5)  # tried on the tuning set; the best is used on every set
 DELAYS = (1, 5, 10, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
 PAPER_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 21 points in [0, 2]
@@ -101,10 +103,10 @@ def paper_results(prefix: str, hallucination_set: str) -> Results:
 def transformer_lm(prefix: str, text: tk.Path, spm_model: tk.Path, *, device: str = "cuda", cpu: int = 4
                    ) -> tk.Path:
     """The 32-layer Transformer LM over the AM's units (random init, trained on ``text``)."""
-    init = CreateTinyLLMJob(spm_model, config=TRAFO_LM).out_model
-    job = PretrainLLMJob(init, text, train_config=TRAFO_LM_TRAINING, device=device, cpu=cpu)
-    job.add_alias(f"{prefix}/llm/trafo-lm-32l/train")
-    return job.out_model
+    init = CreateTinyLLMJob(spm_model, config=TRAFO_LM)
+    job = PretrainLLMJob(init.out_model, text, train_config=TRAFO_LM_TRAINING, device=device, cpu=cpu)
+    alias(init, f"{prefix}/llm/trafo-lm-32l/init")
+    return alias(job, f"{prefix}/llm/trafo-lm-32l/train").out_model
 
 
 def speech_llm_encoder(prefix: str, data: ExperimentData, options: TrainingOptions, *, spm_model: tk.Path,
@@ -114,8 +116,9 @@ def speech_llm_encoder(prefix: str, data: ExperimentData, options: TrainingOptio
     cfg = CtcModelConfig(encoder=paper_speech_llm_encoder_config(), vocab_size=vocab_size, aux_ctc_layers=(16,),
                          aux_ctc_scales=(0.3,))
     job = ReturnnTrainingJob(cfg, data.train_zips, data.dev_zips, spm_model, options=options, **rqmt)
-    job.add_alias(f"{prefix}/speech_llm/encoder-ctc-18l/train")
-    return GetBestCheckpointJob(job, score_key="dev_loss_ctc").out_checkpoint, job.out_model_config
+    alias(job, f"{prefix}/speech_llm/encoder-ctc-18l/train")
+    best = alias(GetBestCheckpointJob(job, score_key="dev_loss_ctc"), f"{prefix}/speech_llm/encoder-ctc-18l/best")
+    return best.out_checkpoint, job.out_model_config
 
 
 @dataclasses.dataclass
@@ -128,7 +131,11 @@ class SpeechLLMRecipe:
     encoder_checkpoint: Optional[tk.Path]
     encoder_model_config: Optional[tk.Path]
     rqmt: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(GPU))
-    device: str = "cuda"
+
+    @property
+    def device(self) -> str:
+        """Where the searches run: on the GPU when the trainings get one."""
+        return gpu_device(int(self.rqmt.get("gpu", 0)))
 
 
 @dataclasses.dataclass
@@ -147,8 +154,8 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
                      encoder: Optional[ConformerEncoderConfig] = None, joint: bool = True,
                      interface: SpeechInterface = SpeechInterface.PREFIX, prompt: Tuple[str, str] = ("", ""),
                      eval_sets: Optional[Sequence[str]] = None) -> PaperSpeechLLM:
-    """Trains one paper speech LLM and recognises the evaluation sets alone (``speech-llm <name>``) and, over units
-    with a CTC output, jointly with its own CTC (``speech-llm <name> + ctc``: time-sync, beam 4, soft collapse 0.8,
+    """Trains one paper speech LLM and recognises the evaluation sets alone (system ``speech-llm-<name>``) and, over
+    units with a CTC output, jointly with its own CTC (``speech-llm-<name>-ctc``: time-sync, beam 4, soft collapse 0.8,
     the CTC scale of :data:`JOINT_CTC_SCALES` with the lowest WER on the tuning set).
 
     :param units: SentencePiece model of the targets (default: the AM's); :param own_tokenizer: the LLM's tokenizer
@@ -158,7 +165,7 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
     """
     data, results = recipe.data, recipe.results
     units = units or data.spm_model
-    cfg = SpeechLLMConfig(encoder_dim=0, interface=interface, llm_training=llm_training,
+    cfg = SpeechLLMConfig(interface=interface, llm_training=llm_training,
                           adapter_k=adapter_k, freeze_encoder=freeze_encoder, aux_ctc_scale=1.0,
                           aux_ctc_layers=SPEECH_LLM_AUX_CTC_LAYERS, **PAPER_LORA.speech_llm_fields())
     setup = SpeechLLMSetup(config=cfg, llm=llm, aed_checkpoint=None if encoder else recipe.encoder_checkpoint,
@@ -166,53 +173,56 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
                            am_spm_model=None if own_tokenizer else units, encoder=encoder,
                            prompt_pre_text=prompt[0], prompt_post_text=prompt[1])
     train = SpeechLLMTrainingJob(setup, data.train_zips, data.dev_zips, units, options=recipe.options, **recipe.rqmt)
-    train.add_alias(f"{prefix}/speech_llm/{name}/train")
+    alias(train, f"{prefix}/speech_llm/{name}/train")
     ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)
-    out = PaperSpeechLLM(train, {"alone": f"speech-llm {name}"})
+    out = PaperSpeechLLM(train, {"alone": f"speech-llm-{name}"})
     for s in sets:
-        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], length_norm_exponent=LENGTH_NORM_EXPONENT,
-                                length_norm_counts_eos=True, device=recipe.device)
-        results.score(out.systems["alone"], s, data, rec.out_nbest, rec.out_search_stats)
+        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], beam=RECOG_BEAM, device=recipe.device)
+        results.add_search(out.systems["alone"], s, data, rec)
     if not joint or own_tokenizer:
         return out
-    out.systems["joint"] = joint_name = f"speech-llm {name} + ctc"
-    dev_wers = {}
-    for scale in JOINT_CTC_SCALES:
-        rec = joint_recog(recipe, train, data.tune_set, ctc_scale=scale)
-        wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
-        tk.register_output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale_{scale}/wer.json", wer.out_report)
-        dev_wers[scale] = wer.out_wer
-    out.ctc_scale = SelectBestScaleJob(dev_wers).out_scale
-    tk.register_output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale", out.ctc_scale)
+    out.systems["joint"] = joint_name = f"speech-llm-{name}-ctc"
+    out.ctc_scale = tune_joint_ctc_scale(prefix, name, recipe, train)
     results.info[joint_name] = {"ctc_scale": out.ctc_scale}
     for s in sets:
-        rec = joint_recog(recipe, train, s, ctc_scale=out.ctc_scale)
-        results.score(joint_name, s, data, rec.out_nbest, rec.out_search_stats)
+        results.add_search(joint_name, s, data, joint_recog(recipe, train, s, ctc_scale=out.ctc_scale))
     return out
 
 
+def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob
+                         ) -> tk.Variable:
+    """The scale of :data:`JOINT_CTC_SCALES` whose joint recognition has the lowest WER on the tuning set (each
+    scored under ``<prefix>/speech_llm/<name>/tuning/ctc_scale=<scale>/``)."""
+    data = recipe.data
+    dev_wers = {}
+    for scale in JOINT_CTC_SCALES:
+        where = f"{prefix}/speech_llm/{name}/tuning/ctc_scale={scale}/{data.tune_set}"
+        rec = alias(joint_recog(recipe, train, data.tune_set, ctc_scale=scale), f"{where}/search")
+        wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
+        output(f"{where}/wer.json", alias(wer, f"{where}/score").out_report)
+        dev_wers[scale] = wer.out_wer
+    best = alias(SelectBestScaleJob(dev_wers), f"{prefix}/speech_llm/{name}/tuning/ctc_scale")
+    output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale", best.out_scale)
+    return best.out_scale
+
+
 def joint_recog(recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob, eval_set: str, *, ctc_scale: object,
-                **changes) -> SpeechLLMRecogJob:
-    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous), with ``changes`` to
-    its search options (e.g. soft collapse off for the optimisation table)."""
-    opts = dict(mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, beam_size=JOINT_BEAM, nbest=JOINT_BEAM,
-                soft_collapse_threshold=SOFT_COLLAPSE_THRESHOLD, device=recipe.device)
-    opts.update(changes)
+                time_sync: TimeSyncOptions = JOINT_TIME_SYNC) -> SpeechLLMRecogJob:
+    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous, beam 4), with other
+    ``time_sync`` options for the optimisation table (e.g. soft collapse off)."""
     return SpeechLLMRecogJob(train.out_last_checkpoint, train.out_setup, recipe.data.corpora[eval_set],
-                             ctc_scale=ctc_scale, **opts)
+                             mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=ctc_scale, beam=JOINT_BEAM,
+                             time_sync=time_sync, device=recipe.device)
 
 
-def comparison_tables(results: Results, *, llms: Sequence[str]) -> None:
-    """The comparison tables: one per LLM for fusion (rescoring, label-wise and delayed fusion, the AMs alone first),
-    the speech LLMs, and the Open ASR table (AMs, delayed fusion k=10, speech LLMs)."""
-    ams = {"CTC": "ctc-beam", "AED": "aed-beam", "AED + CTC": "aed+ctc"}
-    for llm in llms:
-        rows = dict(ams)
-        rows.update({n: n for n in results.wer if n.endswith(f"[{llm}]") or n.endswith(f"({llm})")
-                     or n.endswith(f"({llm}-ft)")})
-        results.table(f"fusion_{llm}", rows)
-    rows = {n: n for n in results.wer if n.startswith("speech-llm") and "(" not in n}
-    results.table("speech_llms", rows)
-    results.table("open_asr", {n: n for n in results.wer if n in ams.values() or n.startswith("speech-llm")
-                               or ("delayed fusion" in n and "(k=10)" in n)})
-
+def comparison_tables(results: Results, fusion_systems: Mapping[str, Sequence[str]]) -> None:
+    """The comparison tables: one per LLM for fusion (``fusion_systems[llm]``: its rescoring, label-wise and delayed
+    fusion systems, after the AMs alone), the speech LLMs, and the Open ASR table (AMs, delayed fusion k=10, speech
+    LLMs)."""
+    ams = {"CTC": "ctc-beam", "AED": "aed-beam", "AED + CTC": "aed-ctc"}
+    for llm, systems in fusion_systems.items():
+        results.table(f"fusion_{llm}", {**ams, **{n: n for n in systems}})
+    speech_llms = [n for n in results.wer if n.startswith("speech-llm-")]
+    results.table("speech_llms", {n: n for n in speech_llms})
+    delayed_k10 = [n for systems in fusion_systems.values() for n in systems if n.endswith("-k=10")]
+    results.table("open_asr", {n: n for n in results.wer if n in ams.values() or n in speech_llms or n in delayed_k10})

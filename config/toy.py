@@ -6,13 +6,11 @@ the shared builders of :mod:`config.experiment`.
 """
 import dataclasses
 
-from sisyphus import tk
-
 from config.experiment import (SPEECH_LLM_PROMPT, SPEECH_LLM_VARIANTS, ExperimentData, Results, TuningGrid,
-                               acoustic_models, shallow_fusion, speech_llms)
+                               acoustic_models, perplexities, shallow_fusion, speech_llms)
+from config.names import alias, output
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import MakeToyCorpusJob
-from llmasr.llm.perplexity import ComputePerplexityJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
                               TrainConfig)
 from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, SpecAugmentConfig,
@@ -66,36 +64,37 @@ SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTrainin
 def py():
     # 1. data
     corpus = MakeToyCorpusJob(num_train=NUM_TRAIN, num_dev=NUM_DEV, num_test=NUM_TEST, vocabulary_size=VOCABULARY_SIZE)
-    corpus.add_alias(f"{PREFIX}/data/corpus")
-    zips = {split: PackOggZipJob(path, name=split).out_ogg_zip for split, path in corpus.out_corpora.items()}
+    alias(corpus, f"{PREFIX}/data/corpus")
+    zips = {split: alias(PackOggZipJob(path, name=split), f"{PREFIX}/data/{split}/ogg_zip").out_ogg_zip
+            for split, path in corpus.out_corpora.items()}
     for split, z in zips.items():
-        tk.register_output(f"{PREFIX}/data/{split}.zip", z)
+        output(f"{PREFIX}/data/{split}.zip", z)
 
     # 2. label units
-    train_text = CorpusToTextJob([corpus.out_corpora["train"]]).out_text
+    train_text = alias(CorpusToTextJob([corpus.out_corpora["train"]]), f"{PREFIX}/labels/train_text").out_text
     spm = TrainSentencePieceJob(train_text, vocab_size=AM_VOCAB_SIZE, model_type=SentencePieceType.UNIGRAM,
                                 hard_vocab_limit=False)
-    spm.add_alias(f"{PREFIX}/labels/spm_unigram_{AM_VOCAB_SIZE}")
-    tk.register_output(f"{PREFIX}/labels/spm.vocab", spm.out_vocab)
+    alias(spm, f"{PREFIX}/labels/spm_unigram_{AM_VOCAB_SIZE}")
+    output(f"{PREFIX}/labels/spm.vocab", spm.out_vocab)
 
     # 3. LLM: a tiny Qwen2-architecture model pre-trained on the toy LM text, then fine-tuned on transcriptions
-    llm_text = ConcatenateTextJob([corpus.out_lm_text], max_lines=LLM_TEXT_SENTENCES).out_text
-    llm_tokenizer = TrainLlmTokenizerJob(llm_text, vocab_size=LLM_VOCAB_SIZE).out_tokenizer_dir
-    llm_init = CreateTinyLLMJob(llm_tokenizer, config=LLM_SIZE).out_model
+    llm_text = alias(ConcatenateTextJob([corpus.out_lm_text], max_lines=LLM_TEXT_SENTENCES),
+                     f"{PREFIX}/llm/text").out_text
+    llm_tokenizer = alias(TrainLlmTokenizerJob(llm_text, vocab_size=LLM_VOCAB_SIZE),
+                          f"{PREFIX}/llm/tokenizer").out_tokenizer_dir
+    llm_init = alias(CreateTinyLLMJob(llm_tokenizer, config=LLM_SIZE), f"{PREFIX}/llm/init").out_model
     llm = PretrainLLMJob(llm_init, llm_text, dev_text=corpus.out_corpora["dev"],
                          train_config=TrainConfig(epochs=2, batch_size=32, learning_rate=2e-3), cpu=1)
-    llm.add_alias(f"{PREFIX}/llm/pretrain")
-    llms = {
-        "pretrained": llm.out_model,
+    alias(llm, f"{PREFIX}/llm/pretrained/train")
+    fine_tuned = {
         "ft-own": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.LLM,
-                                 method=FineTuneMethod.FULL, cpu=1).out_model,
+                                 method=FineTuneMethod.FULL, cpu=1),
         "ft-am-units": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.AM,
-                                           am_spm_model=spm.out_model, method=FineTuneMethod.FULL, cpu=1).out_model,
+                                      am_spm_model=spm.out_model, method=FineTuneMethod.FULL, cpu=1),
     }
-    for name, model in llms.items():
-        for split in ("dev", "test"):
-            ppl = ComputePerplexityJob(model, corpus.out_corpora[split])
-            tk.register_output(f"{PREFIX}/llm/{name}/{split}/ppl.json", ppl.out_ppl)
+    llms = {"pretrained": llm.out_model}
+    llms.update({name: alias(job, f"{PREFIX}/llm/{name}/train").out_model for name, job in fine_tuned.items()})
+    perplexities(PREFIX, llms, {split: corpus.out_corpora[split] for split in ("dev", "test")})
 
     # 4. acoustic models, recognised alone
     data = ExperimentData(corpora={s: corpus.out_corpora[s] for s in ("dev", "test")},

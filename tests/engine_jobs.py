@@ -71,6 +71,48 @@ class SleepJob(Job):
         open(self.out_done.get_path(), "w").close()
 
 
+class OccupancyJob(Job):
+    """Records how many cpus the tasks running beside it hold when it starts (each running task keeps a marker file
+    with its cpus in ``record_dir/running``), and, with a ``partner``, waits until that task has started too: it ends
+    only once both ran side by side (a task that ran alone fails after ``wait`` seconds)."""
+
+    def __init__(self, name, record_dir, *, cpu=1, partner=None, wait=120.0):
+        self.name = name
+        self.record_dir = record_dir
+        self.cpu = cpu
+        self.partner = partner
+        self.wait = wait
+        self.out_done = self.output_path("done")
+
+    def tasks(self):
+        yield Task("run", rqmt={"cpu": self.cpu, "mem": 0.1})
+
+    def run(self):
+        running = os.path.join(self.record_dir, "running")
+        started = os.path.join(self.record_dir, "started")
+        for d in (running, started):
+            os.makedirs(d, exist_ok=True)
+        marker = os.path.join(running, self.name)
+        with open(marker + ".tmp", "w") as f:
+            f.write(str(self.cpu))
+        os.replace(marker + ".tmp", marker)
+        try:
+            in_use = sum(int(open(os.path.join(running, n)).read()) for n in os.listdir(running)
+                         if not n.endswith(".tmp"))
+            open(os.path.join(started, self.name), "w").close()
+            if self.partner is not None:
+                deadline = time.time() + self.wait
+                while not os.path.exists(os.path.join(started, self.partner)):
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{self.name} ran without {self.partner} beside it")
+                    time.sleep(0.05)
+            with open(os.path.join(self.record_dir, self.name + ".json"), "w") as f:
+                json.dump({"cpu": self.cpu, "cpu_in_use_at_start": in_use}, f)
+        finally:
+            os.remove(marker)
+        open(self.out_done.get_path(), "w").close()
+
+
 class CountJob(Job):
     """Counts to n slowly, keeping its progress in work/, so it can resume after being killed."""
 

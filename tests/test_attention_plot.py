@@ -75,7 +75,7 @@ def test_plot_attention_writes_png(tmp_path):
 def test_plot_attention_job(run_job, tmp_path, interface):
     torch.set_num_threads(1)
     files = speech_llm_files(tmp_path)
-    cfg = SpeechLLMConfig(encoder_dim=0, interface=interface, llm_training=LLMTraining.LORA, adapter_k=2)
+    cfg = SpeechLLMConfig(interface=interface, llm_training=LLMTraining.LORA, adapter_k=2)
     setup = {"config": cfg, "llm": tk.Path(files["llm"]), "aed_model_config": tk.Path(files["aed_model_config"]),
              "am_spm_model": tk.Path(files["am_spm_model"]), "prompt_pre_text": "the", "prompt_post_text": "cat"}
     # a "trained" model: built like the job builds it, then changed, saved as a RETURNN checkpoint

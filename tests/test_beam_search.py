@@ -6,7 +6,7 @@ import torch
 
 from llmasr.search.beam_search import beam_search
 from llmasr.search.scorer import LabelScorer, PartialLabelScorer
-from llmasr.search.scorers import LengthRewardScorer, PriorScorer, TableScorer
+from llmasr.search.scorers import LabelPriorScorer, LengthRewardScorer, TableScorer
 
 torch.set_num_threads(1)
 NEG = float("-inf")
@@ -78,7 +78,7 @@ def test_no_unsafe_early_stop_when_scores_can_rise(kind):
             extra = [lambda t, c: 0.0 if c == eos else 1.0]
         else:
             log_prior = torch.tensor([0.0, -2.0, -1.0, -1.5])
-            scorers["prior"] = (PriorScorer(log_prior), -0.5)
+            scorers["prior"] = (LabelPriorScorer(log_prior), -0.5)
             extra = [lambda t, c: 0.5 * -float(log_prior[c])]
         out = beam_search(scorers, 1, 2, bos, eos, max_len)
         ref = _exhaustive(table, [lambda t, c: float(table[min(t, max_len), c])] + extra, eos, max_len)

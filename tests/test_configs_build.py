@@ -1,9 +1,12 @@
 """The experiment configs build their graphs (no job runs): the toy default, the LibriSpeech data and LLMs, and the
-paper-scale job ids (stable: a golden digest)."""
+paper-scale job ids (stable: a golden digest); their outputs and aliases have names a researcher can type."""
 import hashlib
 import importlib
 import os
 
+import pytest
+
+from config.names import NAME_PATTERN, checked_name
 from sisyphus.graph import graph
 
 # Digest of the sorted job ids of the paper-scale graphs (LibriSpeech + Loquacious): a change of any paper-scale
@@ -60,15 +63,14 @@ def test_toy_config_builds_the_whole_graph():
     toy.py()
     names = {t.name for t in graph.targets}
     assert "toy/report/results.md" in names
-    assert {"toy/ctc-greedy/test/wer.json", "toy/aed+ctc/dev/wer.json", "toy/llm/ft-own/test/ppl.json",
+    assert {"toy/ctc-greedy/test/wer.json", "toy/aed-ctc/dev/wer.json", "toy/llm/ft-own/test/ppl.json",
             "toy/report/hallucination.md"} <= names
     # every fusion and speech-LLM system of the table is scored on dev and test
-    systems = ["ctc-beam + rescoring (ft-own)", "aed-beam + rescoring (pretrained)", "ctc + label-wise fusion",
-               "aed + label-wise fusion"] + [f"ctc + delayed fusion {units} (k={k})" for k in (1, 5, 10, 20, "end")
-                                             for units in ("am-units", "own-units")]
-    systems += [f"speech-llm {v}" for v in toy.SPEECH_LLM_VARIANTS] + [
-        "speech-llm prefix-lora-k2 (alpha=0)", "speech-llm prefix-lora-k2 + ctc (label-sync)",
-        "speech-llm prefix-lora-k2 + ctc (time-sync)"]
+    systems = ["ctc-beam-rescore-ft-own", "aed-beam-rescore-pretrained", "ctc-labelwise", "aed-labelwise"] + [
+        f"ctc-delayed-{units}-k={k}" for k in (1, 5, 10, 20, "end") for units in ("am-units", "own-units")]
+    systems += [f"speech-llm-{v}" for v in toy.SPEECH_LLM_VARIANTS] + [
+        "speech-llm-prefix-lora-k2-alpha=0", "speech-llm-prefix-lora-k2-ctc-label-sync",
+        "speech-llm-prefix-lora-k2-ctc-time-sync"]
     for system in systems:
         assert {f"toy/{system}/dev/wer.json", f"toy/{system}/test/wer.json"} <= names, system
     jobs = graph.jobs()
@@ -79,6 +81,11 @@ def test_toy_config_builds_the_whole_graph():
             "AedFusionSearchJob", "SpeechLLMTrainingJob", "SpeechLLMRecogJob"} <= kinds
     # the scales are tuned once per (AM, LLM) pair and shared by dev and test
     assert sum(1 for j in jobs if "TuneScalesJob" in j.job_id()) == 6
+    # delayed fusion with the label-wise LLM uses the scales of CTC label-wise fusion (k=1 compares with it)
+    fusion = [j for j in jobs if type(j).__name__ == "CTCFusionSearchJob"]
+    labelwise = [j for j in fusion if j.mode.value == "labelwise"]
+    same_llm = {j.scales.lm_scale.creator for j in fusion if j.mode.value == "delayed" and j.llm == labelwise[0].llm}
+    assert len({j.scales.lm_scale.creator for j in labelwise}) == 1 and same_llm == {labelwise[0].scales.lm_scale.creator}
     # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
     trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
     assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 2
@@ -93,11 +100,38 @@ def test_toy_config_builds_the_whole_graph():
                  "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2", "fewer LLM calls"):
         assert word in claims, word
     # the LLM calls per utterance of every fusion system (not of the AMs alone or rescoring) are in the table
-    fusion = {s for s in systems if "fusion" in s}
+    fusion = {s for s in systems if "-labelwise" in s or "-delayed-" in s}
     assert set(report.llm_stats) == fusion and all(set(row) == {"dev", "test"} for row in report.llm_stats.values())
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
     assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
     assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1
+
+
+def test_toy_graph_names_and_aliases():
+    """Every output and alias of the toy graph is a typable name, results are ``toy/<system>/<set>/...`` and every job
+    has an alias (so that ``alias/`` shows searches and scoring as well as trainings)."""
+    importlib.import_module("config.toy").py()
+    names = [t.name for t in graph.targets]
+    assert [n for n in names if not NAME_PATTERN.match(n)] == []
+    results = [n.split("/") for n in names if n.endswith("/wer.json")]
+    assert len(results) > 50 and {r[0] for r in results} == {"toy"} and {r[2] for r in results} == {"dev", "test"}
+    assert all(len(r) == 4 for r in results), results
+    unnamed = [j.job_id() for j in graph.jobs() if not j.get_aliases()]
+    assert unnamed == []
+    aliases = [a for j in graph.jobs() for a in j.get_aliases()]
+    assert [a for a in aliases if not NAME_PATTERN.match(a)] == []
+    # every search and scoring job of a result sits under the result's name
+    for job in graph.jobs():
+        kind = type(job).__name__
+        if kind in ("ScoreWERJob", "CTCFusionSearchJob", "AedFusionSearchJob", "SpeechLLMRecogJob"):
+            assert any(a.count("/") == 3 and a.endswith(("/score", "/search")) for a in job.get_aliases()), kind
+
+
+@pytest.mark.parametrize("name", ["toy/ctc + fusion/test/wer.json", "toy/CTC/test", "toy//test", "/toy", "toy/../x",
+                                  "toy/aed+ctc/dev"])
+def test_untypable_names_stop_the_graph(name):
+    with pytest.raises(ValueError, match="output or alias name"):
+        checked_name(name)
 
 
 def test_librispeech_configs_build():

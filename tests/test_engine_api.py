@@ -97,3 +97,15 @@ def test_report_of_a_single_variable_is_not_taken_for_a_function(sis_setup_dir, 
 
     graph.update_outputs()
     assert (sis_setup_dir / "output" / "rep" / "len.txt").read_text() == "3\n"
+
+
+def test_set_env_verbatim_or_substituted():
+    """``set_env`` values reach the task as given, or (``verbatim=False``) with ``$NAME`` taken from the worker's
+    environment, as upstream's; an unknown name is an error naming the variable."""
+    job = WriteTextJob("env")
+    job.set_env("PLAIN", "$HOME/cache")
+    job.set_env("EXPANDED", "${HOME}/cache", verbatim=False)
+    assert job._sis_environment_values({"HOME": "/h"}) == {"PLAIN": "$HOME/cache", "EXPANDED": "/h/cache"}
+    job.set_env("MISSING", "$NOT_SET_ANYWHERE", verbatim=False)
+    with pytest.raises(ValueError, match="MISSING"):
+        job._sis_environment_values({"HOME": "/h"})

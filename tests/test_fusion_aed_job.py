@@ -31,7 +31,7 @@ def setup(tmp_path):
 def test_aed_labelwise_fusion_job(run_job, setup):
     from llmasr.llm.train import CreateTinyLLMJob
     from llmasr.models.llm import TinyLLMConfig, load_llm, load_llm_tokenizer
-    from llmasr.search.llm_scorer import score_sequences
+    from llmasr.models.llm import score_sequences
     from llmasr.search.nbest import read_nbest
 
     llm = run_job(CreateTinyLLMJob(setup["spm"], config=TinyLLMConfig(

@@ -8,6 +8,7 @@ import torch
 from sisyphus import tk
 
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode, read_ctc_logprobs
+from llmasr.search.options import CtcBeam, FusionScales
 
 WORDS = ["the cat sat", "a dog ran", "the red mat", "a big house"]
 
@@ -63,6 +64,7 @@ def test_pipeline(run_job, setup):
     from llmasr.llm import CreateTinyLLMJob, PretrainLLMJob
     from llmasr.llm.train import TrainConfig
     from llmasr.models.llm import TinyLLMConfig
+    from llmasr.scoring.wer import compute_wer
     from llmasr.search.nbest import read_nbest
     from llmasr.search.rescoring import RescoreNBestJob
     from llmasr.tuning.scales import TuneScalesJob
@@ -72,7 +74,7 @@ def test_pipeline(run_job, setup):
     llm = CreateTinyLLMJob(setup["spm"], config=tiny)  # an LLM over the AM units
     llm = PretrainLLMJob(llm.out_model, setup["corpus"], cpu=1,
                          train_config=TrainConfig(epochs=2, batch_size=4, warmup_steps=1, learning_rate=3e-3))
-    plain = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.NONE, nbest=4,
+    plain = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.NONE, beam=CtcBeam(nbest=4),
                                        corpus=setup["corpus"]))
     nbest = read_nbest(plain.out_nbest.get_path())
     assert set(nbest) == set(setup["refs"]) and all(1 <= len(v) <= 4 for v in nbest.values())
@@ -81,13 +83,20 @@ def test_pipeline(run_job, setup):
         assert json.load(f)["audio_seconds"] == pytest.approx(4.5)
     rescored = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=0.0))
     tune = run_job(TuneScalesJob(rescored.out_nbest, setup["corpus"], lm_scales=[0.0, 0.5, 1.0]))
-    assert tune.out_wer.get() <= 100.0
+    with open(tune.out_scales.get_path()) as f:
+        tuned = json.load(f)
+    # the tuning scores every reference word; without the LLM its WER is that of the CTC search's first hypotheses
+    # (scored independently here), which are the references the log-probs were made from; tuning keeps it
+    first_best = compute_wer(setup["refs"], {k: v[0]["text"] for k, v in nbest.items()})[0]
+    assert tuned["words"] == first_best["ref_words"] == sum(len(r.split()) for r in setup["refs"].values())
+    assert tuned["wer_unfused"] == pytest.approx(first_best["wer"]) and first_best["wer"] == 0.0
+    assert tune.out_wer.get() == tuned["wer"] == 0.0 and tune.out_lm_scale.get() in (0.0, 0.5, 1.0)
     final = run_job(RescoreNBestJob(plain.out_nbest, llm.out_model, lm_scale=tune.out_lm_scale))
     best = read_nbest(final.out_nbest.get_path())
     assert all("lm" in h["scores"] for hyps in best.values() for h in hyps)
     for mode, delay in ((FusionMode.LABELWISE, None), (FusionMode.DELAYED, 3), (FusionMode.DELAYED, None)):
         job = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], llm.out_model, mode=mode, delay=delay,
-                                         lm_scale=0.5, nbest=2))
+                                         scales=FusionScales(lm_scale=0.5), beam=CtcBeam(nbest=2)))
         out = read_nbest(job.out_nbest.get_path())
         assert set(out) == set(setup["refs"])
         with open(job.out_search_stats.get_path()) as f:
@@ -102,3 +111,31 @@ def test_bad_config(setup):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.DELAYED)
     with pytest.raises(ValueError, match="FusionMode"):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], "x", mode="delayed")
+
+
+def test_grouped_options_hash_as_the_arguments_they_stand_for(setup):
+    """Grouping the search options into dataclasses keeps the job ids: the job hashes the groups' fields as the
+    separate keyword arguments the job took before."""
+    job = CTCFusionSearchJob(setup["ctc"], setup["spm"], "llm", delay=3, scales=FusionScales(lm_scale=0.5),
+                             beam=CtcBeam(nbest=2))
+    flat = dict(ctc_logprobs=setup["ctc"], am_spm_model=setup["spm"], llm="llm", mode=FusionMode.DELAYED, delay=3,
+                lm_scale=0.5, prior_scale=0.0, length_reward=0.0, log_prior=None, beam_size=8, label_topk=None,
+                nbest=2, utterances_per_batch=8, blank=None, logprobs_are_logits=False, corpus=None,
+                frame_shift=0.06, lowercase=None, device="cpu")
+    assert job.job_id().rsplit(".", 1)[1] == super(CTCFusionSearchJob, CTCFusionSearchJob).hash(flat)
+    other = CTCFusionSearchJob(setup["ctc"], setup["spm"], "llm", delay=3, scales=FusionScales(lm_scale=0.6),
+                               beam=CtcBeam(nbest=2))
+    assert other.job_id() != job.job_id()
+
+
+def test_bad_log_prob_files_name_the_file_and_utterance(run_job, setup, tmp_path):
+    """Utterances with different output sizes, or none at all, stop the search with the file in the message (and no
+    N-best written)."""
+    torch.save({"u1": torch.zeros(4, 6).log_softmax(-1), "u2": torch.zeros(4, 5).log_softmax(-1)}, tmp_path / "bad.pt")
+    job = CTCFusionSearchJob(tk.Path(str(tmp_path / "bad.pt")), setup["spm"], mode=FusionMode.NONE)
+    with pytest.raises(ValueError, match="bad.pt: u2 has 5 CTC outputs, earlier utterances 6"):
+        run_job(job)
+    assert not job._sis_finished()
+    torch.save({}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="empty.pt: no utterances"):
+        run_job(CTCFusionSearchJob(tk.Path(str(tmp_path / "empty.pt")), setup["spm"], mode=FusionMode.NONE))

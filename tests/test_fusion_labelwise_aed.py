@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from llmasr.models.llm import tiny_random_qwen2
-from llmasr.search.labelwise_fusion import LabelPriorScorer, labelwise_scorers
-from llmasr.search.llm_scorer import LLMScorer, score_sequences
+from llmasr.models.llm import score_sequences, tiny_random_qwen2
+from llmasr.search.labelwise_fusion import labelwise_scorers
+from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
+from llmasr.search.scorers import LabelPriorScorer
 
 V, BOS, EOS = 9, 1, 2
 

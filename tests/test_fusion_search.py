@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from llmasr.models.llm import tiny_random_qwen2
-from llmasr.search.delayed_fusion import SameUnitsConverter, SearchStats, WordConverter, delayed_fusion_search
+from llmasr.models.llm import score_sequences, tiny_random_qwen2
+from llmasr.search.ctc_fusion import SearchStats
+from llmasr.search.delayed_fusion import SameUnitsConverter, WordConverter, delayed_fusion_search
 from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
-from llmasr.search.llm_scorer import LLMScorer, score_sequences
+from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.rescoring import rescore_nbest
 
 BOS, EOS = 1, 2

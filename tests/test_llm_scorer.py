@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from llmasr.models.llm import tiny_random_qwen2
-from llmasr.search.llm_scorer import LLMScorer, score_sequences
+from llmasr.models.llm import score_sequences, tiny_random_qwen2
+from llmasr.search.llm_scorer import LLMScorer
 
 V, BOS, EOS = 23, 1, 2
 

@@ -10,6 +10,7 @@ from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModel
                                      build_model, load_model_checkpoint, model_config_from_dict,
                                      model_config_to_dict, paper_aed_config, SpecAugmentConfig,
                                      tiny_encoder_config)
+from llmasr.search.aed_scorer import AedDecoderScorer
 from llmasr.models.augment import speed_perturb
 from llmasr.returnn.config import (LearningRateSchedule, TrainingOptions, one_cycle_lr, piecewise_linear_lr,
                                    training_progress)
@@ -79,7 +80,7 @@ def test_aed_cached_decoding_equals_full_forward():
     enc, enc_lengths, _ = model.encode(audio, lengths)
     labels = torch.tensor([[1, 5, 7, 3, 9, 4], [1, 8, 8, 6, 3, 10]])
     full = model.decoder(labels, enc, enc_lengths).log_softmax(-1)
-    scorer = model.decoder_scorer(enc, enc_lengths)
+    scorer = AedDecoderScorer(model, enc, enc_lengths)
     # rows in a different order and duplicated, as a beam search would hold them
     state = scorer.initial_state(torch.tensor([1, 0, 1]))
     rows = torch.tensor([1, 0, 1])

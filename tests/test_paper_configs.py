@@ -7,6 +7,14 @@ from sisyphus import tk
 from sisyphus.graph import graph
 
 
+def _check_names(outputs):
+    """Outputs and aliases of the graph are typable names (lower case, no spaces or brackets)."""
+    from config.names import NAME_PATTERN
+
+    aliases = {a for j in graph.jobs() for a in (j.get_aliases() or ())}
+    assert sorted(n for n in set(outputs) | aliases if not NAME_PATTERN.match(n)) == []
+
+
 def _jobs(kind: str):
     return [j for j in graph.jobs() if type(j).__name__ == kind]
 
@@ -20,6 +28,7 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
 
     importlib.import_module("config.librispeech.experiment").py()
     names = {t.name for t in graph.targets}
+    _check_names(names)
 
     # acoustic models: 16 x 1024, 8 heads, relu^2, conv subsampling, aux CTC 4/10(/16), RMSNorm+gated FF+RoPE, bf16
     train = _jobs("ReturnnTrainingJob")
@@ -58,11 +67,11 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     # recognition: length norm counting EOS; joint: beam 4, soft collapse 0.8, CTC scale chosen on dev among 5
     recog = _jobs("SpeechLLMRecogJob")
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
-    assert alone and all(j.length_norm_counts_eos and j.length_norm_exponent == 1.0 for j in alone)
+    assert alone and all(j.beam.length_norm_counts_eos and j.beam.length_norm_exponent == 1.0 for j in alone)
     joint = [j for j in recog if j.mode == SpeechLLMSearchMode.JOINT_TIME_SYNC]
-    assert joint and all(j.beam_size == 4 and j.ctc_logprobs is None for j in joint)
+    assert joint and all(j.beam.beam_size == 4 and j.ctc_logprobs is None for j in joint)
     tuned = [j for j in joint if isinstance(j.ctc_scale, tk.Variable)]
-    assert {j.soft_collapse_threshold for j in tuned} == {0.8, None}  # None: the optimisation table's rows
+    assert {j.time_sync.soft_collapse_threshold for j in tuned} == {0.8, None}  # None: the optimisation table's rows
     assert {j.ctc_scale for j in joint if not isinstance(j.ctc_scale, tk.Variable)} == set(paper.JOINT_CTC_SCALES)
     select = _jobs("SelectBestScaleJob")
     assert select and all(sorted(j.wers) == list(paper.JOINT_CTC_SCALES) for j in select)
@@ -70,7 +79,7 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     # shallow fusion: delays 1, 5, 10, 20, end; scale tuning 21 points in [0, 2], 10 refinements; prior on 100k
     delayed = [j for j in _jobs("CTCFusionSearchJob") if j.mode == FusionMode.DELAYED]
     assert {j.delay for j in delayed} == {1, 5, 10, 20, None}
-    assert "librispeech/ctc + delayed fusion own-units (k=10) [qwen2-1.5b]/test-other/wer.json" in names
+    assert "librispeech/ctc-delayed-own-units-qwen2-1.5b-k=10/test-other/wer.json" in names
     tuning = _jobs("TuneScalesJob")
     grid = tuple(i / 10 for i in range(21))
     assert tuning and all(j.lm_scales == grid and j.refine_rounds == 10 for j in tuning)
@@ -79,12 +88,12 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     assert len(prior) == 1 and prior[0].max_utterances == 100_000 and len(prior[0].data) == 3
     lm = [j for j in _jobs("CreateTinyLLMJob")]
     assert len(lm) == 1 and lm[0].config.num_hidden_layers == 32 and lm[0].config.hidden_size == 1024
-    assert "librispeech/ctc + label-wise fusion [trafo-lm-32l]/dev-other/wer.json" in names
+    assert "librispeech/ctc-labelwise-trafo-lm-32l/dev-other/wer.json" in names
     for size in ("qwen2-0.5b", "qwen2-1.5b"):
-        assert f"librispeech/ctc + delayed fusion own-units (k=5) [{size}]/test-other/wer.json" in names
-        assert f"librispeech/speech-llm {size} + ctc/ami/wer.json" in names
-    assert {"librispeech/aed+ctc/earnings22/wer.json", "librispeech/speech-llm qwen2-1.5b xattn/ami/wer.json",
-            "librispeech/speech-llm qwen2-1.5b units-bpe1k/test-other/wer.json"} <= names
+        assert f"librispeech/ctc-delayed-own-units-{size}-k=5/test-other/wer.json" in names
+        assert f"librispeech/speech-llm-{size}-ctc/ami/wer.json" in names
+    assert {"librispeech/aed-ctc/earnings22/wer.json", "librispeech/speech-llm-qwen2-1.5b-xattn/ami/wer.json",
+            "librispeech/speech-llm-qwen2-1.5b-units-bpe1k/test-other/wer.json"} <= names
 
     # tables: every ablation family and the comparison, with the Open ASR mean over the 8 sets and RTFx
     tables = {"results", "hallucination", "label_units", "encoder_frozen_vs_trainable", "llm_base_vs_instruct",
@@ -106,9 +115,10 @@ def test_loquacious_graph_trains_on_small_medium_and_large():
 
     importlib.import_module("config.loquacious.experiment").py()
     names = {t.name for t in graph.targets}
+    _check_names(names)
     for subset in ("small", "medium", "large"):
         assert f"loquacious/{subset}/report/results.md" in names
-        assert f"loquacious/{subset}/speech-llm qwen2-1.5b + ctc/test/wer.json" in names
+        assert f"loquacious/{subset}/speech-llm-qwen2-1.5b-ctc/test/wer.json" in names
         assert f"loquacious/{subset}/ami/wer.json" not in names  # systems are scored per set under their names
         assert f"loquacious/{subset}/ctc-beam/voxpopuli/wer.json" in names
     corpora = {j.subset for j in graph.jobs() if type(j).__name__ == "LoquaciousCorpusJob"}

@@ -7,6 +7,7 @@ from llmasr.models.conformer import (AedModelConfig, DecoderNorm, DecoderPositio
                                      FrontendType, TransformerDecoderConfig, build_model, model_config_from_dict,
                                      model_config_to_dict, paper_aed_config, paper_ctc_config, relu_squared,
                                      tiny_encoder_config)
+from llmasr.search.aed_scorer import AedDecoderScorer
 
 V = 11
 
@@ -46,7 +47,7 @@ def test_rope_rmsnorm_gated_decoder_cached_steps_equal_full_forward():
     enc_lengths = torch.tensor([7, 5])
     labels = torch.tensor([[1, 5, 7, 3, 9], [1, 8, 8, 6, 3]])
     full = model.decoder(labels, enc, enc_lengths).log_softmax(-1)
-    scorer = model.decoder_scorer(enc, enc_lengths)
+    scorer = AedDecoderScorer(model, enc, enc_lengths)
     rows = torch.tensor([1, 0, 1])
     state = scorer.initial_state(rows)
     for t in range(labels.shape[1]):
@@ -121,8 +122,9 @@ def test_paper_scale_speech_llm_parameter_count(size, expected):
         llm = Qwen2ForCausalLM(Qwen2Config(**arch))
         llm_params = sum(p.numel() for p in llm.parameters())
         encoder = ConformerEncoder(enc_cfg)
-        cfg = SpeechLLMConfig(encoder_dim=1024, adapter_k=2, llm_training="lora", ctc_vocab_size=10241,
-                              aux_ctc_scale=1.0, aux_ctc_layers=(16, 18), **PAPER_LORA.speech_llm_fields())
+        cfg = SpeechLLMConfig(adapter_k=2, llm_training="lora", ctc_vocab_size=10241, aux_ctc_scale=1.0,
+                              aux_ctc_layers=(16, 18), **PAPER_LORA.speech_llm_fields()).resolve(
+            encoder_dim=1024, bos_id=0, eos_id=1)
         model = SpeechLLM(cfg, encoder, llm)
     total = sum(p.numel() for p in model.parameters())
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

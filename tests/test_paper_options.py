@@ -20,9 +20,9 @@ def test_speech_llm_aux_ctc_on_two_encoder_layers_and_rslora():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     encoder = ConformerEncoder(tiny_encoder_config(num_layers=3))
-    cfg = SpeechLLMConfig(encoder_dim=32, adapter_k=2, llm_training=LLMTraining.LORA, bos_id=BOS, eos_id=EOS,
-                          ctc_vocab_size=V + 1, aux_ctc_scale=0.5, aux_ctc_layers=(2, 3), lora_rank=4,
-                          lora_alpha=16.0, use_rslora=True)
+    cfg = SpeechLLMConfig(adapter_k=2, llm_training=LLMTraining.LORA, ctc_vocab_size=V + 1, aux_ctc_scale=0.5,
+                          aux_ctc_layers=(2, 3), lora_rank=4, lora_alpha=16.0,
+                          use_rslora=True).resolve(encoder_dim=32, bos_id=BOS, eos_id=EOS)
     model = SpeechLLM(cfg, encoder, tiny_random_qwen2(V, bos_id=BOS, eos_id=EOS)).train()
     lora_a = [m for n, m in model.llm.named_modules() if n.endswith("q_proj")][0]
     assert lora_a.scaling["default"] == pytest.approx(16.0 / math.sqrt(4))  # rsLoRA: alpha / sqrt(r)
@@ -41,7 +41,8 @@ def test_speech_llm_aux_ctc_on_two_encoder_layers_and_rslora():
     logp, _ = model.ctc_log_probs(audio, lens)  # joint search reads the highest layer
     assert torch.allclose(logp, model.ctc_heads["3"](outs[1]).log_softmax(-1), atol=1e-5)
     with pytest.raises(ValueError, match="outside the encoder's layers"):
-        SpeechLLM(SpeechLLMConfig(encoder_dim=32, ctc_vocab_size=V + 1, aux_ctc_layers=(4,)), encoder,
+        SpeechLLM(SpeechLLMConfig(ctc_vocab_size=V + 1, aux_ctc_layers=(4,)).resolve(encoder_dim=32, bos_id=BOS,
+                                                                                    eos_id=EOS), encoder,
                   tiny_random_qwen2(V, bos_id=BOS, eos_id=EOS))
 
 
@@ -129,12 +130,13 @@ def test_speech_llm_setup_with_its_own_encoder_config(tmp_path):
     (no AED files needed), and its setup dict round-trips."""
     pytest.importorskip("sentencepiece")
     from llmasr.models.conformer import ConformerEncoder, FeedForwardActivation
-    from llmasr.returnn.speech_llm import SpeechLLMSetup, build_from_setup, setup_to_dict
+    from llmasr.models.speech_llm import build_from_setup
+    from llmasr.returnn.speech_llm import SpeechLLMSetup, setup_to_dict
     from tests.test_speech_llm import speech_llm_files
 
     files = speech_llm_files(tmp_path)
     enc = tiny_encoder_config(num_layers=3, ff_activation=FeedForwardActivation.RELU_SQUARED)
-    cfg = SpeechLLMConfig(encoder_dim=0, ctc_vocab_size=files["am_vocab"] + 1, aux_ctc_scale=1.0,
+    cfg = SpeechLLMConfig(ctc_vocab_size=files["am_vocab"] + 1, aux_ctc_scale=1.0,
                           aux_ctc_layers=(2, 3))
     setup = SpeechLLMSetup(config=cfg, llm=files["llm"], aed_checkpoint=None, aed_model_config=None,
                            am_spm_model=files["am_spm_model"], encoder=enc)

@@ -9,11 +9,12 @@ import torch
 
 from sisyphus import tk
 
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig, config_from_dict
 from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
-from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, config_from_dict, setup_to_dict
+from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob, setup_to_dict
 from llmasr.returnn.training import read_learning_rates
 from llmasr.search.nbest import read_nbest
+from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from tests.test_returnn_am import data, pytestmark  # noqa: F401  (espeak-ng corpus fixture, skip marker)
 from tests.tiny_models import save_tiny_aed
@@ -40,8 +41,7 @@ def _corpus(zip_path: tk.Path) -> tk.Path:
 
 
 def test_setup_config_round_trip():
-    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=2, interface=SpeechInterface.CROSS_ATTENTION,
-                          llm_training=LLMTraining.LORA, prompt_pre=(3, 4))
+    cfg = SpeechLLMConfig(adapter_k=2, interface=SpeechInterface.CROSS_ATTENTION, llm_training=LLMTraining.LORA)
     setup = SpeechLLMSetup(config=cfg, llm="Qwen/Qwen2-0.5B", aed_checkpoint=tk.Path("/a.pt"),
                            aed_model_config=tk.Path("/a.json"))
     d = setup_to_dict(setup)
@@ -49,11 +49,13 @@ def test_setup_config_round_trip():
     assert config_from_dict(d["config"]) == cfg
     with pytest.raises(ValueError, match="adapter_kk"):
         config_from_dict({**d["config"], "adapter_kk": 2})
+    # setups stored by older versions also hold the derived fields, at placeholder values: left out
+    assert config_from_dict({**d["config"], "encoder_dim": 0, "bos_id": 0, "prompt_pre": []}) == cfg
 
 
 def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_path):
     aed_ckpt, aed_cfg, llm, vocab = _parts(data, tmp_path, run_job)
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(adapter_k=2, llm_training=LLMTraining.LORA,
                                                   aux_ctc_scale=0.3),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"],
                            prompt_pre_text="the", prompt_post_text="cat")
@@ -69,8 +71,8 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
     assert any(not torch.equal(v, aed_state[k]) for k, v in state.items() if k.startswith("encoder."))
 
     corpus = _corpus(data["dev"])
-    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus, beam_size=3, nbest=2,
-                                     max_len_ratio=0.5))
+    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus,
+                                     beam=LabelSyncBeam(beam_size=3, nbest=2, max_labels_per_second=5.0)))
     out = read_nbest(beam.out_nbest.get_path())
     assert sorted(out) == [f"en-gb/{i}" for i in range(4)]
     assert all(1 <= len(h) <= 2 and all(x < vocab for x in h[0]["labels"]) for h in out.values())
@@ -80,10 +82,13 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
     torch.save(ctc, tmp_path / "ctc.pt")
     for mode in (SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC):
         joint = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus, mode=mode,
-                                          ctc_logprobs=tk.Path(str(tmp_path / "ctc.pt")), beam_size=3, nbest=2,
-                                          max_len_ratio=0.5))
+                                          ctc_logprobs=tk.Path(str(tmp_path / "ctc.pt")),
+                                          beam=LabelSyncBeam(beam_size=3, nbest=2, max_labels_per_second=5.0)))
         jo = read_nbest(joint.out_nbest.get_path())
         assert sorted(jo) == sorted(out) and all("ctc" in h[0]["scores"] for h in jo.values())
+        if mode == SpeechLLMSearchMode.JOINT_TIME_SYNC:  # the same interpolation as label-sync: 0.7 LLM + 0.3 CTC
+            assert all(h["score"] == pytest.approx(0.7 * h["scores"]["am"] + 0.3 * h["scores"]["ctc"], abs=1e-4)
+                       for hyps in jo.values() for h in hyps)
     # the paper's joint search: the speech LLM's own aux CTC, beam 4, soft collapse 0.8, CTC scale from a variable;
     # the naive reference (every hypothesis scored every frame, one call each) finds the same hypotheses
     scale = tk.Variable(str(tmp_path / "ctc_scale"))
@@ -91,16 +96,17 @@ def test_prefix_speech_llm_am_units_trains_and_recognises(data, run_job, tmp_pat
     found = []
     for fast in (True, False):
         own = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, corpus,
-                                        mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=scale, beam_size=4,
-                                        nbest=1, soft_collapse_threshold=0.8, score_new_labels_only=fast,
-                                        batch_hyps=fast))
+                                        mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=scale,
+                                        beam=LabelSyncBeam(beam_size=4, nbest=1),
+                                        time_sync=TimeSyncOptions(soft_collapse_threshold=0.8,
+                                                                  score_new_labels_only=fast, batch_hyps=fast)))
         found.append({k: h[0]["labels"] for k, h in read_nbest(own.out_nbest.get_path()).items()})
     assert sorted(found[0]) == sorted(out) and found[0] == found[1]
 
 
 def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path):
     aed_ckpt, aed_cfg, llm, _ = _parts(data, tmp_path, run_job)
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, interface=SpeechInterface.CROSS_ATTENTION,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(interface=SpeechInterface.CROSS_ATTENTION,
                                                   llm_training=LLMTraining.FROZEN, freeze_encoder=True),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg)
     job = run_job(SpeechLLMTrainingJob(setup, data["train"], data["dev"], data["spm"], options=OPTS, cpu=1))
@@ -108,8 +114,8 @@ def test_cross_attention_speech_llm_own_tokenizer_trains(data, run_job, tmp_path
     aed_state = torch.load(aed_ckpt.get_path())["model"]
     enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
     assert enc and all(torch.equal(v, aed_state[k]) for k, v in enc.items())  # frozen encoder = the AED's
-    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]), beam_size=2,
-                                     nbest=1, max_len_ratio=0.5))
+    beam = run_job(SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, _corpus(data["dev"]),
+                                     beam=LabelSyncBeam(beam_size=2, nbest=1, max_labels_per_second=5.0)))
     assert len(read_nbest(beam.out_nbest.get_path())) == 4
     # joint search needs labels shared with a CTC output; this one keeps the LLM's tokenizer (and has no aux CTC)
     with pytest.raises(ValueError, match="needs a speech LLM over the CTC model's units"):
@@ -148,7 +154,7 @@ def test_models_train_on_stored_encoder_outputs(data, run_job, tmp_path):
                                     mode=RecogMode.AED_BEAM, beam_size=2, nbest=1, max_len_ratio=0.4))
     assert len(read_nbest(rec.out_nbest.get_path())) == 4
 
-    setup = SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, adapter_k=2, llm_training=LLMTraining.LORA,
+    setup = SpeechLLMSetup(config=SpeechLLMConfig(adapter_k=2, llm_training=LLMTraining.LORA,
                                                   freeze_encoder=True, aux_ctc_scale=0.3),
                            llm=llm, aed_checkpoint=aed_ckpt, aed_model_config=aed_cfg, am_spm_model=data["spm"])
     sllm = run_job(SpeechLLMTrainingJob(setup, frames["train"], frames["dev"], data["spm"], options=OPTS, cpu=1))

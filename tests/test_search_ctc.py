@@ -242,7 +242,7 @@ def _speech_llm_scorer(V, B, seed=0):
 
     torch.manual_seed(seed)
     llm = tiny_random_qwen2(V + 1, bos_id=BLANK, eos_id=V)
-    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=2, bos_id=BLANK, eos_id=V, prompt_pre=(1,), prompt_post=(2,))
+    cfg = SpeechLLMConfig(adapter_k=2).resolve(encoder_dim=8, bos_id=BLANK, eos_id=V, prompt_pre=(1,), prompt_post=(2,))
     sc = SpeechLLMScorer(SpeechLLM(cfg, Encoder(), llm).eval())
     sc.set_audio(torch.randn(B, 48), torch.tensor([48, 40, 32][:B]))
     return sc

@@ -31,9 +31,9 @@ class TinyEncoder(nn.Module):
 def _model(training=LLMTraining.FULL, k=2, interface=SpeechInterface.PREFIX, prompt=True, **kwargs):
     torch.manual_seed(0)
     llm = tiny_random_qwen2(V, bos_id=BOS, eos_id=EOS)
-    cfg = SpeechLLMConfig(encoder_dim=8, adapter_k=k, llm_training=training, prompt_pre=(5, 6) if prompt else (),
-                          prompt_post=(7,) if prompt else (), bos_id=BOS, eos_id=EOS, freeze_embedding=False,
-                          interface=interface, **kwargs)
+    cfg = SpeechLLMConfig(adapter_k=k, llm_training=training, freeze_embedding=False, interface=interface,
+                          **kwargs).resolve(encoder_dim=8, bos_id=BOS, eos_id=EOS, prompt_pre=(5, 6) if prompt else (),
+                                            prompt_post=(7,) if prompt else ())
     return SpeechLLM(cfg, TinyEncoder(), llm).eval()
 
 
@@ -168,8 +168,8 @@ def test_cross_attention_starts_as_the_bare_llm():
     torch.manual_seed(0)
     llm = tiny_random_qwen2(V, bos_id=BOS, eos_id=EOS)
     bare = copy.deepcopy(llm).eval()
-    cfg = SpeechLLMConfig(encoder_dim=8, interface=XATTN, cross_attention_every=2, prompt_pre=(5, 6),
-                          prompt_post=(7,), bos_id=BOS, eos_id=EOS)
+    cfg = SpeechLLMConfig(interface=XATTN, cross_attention_every=2).resolve(encoder_dim=8, bos_id=BOS, eos_id=EOS,
+                                                                            prompt_pre=(5, 6), prompt_post=(7,))
     model = SpeechLLM(cfg, TinyEncoder(), llm).eval()
     assert model.cross_attention_layers == [0] and [float(g) for g in _gates(model)] == [0.0]
     audio, lens = _audio()
@@ -283,12 +283,12 @@ def test_build_speech_llm(tmp_path):
     files = speech_llm_files(tmp_path)
     llm_tok = load_llm_tokenizer(files["llm"])
     paths = {k: files[k] for k in ("llm", "aed_model_config")}
-    cfg = SpeechLLMConfig(encoder_dim=0, llm_training=LLMTraining.LORA, adapter_k=2)
+    cfg = SpeechLLMConfig(llm_training=LLMTraining.LORA, adapter_k=2)
 
     # own LLM units, encoder from the AED, prompt ids from the texts
     model, tok = build_speech_llm(cfg, aed_checkpoint=files["aed_checkpoint"], prompt_pre_text="the cat",
                                   prompt_post_text="sat", **paths)
-    assert cfg.encoder_dim == 0 and model.cfg is not cfg  # the caller's config is not modified
+    assert not hasattr(cfg, "encoder_dim") and model.cfg.options() == cfg.options()  # the options, resolved
     assert isinstance(model.encoder, ConformerEncoder) and model.cfg.encoder_dim == 32
     assert (model.cfg.bos_id, model.cfg.eos_id) == (llm_tok.bos_id, llm_tok.eos_id) == (tok.bos_id, tok.eos_id)
     assert model.cfg.prompt_pre == tuple(llm_tok.encode("the cat")) and model.cfg.prompt_post == tuple(
@@ -302,7 +302,7 @@ def test_build_speech_llm(tmp_path):
 
     # vocabulary swap to the AM units, cross-attention, aux CTC over the AM units + blank
     V_am = files["am_vocab"]
-    xcfg = SpeechLLMConfig(encoder_dim=0, interface=XATTN, llm_training=LLMTraining.LORA, ctc_vocab_size=V_am + 1,
+    xcfg = SpeechLLMConfig(interface=XATTN, llm_training=LLMTraining.LORA, ctc_vocab_size=V_am + 1,
                            aux_ctc_scale=0.5)
     swapped, am_tok = build_speech_llm(xcfg, am_spm_model=files["am_spm_model"], **paths)
     assert am_tok.vocab_size == V_am and swapped.llm.get_input_embeddings().weight.shape[0] == V_am

@@ -2,8 +2,8 @@
 checkpoint's, with no second copy held."""
 import torch
 
-from llmasr.models.speech_llm import LLMTraining, SpeechLLMConfig
-from llmasr.returnn.speech_llm import SpeechLLMSetup, build_from_setup, load_speech_llm, setup_to_dict
+from llmasr.models.speech_llm import LLMTraining, SpeechLLMConfig, build_from_setup, load_speech_llm
+from llmasr.returnn.speech_llm import SpeechLLMSetup, setup_to_dict
 from sisyphus import tk
 from tests.test_speech_llm import speech_llm_files
 
@@ -11,8 +11,7 @@ from tests.test_speech_llm import speech_llm_files
 def test_load_speech_llm_takes_the_checkpoint_tensors(tmp_path):
     torch.set_num_threads(1)
     files = speech_llm_files(tmp_path)
-    setup = setup_to_dict(SpeechLLMSetup(config=SpeechLLMConfig(encoder_dim=0, llm_training=LLMTraining.LORA,
-                                                                adapter_k=2),
+    setup = setup_to_dict(SpeechLLMSetup(config=SpeechLLMConfig(llm_training=LLMTraining.LORA, adapter_k=2),
                                          llm=tk.Path(files["llm"]), aed_model_config=tk.Path(files["aed_model_config"]),
                                          aed_checkpoint=tk.Path(files["aed_checkpoint"])))
     trained, _ = build_from_setup(setup, with_aed_weights=True)

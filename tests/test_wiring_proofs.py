@@ -158,9 +158,8 @@ def _speech_llm(ctc_model, corpus, interface: SpeechInterface, training: LLMTrai
                                           num_attention_heads=4, num_key_value_heads=2), tokenizer)
     encoder = build_model(ctc_model.cfg).encoder
     encoder.load_state_dict(ctc_model.encoder.state_dict())
-    cfg = SpeechLLMConfig(encoder_dim=ctc_model.cfg.encoder.dim, adapter_k=2, interface=interface,
-                          llm_training=training, freeze_encoder=True, bos_id=tokenizer.bos_id,
-                          eos_id=tokenizer.eos_id, train_vocabulary=True)
+    cfg = SpeechLLMConfig(adapter_k=2, interface=interface, llm_training=training, freeze_encoder=True).resolve(
+        encoder_dim=ctc_model.cfg.encoder.dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, train_vocabulary=True)
     return SpeechLLM(cfg, encoder, llm).train()
 
 

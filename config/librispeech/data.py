@@ -1,8 +1,7 @@
 """LibriSpeech 960 h: corpora, RETURNN zips, the AM's SentencePiece unigram 10k, the LM text, Open ASR test sets."""
 from typing import Dict
 
-from sisyphus import tk
-
+from config.names import alias, output
 from llmasr.data.librispeech import librispeech_corpora, librispeech_lm_text
 from llmasr.data.open_asr import open_asr_test_sets
 from llmasr.data.returnn_data import PackOggZipJob
@@ -23,8 +22,8 @@ def librispeech_data() -> Dict[str, object]:
     eval_zips = {s: PackOggZipJob(corpora[s], name=s).out_ogg_zip for s in DEV_SUBSETS + TEST_SUBSETS}
     train_text = CorpusToTextJob([corpora[s] for s in TRAIN_SUBSETS]).out_text
     spm = TrainSentencePieceJob(train_text, vocab_size=AM_VOCAB_SIZE, model_type=SentencePieceType.UNIGRAM)
-    spm.add_alias(f"{PREFIX}/labels/spm_unigram_10k")
-    tk.register_output(f"{PREFIX}/labels/spm_unigram_10k.vocab", spm.out_vocab)
+    alias(spm, f"{PREFIX}/labels/spm_unigram_10k")
+    output(f"{PREFIX}/labels/spm_unigram_10k.vocab", spm.out_vocab)
     lm_text = librispeech_lm_text()
     llm_text = ConcatenateTextJob([lm_text, train_text]).out_text
     open_asr = open_asr_test_sets()

@@ -2,8 +2,7 @@
 units, the LLM fine-tuning text (training transcriptions), and the Open ASR Leaderboard test sets."""
 from typing import Dict, Sequence
 
-from sisyphus import tk
-
+from config.names import alias, output
 from llmasr.data.loquacious import LoquaciousSubset, loquacious_corpora
 from llmasr.data.open_asr import open_asr_test_sets
 from llmasr.data.returnn_data import PackOggZipJob
@@ -25,8 +24,8 @@ def loquacious_data(train_subset: LoquaciousSubset = TRAIN_SUBSET, prefix: str =
     eval_zips = {n: PackOggZipJob(corpora[n], name=n.replace("/", "_")).out_ogg_zip for n in eval_names}
     train_text = CorpusToTextJob([corpora["train"]]).out_text
     spm = TrainSentencePieceJob(train_text, vocab_size=AM_VOCAB_SIZE, model_type=SentencePieceType.UNIGRAM)
-    spm.add_alias(f"{prefix}/labels/spm_unigram_10k")
-    tk.register_output(f"{prefix}/labels/spm_unigram_10k.vocab", spm.out_vocab)
+    alias(spm, f"{prefix}/labels/spm_unigram_10k")
+    output(f"{prefix}/labels/spm_unigram_10k.vocab", spm.out_vocab)
     open_asr = open_asr_test_sets()
     return {"corpora": corpora, "train_zips": [train_zip], "eval_zips": eval_zips, "train_text": train_text,
             "llm_text": train_text, "spm": spm, "open_asr": open_asr,

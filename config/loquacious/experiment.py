@@ -47,20 +47,22 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     results = paper_results(prefix, hallucination_set="test")
     am = acoustic_models(prefix, data, results, ctc_config=paper_ctc_config(AM_VOCAB_SIZE),
                          aed_config=paper_aed_config(AM_VOCAB_SIZE), options=AM_TRAINING[subset], aed_average=4,
-                         device="cuda", search_cpu=4, **GPU)
+                         search_cpu=4, **GPU)
+    fusion_systems = {}
     for size in QWEN2:
-        shallow_fusion(prefix, data, am, llms, results, rescoring_llms=(size, f"{size}-ft"),
-                       own_units_llm=f"{size}-ft", am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING,
-                       device="cuda", tag=size)
-    shallow_fusion(prefix, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
-                   am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
+        fusion_systems[size] = shallow_fusion(
+            prefix, data, am, llms, results, rescoring_llms=(size, f"{size}-ft"), own_units_llm=f"{size}-ft",
+            am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING, device="cuda", tag=size)
+    fusion_systems[TRAFO_LM] = shallow_fusion(
+        prefix, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
+        am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
     encoder_ckpt, encoder_config = speech_llm_encoder(prefix, data, AM_TRAINING[subset], spm_model=data.spm_model,
                                                       **GPU)
     recipe = SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING[subset], encoder_ckpt, encoder_config)
     for size, llm in qwen2.items():
         paper_speech_llm(prefix, size, recipe, llm)
     results.report()
-    comparison_tables(results, llms=tuple(QWEN2) + (TRAFO_LM,))
+    comparison_tables(results, fusion_systems)
 
 
 def py():

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import shutil
+import string
 import subprocess
 import tarfile
 import threading
@@ -263,7 +264,22 @@ class Job(metaclass=JobSingleton):
         return self
 
     def set_env(self, key: str, value: str, *, verbatim: bool = True) -> None:
-        self._sis_environment[key] = value
+        """Sets an environment variable for the job's tasks (in the worker, before a task starts): ``value`` as it is,
+        or with ``verbatim=False`` with ``$NAME`` / ``${NAME}`` replaced from the worker's environment (upstream's
+        ``string.Template(value).substitute``)."""
+        self._sis_environment[key] = (str(value), verbatim)
+
+    def _sis_environment_values(self, environ: Dict[str, str]) -> Dict[str, str]:
+        """The variables :meth:`set_env` asked for, substituted from ``environ`` where they are not verbatim; an
+        unknown name raises, naming the variable."""
+        out = {}
+        for key, entry in self._sis_environment.items():
+            value, verbatim = entry if isinstance(entry, tuple) else (str(entry), True)  # job.save of older versions
+            try:
+                out[key] = value if verbatim else string.Template(value).substitute(environ)
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{self._sis_id()}: set_env({key!r}, {value!r}): cannot substitute {exc}") from exc
+        return out
 
     def keep_value(self, value: Optional[int] = None) -> Optional[int]:
         if value is not None:

@@ -198,34 +198,27 @@ class Manager:
                 continue
             full = disk_full_note(job._sis_path(abspath=True))
             for i in ids:
-                log = task.log_path(i)
-                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {log}{full}")
-                if not os.path.isfile(log):
-                    # the worker did not get as far as its log: show what the engine captured
-                    engine_logs = sorted(glob.glob(os.path.join(job._sis_path(abspath=True), gs.JOB_LOG_ENGINE, "*")),
-                                         key=os.path.getmtime)
-                    if not engine_logs:
-                        continue
-                    log = engine_logs[-1]
-                    self._print(f"    (no task log; engine log: {log})")
-                with open(log, encoding="utf-8", errors="replace") as f:
-                    tail = f.readlines()[-gs.PRINT_ERROR_LINES:]
-                self._print("".join("    " + line for line in tail).rstrip())
+                self._print(f"ERROR: {job._sis_id()} task {task.name()}.{i} failed; log: {task.log_path(i)}{full}")
+                self._print_log_tail(job, task.log_path(i))
+
+    def _print_log_tail(self, job: Any, log: str) -> None:
+        """The last lines of a failed task's log, or of what the engine captured where the worker did not get as far
+        as its log."""
+        if not os.path.isfile(log):
+            engine_logs = sorted(glob.glob(os.path.join(job._sis_path(abspath=True), gs.JOB_LOG_ENGINE, "*")),
+                                 key=os.path.getmtime)
+            if not engine_logs:
+                return
+            log = engine_logs[-1]
+            self._print(f"    (no task log; engine log: {log})")
+        with open(log, encoding="utf-8", errors="replace") as f:
+            tail = f.readlines()[-gs.PRINT_ERROR_LINES:]
+        self._print("".join("    " + line for line in tail).rstrip())
 
     def run(self, max_time: Optional[float] = None) -> int:
         """Runs until all targets are finished (0) or nothing can progress because of errors (1)."""
-        if self.interactive:
-            by_state = {}
-            for job in self.graph.jobs():
-                by_state.setdefault(job_state(self.engine, job)[0], []).append(job)
-            self._print(self.summary(by_state))
-            try:
-                answer = input("start manager? [y/N] ").strip().lower()
-            except EOFError:
-                self._print("no answer (stdin is closed): not starting; use -r to start without asking")
-                return 0
-            if answer not in ("y", "yes"):
-                return 0
+        if self.interactive and not self._confirm_start():
+            return 0
         lock = ManagerLock(os.path.join(gs.BASE_DIR, gs.WORK_DIR))
         try:
             lock.acquire()
@@ -239,51 +232,78 @@ class Manager:
             self._print(f"note: the last manager on this work directory ended without releasing it "
                         f"({describe_owner_text(lock.previous_owner)}); its workers are checked by their claims")
         self.engine.start_engine()
-        start = time.time()
         try:
-            while True:
-                by_state = self.step()
-                summary = self.summary(by_state)
-                if summary != self._last_summary:
-                    self._print(f"[{time.strftime('%H:%M:%S')}] {summary}")
-                    self._last_summary = summary
-                active = any(by_state.get(s) for s in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_RUNNABLE))
-                done = all(t.is_done() for t in self.graph.targets)
-                if done and self.config_done() and not active:
-                    self._update_outputs()
-                    if self._output_errors:
-                        self._print("stopping: some outputs could not be linked or written (see above)")
-                        return 1
-                    self._print("all outputs finished")
-                    return 0
-                if not active and self.config_done():
-                    if by_state.get(gs.STATE_ERROR) or by_state.get(gs.STATE_QUEUE_ERROR):
-                        self.print_errors(by_state)
-                        self._print("stopping: the remaining jobs depend on failed jobs")
-                        return 1
-                    if by_state.get(gs.STATE_HOLD):
-                        self._print("stopping: the remaining jobs are on hold")
-                        return 1
-                    if not by_state.get(gs.STATE_WAITING):
-                        # targets not done, nothing to do: e.g. an input file of the setup is missing
-                        missing = [str(p) for t in self.graph.targets for p in t.required
-                                   if p.creator is None and not p.available()]
-                        self._print(f"stopping: missing inputs {missing}")
-                        return 1
-                    waiting = by_state[gs.STATE_WAITING]
-                    missing = sorted({str(p) for j, _, _ in waiting for p in j._sis_inputs
-                                      if p.creator is None and not p.available()})
-                    if missing:
-                        for j, _, _ in waiting:
-                            for p in j._sis_inputs:
-                                if p.creator is None and not p.available():
-                                    self._print(f"ERROR: {j._sis_id()} needs input {p} which does not exist")
-                        self._print("stopping: missing input files")
-                        return 1
-                if max_time is not None and time.time() - start > max_time:
-                    self._print("stopping: time limit of the manager reached")
-                    return 2
-                time.sleep(self.poll)
+            return self._loop(max_time)
         finally:
             self.engine.stop_engine()
             lock.release()
+
+    def _confirm_start(self) -> bool:
+        """Shows the graph's states and asks whether to start (``sis m`` without ``-r``)."""
+        by_state: Dict[str, list] = {}
+        for job in self.graph.jobs():
+            by_state.setdefault(job_state(self.engine, job)[0], []).append(job)
+        self._print(self.summary(by_state))
+        try:
+            answer = input("start manager? [y/N] ").strip().lower()
+        except EOFError:
+            self._print("no answer (stdin is closed): not starting; use -r to start without asking")
+            return False
+        return answer in ("y", "yes")
+
+    def _loop(self, max_time: Optional[float]) -> int:
+        """Steps until the graph is done (0), stuck (1) or ``max_time`` seconds have passed (2)."""
+        start = time.time()
+        while True:
+            by_state = self.step()
+            summary = self.summary(by_state)
+            if summary != self._last_summary:
+                self._print(f"[{time.strftime('%H:%M:%S')}] {summary}")
+                self._last_summary = summary
+            rc = self._outcome(by_state)
+            if rc is not None:
+                return rc
+            if max_time is not None and time.time() - start > max_time:
+                self._print("stopping: time limit of the manager reached")
+                return 2
+            time.sleep(self.poll)
+
+    def _outcome(self, by_state: Dict[str, list]) -> Optional[int]:
+        """The manager's exit code once nothing is left to wait for: 0 when every output is there, 1 when the rest
+        cannot be made (failed jobs, jobs on hold, missing inputs); None while tasks are active or the config may
+        still add jobs."""
+        active = any(by_state.get(s) for s in (gs.STATE_QUEUE, gs.STATE_RUNNING, gs.STATE_RUNNABLE))
+        if active or not self.config_done():
+            return None
+        if all(t.is_done() for t in self.graph.targets):
+            self._update_outputs()
+            if self._output_errors:
+                self._print("stopping: some outputs could not be linked or written (see above)")
+                return 1
+            self._print("all outputs finished")
+            return 0
+        if by_state.get(gs.STATE_ERROR) or by_state.get(gs.STATE_QUEUE_ERROR):
+            self.print_errors(by_state)
+            self._print("stopping: the remaining jobs depend on failed jobs")
+            return 1
+        if by_state.get(gs.STATE_HOLD):
+            self._print("stopping: the remaining jobs are on hold")
+            return 1
+        return self._missing_inputs(by_state)
+
+    def _missing_inputs(self, by_state: Dict[str, list]) -> Optional[int]:
+        """1 with the inputs named where the remaining jobs wait for files that no job makes; None otherwise."""
+        if not by_state.get(gs.STATE_WAITING):
+            # targets not done, nothing to do: e.g. an input file of the setup is missing
+            missing = [str(p) for t in self.graph.targets for p in t.required
+                       if p.creator is None and not p.available()]
+            self._print(f"stopping: missing inputs {missing}")
+            return 1
+        waiting = [j for j, _, _ in by_state[gs.STATE_WAITING]]
+        absent = [(j, p) for j in waiting for p in j._sis_inputs if p.creator is None and not p.available()]
+        if not absent:
+            return None
+        for j, p in absent:
+            self._print(f"ERROR: {j._sis_id()} needs input {p} which does not exist")
+        self._print("stopping: missing input files")
+        return 1

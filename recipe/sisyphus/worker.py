@@ -149,8 +149,7 @@ def _run_claimed(job_dir: str, task_name: str, task_id: int, redirect_log: bool,
     os.chdir(os.path.join(job_dir, gs.JOB_WORK_DIR))
     mode = "resume" if (resumed and task.resume()) else "start"
     _say(f"+------------ {job._sis_id()} task {task_name}.{task_id} ({mode}) on {os.uname().nodename}")
-    for key, value in job._sis_environment.items():
-        os.environ[key] = str(value)
+    os.environ.update(job._sis_environment_values(dict(os.environ)))
     try:
         task.run(task_id, resume=(mode == "resume"))
     except BaseException as exc:  # noqa: B902 - every failure must leave an error marker

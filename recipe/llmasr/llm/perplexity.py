@@ -16,7 +16,7 @@ def compute_perplexity(model, tokenizer, texts: Sequence[str], *, batch_size: in
                        max_length: Optional[int] = None) -> Dict[str, float]:
     """log-likelihood of BOS + tokens + EOS per sentence; PPL per token (EOS counted) and per word (+1 per
     sentence for EOS), so that models with different units compare per word."""
-    from llmasr.search.llm_scorer import score_sequences
+    from llmasr.models.llm import score_sequences
 
     if not texts:
         raise ValueError("no text to compute a perplexity on")

@@ -17,7 +17,7 @@ import math
 import os
 import random
 from array import array
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from sisyphus import Task, tk
 
@@ -189,6 +189,38 @@ def evaluate_loss(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size:
     return total / max(count, 1)
 
 
+def _optimizer(params, cfg: TrainConfig, *, total_steps: int):
+    """AdamW over ``params`` with a linear warmup over ``cfg.warmup_steps`` and a cosine decay to a tenth of the
+    learning rate at ``total_steps``: (optimiser, scheduler stepped once per batch)."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _train_step(model, opt, sched, seqs: Sequence[Sequence[int]], pad_id: int, grad_clip: float) -> Tuple[float, int]:
+    """One update on a batch of sequences; returns its mean loss per predicted token and the number of those."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask, labels = make_batch(seqs, pad_id)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), use_cache=False)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return float(out.loss.detach()), int((labels[:, 1:] != -100).sum())
+
+
 def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, pad_id: int,
                     checkpoint_dir: Optional[str] = None, dev_seqs: Optional[Sequence[Sequence[int]]] = None,
                     checkpoint_every: int = 0) -> List[Dict[str, Any]]:
@@ -198,55 +230,24 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
     trainable weights, optimiser, schedule, position in the epoch and RNG state there; a call finding a
     checkpoint continues from that step with the same batches.
     """
-    import torch
-
     if not seqs:
         raise ValueError("no training sequences")
-    device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
-
-    def lr_factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    opt, sched = _optimizer(params, cfg, total_steps=max(1, steps_per_epoch * cfg.epochs))
     history: List[Dict[str, Any]] = []
     start_epoch, start_step, sums = 0, 0, (0.0, 0)
     ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
 
     def save(epoch: int, next_step: int, loss_sum: float, tok_sum: int) -> None:
-        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        tmp = ckpt_path + ".tmp"
-        torch.save({"params": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "history": history, "epoch": epoch, "step": next_step, "sums": (loss_sum, tok_sum),
-                    "rng": torch.get_rng_state()}, tmp)
-        os.replace(tmp, ckpt_path)
-        _write_json({"epoch": epoch, "step": next_step}, os.path.join(checkpoint_dir, PROGRESS))
+        _save_checkpoint(ckpt_path, model, opt, sched, history, epoch, next_step, (loss_sum, tok_sum))
 
     if ckpt_path and os.path.isfile(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in ckpt["params"]]
-        if missing:
-            raise ValueError(f"{ckpt_path}: checkpoint lacks parameters {missing[:3]} (different model setup?)")
-        model.load_state_dict(ckpt["params"], strict=False)
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        history = ckpt["history"]
-        if "step" in ckpt:  # mid-epoch checkpoint: continue at that step of that epoch
-            start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], tuple(ckpt["sums"])
-            torch.set_rng_state(ckpt["rng"].cpu())
-        else:  # an epoch-end checkpoint of an earlier version
-            start_epoch = ckpt["epoch"] + 1
-        logging.info("resuming LLM training at epoch %d, step %d from %s", start_epoch + 1, start_step, ckpt_path)
+        history, start_epoch, start_step, sums = _resume(ckpt_path, model, opt, sched)
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -258,17 +259,8 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if not idx:
                 break
-            ids, mask, labels = make_batch([seqs[i] for i in idx], pad_id)
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                        use_cache=False)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            n_tok = int((labels[:, 1:] != -100).sum())
-            loss_sum += float(out.loss.detach()) * n_tok
+            loss, n_tok = _train_step(model, opt, sched, [seqs[i] for i in idx], pad_id, cfg.grad_clip)
+            loss_sum += loss * n_tok
             tok_sum += n_tok
             if ckpt_path and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 save(epoch, step + 1, loss_sum, tok_sum)
@@ -283,6 +275,44 @@ def train_causal_lm(model, seqs: Sequence[Sequence[int]], cfg: TrainConfig, *, p
             save(epoch + 1, 0, 0.0, 0)
     model.eval()
     return history
+
+
+def _save_checkpoint(path: str, model, opt, sched, history: List[Dict[str, Any]], epoch: int, next_step: int,
+                     sums: Tuple[float, int]) -> None:
+    """Saves the trainable weights, optimiser, schedule, per-epoch stats, the position (``epoch``, ``next_step``,
+    the loss and token sums of the epoch so far) and the RNG state to ``path`` (atomically), and the position to
+    the progress file beside it."""
+    import torch
+
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    tmp = path + ".tmp"
+    torch.save({"params": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": history, "epoch": epoch, "step": next_step, "sums": sums,
+                "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+    _write_json({"epoch": epoch, "step": next_step}, os.path.join(os.path.dirname(path), PROGRESS))
+
+
+def _resume(path: str, model, opt, sched) -> Tuple[List[Dict[str, Any]], int, int, Tuple[float, int]]:
+    """Loads a checkpoint of :func:`_save_checkpoint` into the model, optimiser and schedule; returns the per-epoch
+    stats and where to continue: (history, epoch, step, loss and token sums of that epoch so far)."""
+    import torch
+
+    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in ckpt["params"]]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks parameters {missing[:3]} (different model setup?)")
+    model.load_state_dict(ckpt["params"], strict=False)
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    start_epoch, start_step, sums = 0, 0, (0.0, 0)
+    if "step" in ckpt:  # mid-epoch checkpoint: continue at that step of that epoch
+        start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], tuple(ckpt["sums"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+    else:  # an epoch-end checkpoint of an earlier version
+        start_epoch = ckpt["epoch"] + 1
+    logging.info("resuming LLM training at epoch %d, step %d from %s", start_epoch + 1, start_step, path)
+    return ckpt["history"], start_epoch, start_step, sums
 
 
 def _write_json(obj: Any, path: str) -> None:

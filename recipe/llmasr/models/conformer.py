@@ -3,7 +3,7 @@
 Audio in: raw 16 kHz samples [B, S]. Encoder: 80-dim log-mel -> SpecAugment (training) -> VGG conv frontend with 6x
 time downsampling -> Conformer blocks. CTC: a softmax over the units plus blank (the last index) on the last layer
 and on optional intermediate layers (aux losses). AED: encoder + Transformer decoder with cached incremental decoding
-(exposed to searches as a :class:`~llmasr.search.scorer.LabelScorer`) + aux CTC.
+(exposed to searches by :class:`llmasr.search.aed_scorer.AedDecoderScorer`) + aux CTC.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ from i6_models.primitives.specaugment import specaugment_v1_by_length
 from llmasr.hash_defaults import HashDefaults
 from llmasr.models.augment import speed_perturb
 from llmasr.models.checkpoint import read_state_dict
-from llmasr.search.scorer import LabelScorer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -93,7 +92,8 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ConformerEncoderConfig(HashDefaults):
-    """Sizes of the Conformer encoder (the paper's: 16 layers x 1024)."""
+    """Sizes of the Conformer encoder; the defaults are a 12 x 512 model, the paper's 16 x 1024 is
+    :func:`paper_encoder_config`."""
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": (), "ff_activation": FeedForwardActivation.SILU,
                                                 "frontend": FrontendType.VGG, "frontend_conv_channels": (32, 64, 64)}
@@ -721,8 +721,8 @@ def select_state(state: Any, indices: torch.Tensor) -> Any:
 class ConformerAedModel(nn.Module):
     """Conformer encoder + Transformer decoder + aux CTC layers.
 
-    ``encoder`` is a :class:`ConformerEncoder` (reused by speech LLMs); ``decoder_scorer(...)`` gives the decoder as a
-    LabelScorer for the searches.
+    ``encoder`` is a :class:`ConformerEncoder` (reused by speech LLMs); the searches score labels with the decoder
+    through :class:`llmasr.search.aed_scorer.AedDecoderScorer`.
     """
 
     def __init__(self, cfg: AedModelConfig):
@@ -787,40 +787,6 @@ class ConformerAedModel(nn.Module):
         for la, scale in zip(self.cfg.aux_ctc_layers, self.cfg.aux_ctc_scales):
             losses[f"aux_ctc_{la}"] = (ctc_loss_sum(ctc[la], lengths, targets, target_lengths, self.blank_idx), scale)
         return losses
-
-    def decoder_scorer(self, enc: torch.Tensor, enc_lengths: torch.Tensor) -> "AedDecoderScorer":
-        return AedDecoderScorer(self, enc, enc_lengths)
-
-
-class AedDecoderScorer(LabelScorer):
-    """The AED decoder as a LabelScorer over encoder outputs of a batch of utterances (cached incremental steps)."""
-
-    def __init__(self, model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor):
-        self.model = model
-        self.enc = enc
-        self.enc_lengths = enc_lengths
-        self.eos_idx = model.cfg.eos_idx
-        self._base = model.decoder.initial_step_state(enc, enc_lengths)
-
-    def initial_state(self, batch_indices: torch.Tensor):
-        st = {"cross_kv": select_state(self._base["cross_kv"], batch_indices),
-              "cross_mask": self._base["cross_mask"].index_select(0, batch_indices),
-              "self_kv": [None] * len(self.model.decoder.layers),
-              "pos": torch.zeros(len(batch_indices), dtype=torch.long, device=self.enc.device)}
-        return {"dec": st, "last": None}
-
-    def score(self, state, labels: torch.Tensor):
-        logits, dec = self.model.decoder.step(labels, state["dec"])
-        logp = logits.float().log_softmax(-1)
-        return logp, {"dec": dec, "last": logp}
-
-    def select(self, state, indices: torch.Tensor):
-        return select_state(state, indices)
-
-    def final_score(self, state) -> torch.Tensor:
-        if state["last"] is None:
-            raise ValueError("AedDecoderScorer.final_score before the first score() call")
-        return state["last"][:, self.eos_idx]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

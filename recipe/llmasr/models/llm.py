@@ -239,3 +239,30 @@ def save_llm(model, tokenizer: LLMTokenizer, out_dir: str) -> None:
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def score_sequences(model, token_lists: Sequence[Sequence[int]], bos: int, eos: Optional[int], *,
+                    batch_size: int = 32) -> List[float]:
+    """Full-forward log p(tokens (+ EOS) | BOS) per sequence, batched with right padding (shortest first, so that
+    batches hold sequences of similar length); ``eos=None`` scores without the end-of-sentence token."""
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    result = [0.0] * len(token_lists)
+    pad = eos if eos is not None else bos
+    with torch.no_grad():
+        for b in range(0, len(order), batch_size):
+            idxs = order[b : b + batch_size]
+            seqs = [[bos] + list(token_lists[i]) + ([eos] if eos is not None else []) for i in idxs]
+            ids = torch.full((len(seqs), max(len(s) for s in seqs)), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, s in enumerate(seqs):
+                ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[r, : len(s)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logp = logits.float().log_softmax(-1)[:, :-1]  # [B, W-1]: position t predicts token t+1
+            tok_lp = logp.gather(-1, ids[:, 1:].to(device)[..., None])[..., 0] * mask[:, 1:].to(device)
+            for r, i in enumerate(idxs):
+                result[i] = float(tok_lp[r].sum())
+    return result

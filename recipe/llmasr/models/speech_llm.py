@@ -53,9 +53,10 @@ class LLMTraining(enum.Enum):
 
 @dataclasses.dataclass
 class SpeechLLMConfig(HashDefaults):
-    """Options of :class:`SpeechLLM`; the encoder and LLM modules are passed separately.
+    """The choices a researcher makes for a :class:`SpeechLLM` (part of the job hashes through
+    :class:`llmasr.returnn.speech_llm.SpeechLLMSetup`); what follows from the encoder, the LLM's tokenizer and the
+    prompt is filled in when the model is built (:meth:`resolve`, :class:`ResolvedSpeechLLMConfig`).
 
-    :param encoder_dim: encoder output dimension (filled in by :func:`build_speech_llm`)
     :param adapter_k: extra downsampling by frame stacking
     :param adapter_hidden: hidden size of a 2-layer MLP adapter (0 = linear)
     :param interface: PREFIX (soft prompt) or CROSS_ATTENTION (gated cross-attention layers in the LLM)
@@ -65,22 +66,16 @@ class SpeechLLMConfig(HashDefaults):
     :param lora_dropout: dropout on the LoRA input; :param lora_targets: the LLM's linear layers that get adapters
     :param use_rslora: rank-stabilised LoRA scaling (alpha / sqrt(r)), which keeps large ranks such as 320 learning
     :param freeze_encoder: keep the encoder parameters fixed
-    :param freeze_embedding: keep the LLM input embedding fixed
-    :param prompt_pre: token ids before the speech frames (e.g. "USER: ")
-    :param prompt_post: token ids after the speech frames (e.g. " Transcribe speech to text. ASSISTANT: ")
-    :param bos_id: id fed after the prompt, before the transcription
-    :param eos_id: id the model must predict after the transcription
+    :param freeze_embedding: keep the LLM input embedding fixed (unless its vocabulary was swapped)
     :param cross_attention_every: CROSS_ATTENTION: a cross-attention layer before decoder blocks 0, k, 2k, ...
     :param cross_attention_heads: heads of the cross-attention layers (0 = the LLM's number of attention heads)
-    :param ctc_vocab_size: aux CTC output size including the blank, which is the last index (0 = no aux CTC)
+    :param ctc_vocab_size: aux CTC output size including the blank, which is the last index (0 = no aux CTC; a
+        training with ``aux_ctc_scale`` > 0 sets it to the AM's units + blank)
     :param aux_ctc_scale: scale of the aux CTC loss in :meth:`SpeechLLM.compute_losses`
     :param aux_ctc_layers: 1-based encoder layers with their own CTC output layer (each loss scaled by
         ``aux_ctc_scale``, joint search uses the highest); () = one CTC output on the last layer
-    :param train_vocabulary: train the LLM's input/output embeddings even when the LLM is frozen or LoRA-adapted
-        (set by :func:`build_speech_llm` after a vocabulary swap: the new matrices must learn)
     """
 
-    encoder_dim: int
     adapter_k: int = 1
     adapter_hidden: int = 0
     interface: SpeechInterface = SpeechInterface.PREFIX
@@ -88,15 +83,10 @@ class SpeechLLMConfig(HashDefaults):
     lora_rank: int = 8
     freeze_encoder: bool = False
     freeze_embedding: bool = True
-    prompt_pre: Tuple[int, ...] = ()
-    prompt_post: Tuple[int, ...] = ()
-    bos_id: int = 0
-    eos_id: int = 1
     cross_attention_every: int = 1
     cross_attention_heads: int = 0
     ctc_vocab_size: int = 0
     aux_ctc_scale: float = 0.0
-    train_vocabulary: bool = False
     lora_alpha: float = 8.0  # peft's default
     lora_dropout: float = 0.0
     lora_targets: Tuple[str, ...] = ("q_proj", "v_proj")
@@ -107,12 +97,14 @@ class SpeechLLMConfig(HashDefaults):
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lora_alpha": 8.0, "lora_dropout": 0.0,
                                                 "lora_targets": ("q_proj", "v_proj"), "use_rslora": False,
                                                 "aux_ctc_layers": ()}
+    # the derived fields, once part of this config, are hashed at the values every config gave them, so that job
+    # ids stay as they were
+    _HASHED_DERIVED: ClassVar[Dict[str, Any]] = {"encoder_dim": 0, "prompt_pre": (), "prompt_post": (), "bos_id": 0,
+                                                 "eos_id": 1, "train_vocabulary": False}
 
     def __post_init__(self):
         self.interface = SpeechInterface(self.interface)  # also accepts the plain values of a literal config
         self.llm_training = LLMTraining(self.llm_training)
-        self.prompt_pre = tuple(int(i) for i in self.prompt_pre)
-        self.prompt_post = tuple(int(i) for i in self.prompt_post)
         self.lora_targets = tuple(str(t) for t in self.lora_targets)
         self.aux_ctc_layers = tuple(int(la) for la in self.aux_ctc_layers)
         if self.cross_attention_every < 1:
@@ -120,6 +112,50 @@ class SpeechLLMConfig(HashDefaults):
         if self.ctc_vocab_size == 1 or self.ctc_vocab_size < 0:
             raise ValueError(f"SpeechLLMConfig.ctc_vocab_size must be 0 (off) or labels + blank >= 2, "
                              f"got {self.ctc_vocab_size}")
+
+    def __sis_state__(self) -> Dict[str, Any]:
+        return {**super().__sis_state__(), **self._HASHED_DERIVED}
+
+    def options(self) -> Dict[str, Any]:
+        """The researcher's choices (the fields of this class, also of a resolved config)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SpeechLLMConfig)}
+
+    def resolve(self, *, encoder_dim: int, bos_id: int, eos_id: int, prompt_pre: Sequence[int] = (),
+                prompt_post: Sequence[int] = (), train_vocabulary: bool = False) -> "ResolvedSpeechLLMConfig":
+        """These options with what the model is built from (see :class:`ResolvedSpeechLLMConfig`)."""
+        return ResolvedSpeechLLMConfig(**self.options(), encoder_dim=encoder_dim, bos_id=bos_id, eos_id=eos_id,
+                                       prompt_pre=tuple(prompt_pre), prompt_post=tuple(prompt_post),
+                                       train_vocabulary=train_vocabulary)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ResolvedSpeechLLMConfig(SpeechLLMConfig):
+    """A :class:`SpeechLLMConfig` with what follows from the parts the model is built from, as :class:`SpeechLLM`
+    needs it (:func:`build_speech_llm` fills it in; tests set it directly).
+
+    :param encoder_dim: encoder output dimension
+    :param bos_id: id fed after the prompt, before the transcription
+    :param eos_id: id the model must predict after the transcription
+    :param prompt_pre: token ids before the speech frames (e.g. of "USER: ")
+    :param prompt_post: token ids after the speech frames (e.g. of " Transcribe speech to text. ASSISTANT: ")
+    :param train_vocabulary: train the LLM's input/output embeddings even when the LLM is frozen or LoRA-adapted
+        (after a vocabulary swap: the new matrices must learn)
+    """
+
+    encoder_dim: int
+    bos_id: int
+    eos_id: int
+    prompt_pre: Tuple[int, ...] = ()
+    prompt_post: Tuple[int, ...] = ()
+    train_vocabulary: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.prompt_pre = tuple(int(i) for i in self.prompt_pre)
+        self.prompt_post = tuple(int(i) for i in self.prompt_post)
+
+    def __sis_state__(self) -> Dict[str, Any]:
+        return HashDefaults.__sis_state__(self)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,8 +318,11 @@ class SpeechLLM(nn.Module):
     :param llm: HF causal LM; wrapped with LoRA / frozen / extended by cross-attention layers in place
     """
 
-    def __init__(self, cfg: SpeechLLMConfig, encoder: nn.Module, llm: nn.Module):
+    def __init__(self, cfg: "ResolvedSpeechLLMConfig", encoder: nn.Module, llm: nn.Module):
         super().__init__()
+        if not isinstance(cfg, ResolvedSpeechLLMConfig):
+            raise TypeError(f"SpeechLLM needs a ResolvedSpeechLLMConfig (SpeechLLMConfig.resolve(encoder_dim=..., "
+                            f"bos_id=..., eos_id=...) or build_speech_llm), got {type(cfg).__name__}")
         self.cfg = cfg
         self.encoder = encoder
         emb = llm.get_input_embeddings().weight
@@ -577,8 +616,8 @@ def build_speech_llm(cfg: SpeechLLMConfig, *, llm: Any, aed_model_config: Any, a
                      seed: int = 0, encoder_config: Optional[Any] = None) -> Tuple[SpeechLLM, "LLMTokenizer"]:
     """Builds a speech LLM: the Conformer encoder of an AED, an adapter and a pre-trained LLM.
 
-    :param cfg: options; ``encoder_dim``, ``bos_id``/``eos_id`` and (from non-empty prompt texts) the prompt ids are
-        filled in here (on a copy)
+    :param cfg: options; the encoder's dimension, BOS/EOS, the prompt ids (of the prompt texts) and whether the
+        vocabulary trains are derived here (:meth:`SpeechLLMConfig.resolve`)
     :param llm: LLM directory or hub name (:func:`llmasr.models.llm.load_llm`), str or tk.Path
     :param aed_model_config: the AED's (or CTC model's) ``model_config.json``
     :param aed_checkpoint: its checkpoint, whose encoder weights initialise the encoder; None = random init (when a
@@ -615,14 +654,57 @@ def build_speech_llm(cfg: SpeechLLMConfig, *, llm: Any, aed_model_config: Any, a
         encoder = ConformerEncoder(am_cfg.encoder)
         if aed_checkpoint is not None:
             load_encoder_from_aed_checkpoint(encoder, _location(aed_checkpoint))
-        cfg = dataclasses.replace(
-            cfg, encoder_dim=am_cfg.encoder.dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-            prompt_pre=tuple(tokenizer.encode(prompt_pre_text)) if prompt_pre_text else cfg.prompt_pre,
-            prompt_post=tuple(tokenizer.encode(prompt_post_text)) if prompt_post_text else cfg.prompt_post,
-            train_vocabulary=cfg.train_vocabulary or am_spm_model is not None)
+        cfg = cfg.resolve(encoder_dim=am_cfg.encoder.dim, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                          prompt_pre=tokenizer.encode(prompt_pre_text) if prompt_pre_text else (),
+                          prompt_post=tokenizer.encode(prompt_post_text) if prompt_post_text else (),
+                          train_vocabulary=am_spm_model is not None)
         model = SpeechLLM(cfg, encoder, model_llm)
     model.train()
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logging.info("speech LLM (%s, %s): %d parameters, %d trained", cfg.interface.value, cfg.llm_training.value,
                  sum(p.numel() for p in model.parameters()), n_train)
     return model, tokenizer
+
+
+def config_from_dict(d: Dict[str, Any]) -> SpeechLLMConfig:
+    """A :class:`SpeechLLMConfig` from its literal dict (the "config" entry of a stored setup: enum values, lists);
+    the derived fields that setups of older versions stored are left out (they are derived again)."""
+    fields = {f.name: f for f in dataclasses.fields(SpeechLLMConfig)}
+    d = {k: v for k, v in d.items() if k not in SpeechLLMConfig._HASHED_DERIVED}  # setups stored by older versions
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown SpeechLLMConfig fields {unknown}")
+    defaults = SpeechLLMConfig()
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(defaults, name)
+        if isinstance(default, enum.Enum):
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return SpeechLLMConfig(**kwargs)
+
+
+def build_from_setup(setup: Dict[str, Any], *, with_aed_weights: bool) -> Tuple[SpeechLLM, "LLMTokenizer"]:
+    """(SpeechLLM, target tokenizer) from a stored setup (the literal dict of
+    :func:`llmasr.returnn.speech_llm.setup_to_dict`, e.g. a training's ``setup.json``); the AED's encoder weights
+    are loaded if asked."""
+    return build_speech_llm(config_from_dict(setup["config"]), llm=setup["llm"],
+                            aed_model_config=setup["aed_model_config"],
+                            aed_checkpoint=setup["aed_checkpoint"] if with_aed_weights else None,
+                            encoder_config=setup.get("encoder"), am_spm_model=setup["am_spm_model"],
+                            prompt_pre_text=setup["prompt_pre_text"], prompt_post_text=setup["prompt_post_text"])
+
+
+def load_speech_llm(checkpoint: str, setup: Dict[str, Any], *, device: str = "cpu"
+                    ) -> Tuple[SpeechLLM, "LLMTokenizer"]:
+    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint and its stored setup.
+
+    The checkpoint is memory-mapped and its tensors replace the model's (``assign``): no second copy of the weights
+    is held (a Qwen2-1.5B speech LLM peaked at model + state dict, about 15 GB, before)."""
+    model, tokenizer = build_from_setup(setup, with_aed_weights=False)
+    state = read_state_dict(checkpoint, what="speech LLM checkpoint", mmap=True)
+    model.load_state_dict(state, assign=True)
+    del state
+    return model.to(device).eval(), tokenizer

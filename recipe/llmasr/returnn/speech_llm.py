@@ -1,7 +1,8 @@
 """Speech LLM training through RETURNN: the AED's encoder -> adapter -> a pre-trained LLM, trained on OggZip data.
 
 :class:`SpeechLLMSetup` names everything the model is built from (it is part of the job hashes); the RETURNN
-config holds it as literals and :mod:`llmasr.returnn.speech_llm_steps` builds the model from it.
+config holds it as literals (:func:`setup_to_dict`), from which :func:`llmasr.models.speech_llm.build_from_setup`
+builds the model (in training and in recognition).
 """
 from __future__ import annotations
 
@@ -76,50 +77,6 @@ def setup_to_dict(setup: SpeechLLMSetup) -> Dict[str, Any]:
     if setup.encoder is not None:
         d["encoder"] = model_config_to_dict(CtcModelConfig(encoder=setup.encoder))["encoder"]
     return d
-
-
-def config_from_dict(d: Dict[str, Any]) -> SpeechLLMConfig:
-    """Inverse of the "config" entry of :func:`setup_to_dict` (enum values and tuples restored)."""
-    fields = {f.name: f for f in dataclasses.fields(SpeechLLMConfig)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown SpeechLLMConfig fields {unknown}")
-    defaults = SpeechLLMConfig(encoder_dim=1)
-    kwargs = {}
-    for name, value in d.items():
-        default = getattr(defaults, name)
-        if isinstance(default, enum.Enum):
-            value = type(default)(value)
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        kwargs[name] = value
-    return SpeechLLMConfig(**kwargs)
-
-
-def build_from_setup(setup: Union[SpeechLLMSetup, Dict[str, Any]], *, with_aed_weights: bool):
-    """(SpeechLLM, target tokenizer) from a setup (object or literal dict); AED encoder weights loaded if asked."""
-    from llmasr.models.speech_llm import build_speech_llm
-
-    d = setup_to_dict(setup) if isinstance(setup, SpeechLLMSetup) else setup
-    return build_speech_llm(config_from_dict(d["config"]), llm=d["llm"], aed_model_config=d["aed_model_config"],
-                            aed_checkpoint=d["aed_checkpoint"] if with_aed_weights else None,
-                            encoder_config=d.get("encoder"),
-                            am_spm_model=d["am_spm_model"], prompt_pre_text=d["prompt_pre_text"],
-                            prompt_post_text=d["prompt_post_text"])
-
-
-def load_speech_llm(checkpoint: str, setup: Union[SpeechLLMSetup, Dict[str, Any]], *, device: str = "cpu"):
-    """A trained speech LLM (eval mode) and its target tokenizer from a RETURNN checkpoint.
-
-    The checkpoint is memory-mapped and its tensors replace the model's (``assign``): no second copy of the weights
-    is held (a Qwen2-1.5B speech LLM peaked at model + state dict, about 15 GB, before)."""
-    from llmasr.models.checkpoint import read_state_dict
-
-    model, tokenizer = build_from_setup(setup, with_aed_weights=False)
-    state = read_state_dict(checkpoint, what="speech LLM checkpoint", mmap=True)
-    model.load_state_dict(state, assign=True)
-    del state
-    return model.to(device).eval(), tokenizer
 
 
 SPEECH_LLM_TRAIN_IMPORTS = ["from llmasr.returnn.speech_llm_steps import get_model, train_step"]

@@ -108,10 +108,11 @@ def aed_search(model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.T
                ctc_log_probs: torch.Tensor = None, nbest: int = 0) -> Hyps:
     """AED beam search (score/L^alpha), optionally joint with the aux CTC's prefix scores (decoder weight
     1 - ctc_scale), through :func:`llmasr.search.joint_ctc.joint_label_sync_search`."""
+    from llmasr.search.aed_scorer import AedDecoderScorer
     from llmasr.search.joint_ctc import joint_label_sync_search
 
     max_len = max(1, int(int(enc_lengths.max()) * max_len_ratio))
-    scorers = {"am": (model.decoder_scorer(enc, enc_lengths), 1.0 - ctc_scale)}
+    scorers = {"am": (AedDecoderScorer(model, enc, enc_lengths), 1.0 - ctc_scale)}
     if ctc_scale and ctc_log_probs is None:
         raise ValueError("aed_search with ctc_scale > 0 needs ctc_log_probs")
     lp = ctc_log_probs if ctc_scale else torch.zeros(enc.shape[0], enc.shape[1], model.blank_idx + 1)

@@ -6,7 +6,6 @@ utterances of a corpus from a trained checkpoint (see :meth:`llmasr.models.speec
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -136,21 +135,6 @@ def _location(path: Any) -> Any:
     return path.get_path() if isinstance(path, tk.Path) else path
 
 
-def speech_llm_config(value: Any):
-    """A ``SpeechLLMConfig`` from itself or its literal dict (enum values, lists)."""
-    from llmasr.models.speech_llm import SpeechLLMConfig
-
-    if isinstance(value, SpeechLLMConfig):
-        return value
-    if not isinstance(value, dict):
-        raise TypeError(f"setup['config'] must be a SpeechLLMConfig or a dict, got {type(value).__name__}")
-    fields = {f.name for f in dataclasses.fields(SpeechLLMConfig)}
-    unknown = sorted(set(value) - fields)
-    if unknown:
-        raise ValueError(f"setup['config']: unknown SpeechLLMConfig fields {unknown}")
-    return SpeechLLMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-
-
 class PlotAttentionJob(ResourceJob):
     """Attention maps of a trained speech LLM on the first utterances of a corpus (reference transcription as text).
 
@@ -195,7 +179,12 @@ class PlotAttentionJob(ResourceJob):
             with open(_location(setup)) as f:
                 setup = json.load(f)
         kwargs = {k: _location(v) for k, v in setup.items() if k not in ("config", "aed_checkpoint")}
-        kwargs["config"] = speech_llm_config(setup["config"])
+        from llmasr.models.speech_llm import SpeechLLMConfig, config_from_dict
+
+        config = setup["config"]
+        if not isinstance(config, (SpeechLLMConfig, dict)):
+            raise TypeError(f"setup['config'] must be a SpeechLLMConfig or a dict, got {type(config).__name__}")
+        kwargs["config"] = config if isinstance(config, SpeechLLMConfig) else config_from_dict(config)
         return kwargs
 
     def run(self):

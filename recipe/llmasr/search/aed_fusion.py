@@ -73,6 +73,7 @@ class AedFusionSearchJob(CorpusSearchJob):
 
         from llmasr.data.corpus import read_corpus
         from llmasr.models.conformer import ConformerAedModel, load_model_checkpoint
+        from llmasr.search.aed_scorer import AedDecoderScorer
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
         from llmasr.search.llm_scorer import LLMScorer
@@ -108,7 +109,7 @@ class AedFusionSearchJob(CorpusSearchJob):
         for batch, audio, lens in audio_batches(entries, self.utterances_per_batch):
             with torch.no_grad():
                 enc, enc_lens, _ = model.encode(audio.to(device), lens.to(device))
-                scorers = {"decoder": (model.decoder_scorer(enc, enc_lens), 1.0)}
+                scorers = {"decoder": (AedDecoderScorer(model, enc, enc_lens), 1.0)}
                 if llm_scorer is not None:
                     scorers["lm"] = (llm_scorer, lm_scale)
                 if length_reward:

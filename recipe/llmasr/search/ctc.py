@@ -279,10 +279,33 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
     """One frame of A utterances: the next beams from ``beams``, CTC frame log-probs ``xt`` [A, V] (float64) and
     the labels ``cand`` [A, K] each may emit. The extensions of all utterances are scored as one [A, N, K] tensor
     (N: the largest beam); per utterance only the best ``beam_size`` become :class:`Hypothesis` objects."""
-    A, V = xt.shape
     K = cand.shape[1]
     N = max(len(hyps) for hyps in beams)
-    # same label sequence: a blank or a repeat of the last label
+    news, ctc = _same_labels(beams, xt, blank)
+    if K == 0 or N == 0:
+        return [_best(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
+    p, pb, last, rest = _beam_tensors(beams, ctc, N, weights, prior_scale, length_reward)
+    # extending with the last label needs a blank in between
+    pnb = torch.where(cand[:, None, :] == last, pb, p) + xt.gather(1, cand)[:, None, :]  # [A, N, K]
+    _merge_extensions(beams, cand, pnb, news)
+    total = pnb + rest
+    label_lp = {}  # scorer -> [A, N, K] log-probs of the candidate labels
+    for n, w in weights.items():
+        label_lp[n] = _candidate_scores(beams, n, cand, N)
+        total = total + w * label_lp[n]
+    prior_c = lp_prior[cand] if lp_prior is not None else None  # [A, K]
+    if prior_c is not None:
+        total = total - prior_scale * prior_c[:, None, :]
+    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG))
+    return _extensions(beams, news, total, pnb, label_lp, prior_c, cand, scorers, beam_size, weights, prior_scale,
+                       length_reward)
+
+
+def _same_labels(beams: List[List[Hypothesis]], xt: torch.Tensor, blank: int
+                 ) -> Tuple[List[Dict[Tuple[int, ...], Hypothesis]], List[float]]:
+    """Per utterance the hypotheses that keep their labels at this frame (a blank, or a repeat of the last label),
+    by label sequence, and the CTC score of every hypothesis of ``beams`` (flattened) before the frame."""
+    A, V = xt.shape
     flat = [(a, h) for a, hyps in enumerate(beams) for h in hyps]
     lasts = [h.labels[-1] if h.labels else blank for _, h in flat]
     x_last = xt.reshape(-1)[torch.tensor([a * V + c for (a, _), c in zip(flat, lasts)])].tolist()
@@ -294,25 +317,33 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
             h.labels, pb=p + x_blank[a], pnb=h.pnb + xl if h.labels else NEG,
             scores=dict(h.scores), extra=h.extra, user_state=h.user_state, scorer_cache=h.scorer_cache,
             scorer_prev=h.scorer_prev)
-    if K == 0 or N == 0:
-        return [_best(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
-    # [A, N] per-hypothesis tensors, padded rows: CTC -inf (never extended)
-    pad = [N - len(hyps) for hyps in beams]
+    return news, ctc
+
+
+def _beam_tensors(beams: List[List[Hypothesis]], ctc: List[float], N: int, weights: Dict[str, float],
+                  prior_scale: float, length_reward: float):
+    """[A, N, 1] tensors of the beams padded to N rows (padded rows: CTC -inf, never extended): the CTC score, the
+    blank-ending score, the last label, and every other score of an extension by one label."""
+    A = len(beams)
     p_rows, pb_rows, last_rows, rest_rows = [], [], [], []
     pos = 0
-    for a, hyps in enumerate(beams):
-        n = len(hyps)
-        p_rows += ctc[pos:pos + n] + [NEG] * pad[a]
-        pb_rows += [h.pb for h in hyps] + [NEG] * pad[a]
-        last_rows += [h.labels[-1] if h.labels else -1 for h in hyps] + [-1] * pad[a]
-        rest_rows += [_hyp_score(h, weights, prior_scale, length_reward, 1) for h in hyps] + [0.0] * pad[a]
+    for hyps in beams:
+        n, pad = len(hyps), N - len(hyps)
+        p_rows += ctc[pos:pos + n] + [NEG] * pad
+        pb_rows += [h.pb for h in hyps] + [NEG] * pad
+        last_rows += [h.labels[-1] if h.labels else -1 for h in hyps] + [-1] * pad
+        rest_rows += [_hyp_score(h, weights, prior_scale, length_reward, 1) for h in hyps] + [0.0] * pad
         pos += n
-    p = torch.tensor(p_rows, dtype=torch.float64).view(A, N, 1)
-    pb = torch.tensor(pb_rows, dtype=torch.float64).view(A, N, 1)
-    last = torch.tensor(last_rows, dtype=torch.long).view(A, N, 1)
-    # extending with the last label needs a blank in between
-    pnb = torch.where(cand[:, None, :] == last, pb, p) + xt.gather(1, cand)[:, None, :]  # [A, N, K]
-    # an extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call)
+    return (torch.tensor(p_rows, dtype=torch.float64).view(A, N, 1),
+            torch.tensor(pb_rows, dtype=torch.float64).view(A, N, 1),
+            torch.tensor(last_rows, dtype=torch.long).view(A, N, 1),
+            torch.tensor(rest_rows, dtype=torch.float64).view(A, N, 1))
+
+
+def _merge_extensions(beams: List[List[Hypothesis]], cand: torch.Tensor, pnb: torch.Tensor,
+                      news: List[Dict[Tuple[int, ...], Hypothesis]]) -> None:
+    """An extension that equals a hypothesis of the beam is merged into it (no new label, no scorer call): its
+    score is added to that hypothesis in ``news`` and set to -inf in ``pnb`` [A, N, K]."""
     merge = []  # (utterance, parent row, label, hypothesis of the beam)
     for a, hyps in enumerate(beams):
         index = None
@@ -323,32 +354,38 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
                 i = index.get(h.labels[:-1])
                 if i is not None:
                     merge.append((a, i, h.labels[-1], h))
-    if merge:
-        ua = torch.tensor([m[0] for m in merge])
-        ui = torch.tensor([m[1] for m in merge])
-        eq = cand[ua] == torch.tensor([m[2] for m in merge])[:, None]  # [M, K]
-        found = eq.any(1)
-        uk = eq.long().argmax(1)
-        vals = pnb[ua, ui, uk].tolist()
-        for (a, _, _, h), ok, v in zip(merge, found.tolist(), vals):
-            if ok:
-                hn = news[a][h.labels]
-                hn.pnb = _lae(hn.pnb, v)
-        pnb[ua[found], ui[found], uk[found]] = NEG
-    total = pnb + torch.tensor(rest_rows, dtype=torch.float64).view(A, N, 1)
-    label_lp = {}  # scorer -> [A, N, K] log-probs of the candidate labels
-    for n, w in weights.items():
-        zero = torch.zeros_like(flat[0][1].scorer_cache[n][2])  # padded rows
-        rows = []
-        for a, hyps in enumerate(beams):
-            rows += [h.scorer_cache[n][2] for h in hyps] + [zero] * pad[a]
-        label_lp[n] = torch.stack(rows).view(A, N, -1).gather(2, cand[:, None, :].expand(A, N, K)).double()
-        total = total + w * label_lp[n]
-    prior_c = lp_prior[cand] if lp_prior is not None else None  # [A, K]
-    if prior_c is not None:
-        total = total - prior_scale * prior_c[:, None, :]
-    total = torch.where(pnb > NEG, total.clamp(min=-1e300), torch.full_like(total, NEG)).view(A, N * K)
-    top_v, top_i = total.topk(min(beam_size, N * K), dim=1)
+    if not merge:
+        return
+    ua = torch.tensor([m[0] for m in merge])
+    ui = torch.tensor([m[1] for m in merge])
+    eq = cand[ua] == torch.tensor([m[2] for m in merge])[:, None]  # [M, K]
+    found = eq.any(1)
+    uk = eq.long().argmax(1)
+    vals = pnb[ua, ui, uk].tolist()
+    for (a, _, _, h), ok, v in zip(merge, found.tolist(), vals):
+        if ok:
+            hn = news[a][h.labels]
+            hn.pnb = _lae(hn.pnb, v)
+    pnb[ua[found], ui[found], uk[found]] = NEG
+
+
+def _candidate_scores(beams: List[List[Hypothesis]], name: str, cand: torch.Tensor, N: int) -> torch.Tensor:
+    """Scorer ``name``'s log-probs [A, N, K] of the candidate labels after every hypothesis (padded rows: 0)."""
+    A, K = cand.shape
+    zero = torch.zeros_like(next(h for hyps in beams for h in hyps).scorer_cache[name][2])
+    rows = []
+    for hyps in beams:
+        rows += [h.scorer_cache[name][2] for h in hyps] + [zero] * (N - len(hyps))
+    return torch.stack(rows).view(A, N, -1).gather(2, cand[:, None, :].expand(A, N, K)).double()
+
+
+def _extensions(beams, news, total: torch.Tensor, pnb: torch.Tensor, label_lp: Dict[str, torch.Tensor],
+                prior_c: Optional[torch.Tensor], cand: torch.Tensor, scorers, beam_size: int,
+                weights: Dict[str, float], prior_scale: float, length_reward: float) -> List[List[Hypothesis]]:
+    """The ``beam_size`` best extensions (by ``total`` [A, N, K]) of each utterance become hypotheses beside those
+    in ``news``; returns the next beams."""
+    A, N, K = total.shape
+    top_v, top_i = total.view(A, N * K).topk(min(beam_size, N * K), dim=1)
     top_k = top_i % K
     pnb_b = pnb.view(A, N * K).gather(1, top_i).tolist()
     lp_b = {n: label_lp[n].view(A, N * K).gather(1, top_i).tolist() for n in scorers}

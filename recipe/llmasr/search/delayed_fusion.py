@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
-import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from sisyphus import Task, tk
 
 from llmasr.resources import ResourceJob
-from llmasr.search.ctc import FrameScorer, Hypothesis, ctc_beam_search
-from llmasr.search.ctc_logprobs import read_ctc_logprobs  # noqa: F401 (the job reads through it; re-exported)
+from llmasr.search.ctc import FrameScorer, Hypothesis
+from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
+from llmasr.search.ctc_logprobs import read_ctc_logprobs
 from llmasr.search.llm_scorer import LLMScorer, LLMState
+from llmasr.search.options import CtcBeam, CtcOutputs, FusionScales, hashed_arguments
 
 NEG_INF = float("-inf")
+DEFAULT_DELAY = 5  # frames between LLM calls of delayed fusion (the function's and the job's default)
 
 
 class SameUnitsConverter:
@@ -83,16 +84,6 @@ class WordConverter:
         return self.am_units.ids_to_text(labels)
 
 
-@dataclasses.dataclass
-class SearchStats:
-    """LLM forward calls and the tokens they scored (padding excluded) in one search, counted by the LLM scorer,
-    and the frames searched."""
-
-    llm_forward_calls: int = 0
-    llm_forward_tokens: int = 0
-    frames: int = 0
-
-
 @dataclasses.dataclass(frozen=True)
 class _Consumed:
     """What a hypothesis has fed to the LLM: its row in an LLM state, labels and tokens consumed."""
@@ -108,13 +99,13 @@ class DelayedLLMScorer(FrameScorer):
     EOS of the final beams of utterances that ended since the last call in the same call (or, after the last
     frame of all utterances, in one last call); records "lm" and "prior" (of the consumed labels).
 
-    :param llm_scorer: the LLM, or None: no LM, the prior of all labels is recorded at the end
+    :param llm_scorer: the LLM
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
     :param delay: frames between LLM calls (None: only at the end)
     :param log_prior: [V] label log-prior (None: zero)
     """
 
-    def __init__(self, llm_scorer: Optional[LLMScorer], converter, *, lm_scale: float, delay: Optional[int],
+    def __init__(self, llm_scorer: LLMScorer, converter, *, lm_scale: float, delay: Optional[int],
                  log_prior: Optional[torch.Tensor]):
         if delay is not None and delay < 1:
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
@@ -123,7 +114,7 @@ class DelayedLLMScorer(FrameScorer):
         self._ended: List[Hypothesis] = []  # final beams whose words and EOS are still to be scored
 
     def start(self, utt_ids: torch.Tensor, roots: List[Hypothesis]) -> None:
-        state = self.llm.start(torch.arange(len(roots))) if self.llm is not None else None
+        state = self.llm.start(torch.arange(len(roots)))
         self._ended = []
         for r, h in enumerate(roots):
             h.user_state = _Consumed(state, r)
@@ -133,12 +124,6 @@ class DelayedLLMScorer(FrameScorer):
         return 0.0 if self.prior is None else sum(self.prior[x] for x in labels)
 
     def update(self, t: int, beams: List[List[Hypothesis]], final: List[bool]) -> None:
-        if self.llm is None:  # plain CTC search: the prior of all labels, at the end
-            for beam, last in zip(beams, final):
-                if last:
-                    for h in beam:
-                        h.scores["prior"] = self._prior(h.labels)
-            return
         # a final beam no longer changes: it waits for the next call (at the latest the one after the last frame)
         self._ended += [h for beam, last in zip(beams, final) if last for h in beam]
         if not (self.delay is not None and (t + 1) % self.delay == 0 or all(final)):
@@ -164,45 +149,6 @@ class DelayedLLMScorer(FrameScorer):
                 h.user_state = _Consumed(state, r, n_lab, n_tok)
 
 
-def fusion_results(out: List[List[dict]], labels_to_text) -> List[List[dict]]:
-    """Core search results in the shared N-best entry format (CTC score also as "am", text, all scores)."""
-    for hyps in out:
-        for h in hyps:
-            sc = h["scores"]
-            sc["am"] = sc["ctc"]
-            sc.setdefault("lm", 0.0)
-            sc.setdefault("prior", 0.0)
-            h["text"] = labels_to_text(h["labels"]) if labels_to_text is not None else ""
-    return out
-
-
-def run_ctc_fusion(ctc_logprobs: torch.Tensor, lengths: Optional[torch.Tensor], llm_scorer: Optional[LLMScorer],
-                   stats: Optional[SearchStats], *, blank: int, labels_to_text, label_topk: Optional[int],
-                   beam_size: int, **kwargs) -> List[List[dict]]:
-    """Runs :func:`llmasr.search.ctc.ctc_beam_search` on ``ctc_logprobs`` [B, T, V] (or [T, V]) and counts the
-    LLM work in ``stats``; ``label_topk`` defaults to ``beam_size``."""
-    if ctc_logprobs.dim() == 2:
-        ctc_logprobs = ctc_logprobs[None]
-    n, _, vocab = ctc_logprobs.shape
-    if lengths is None:
-        lengths = torch.full((n,), ctc_logprobs.shape[1], dtype=torch.long)
-    if blank < 0 or blank >= vocab:
-        raise ValueError(f"blank index {blank} outside the CTC output of size {vocab}")
-    log_prior = kwargs.get("log_prior")
-    if log_prior is not None and log_prior.shape[0] != vocab:
-        raise ValueError(f"log_prior has {log_prior.shape[0]} entries but the CTC output has {vocab}")
-    calls0 = llm_scorer.num_forward_calls if llm_scorer is not None else 0
-    toks0 = llm_scorer.num_forward_tokens if llm_scorer is not None else 0
-    out = ctc_beam_search(ctc_logprobs.float(), lengths, blank=blank, beam_size=beam_size,
-                          label_topk=min(label_topk or beam_size, vocab - 1), **kwargs)
-    if stats is not None:
-        stats.frames += int(lengths.sum())
-        if llm_scorer is not None:
-            stats.llm_forward_calls += llm_scorer.num_forward_calls - calls0
-            stats.llm_forward_tokens += llm_scorer.num_forward_tokens - toks0
-    return fusion_results(out, labels_to_text)
-
-
 def delayed_fusion_search(
     ctc_logprobs: torch.Tensor,
     lengths: Optional[torch.Tensor] = None,
@@ -216,7 +162,7 @@ def delayed_fusion_search(
     log_prior: Optional[torch.Tensor] = None,
     prior_scale: float = 0.0,
     length_reward: float = 0.0,
-    delay: Optional[int] = 1,
+    delay: Optional[int] = DEFAULT_DELAY,
     labels_to_text: Optional[Callable[[Sequence[int]], str]] = None,
     nbest: int = 1,
     stats: Optional[SearchStats] = None,
@@ -231,12 +177,14 @@ def delayed_fusion_search(
     :param label_topk: labels tried per hypothesis and frame (default ``beam_size``).
     Returns per utterance the N-best list (shared N-best entry format), best first.
     """
-    use_lm = llm_scorer is not None and lm_scale != 0.0
-    scorer = DelayedLLMScorer(llm_scorer if use_lm else None, converter, lm_scale=lm_scale, delay=delay,
-                              log_prior=log_prior)
-    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer if use_lm else None, stats, blank=blank,
-                          beam_size=beam_size, label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
-                          prior_scale=prior_scale, length_reward=length_reward, frame_scorers=[scorer])
+    if llm_scorer is None or lm_scale == 0.0:
+        return ctc_search_without_llm(ctc_logprobs, lengths, blank=blank, beam_size=beam_size, label_topk=label_topk,
+                                      log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
+                                      labels_to_text=labels_to_text, nbest=nbest, stats=stats)
+    scorer = DelayedLLMScorer(llm_scorer, converter, lm_scale=lm_scale, delay=delay, log_prior=log_prior)
+    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
+                          label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest, prior_scale=prior_scale,
+                          length_reward=length_reward, frame_scorers=[scorer])
 
 
 # --- job ---------------------------------------------------------------------------------------------
@@ -263,20 +211,14 @@ class CTCFusionSearchJob(ResourceJob):
         llm: Optional[Union[tk.Path, str]] = None,
         *,
         mode: FusionMode = FusionMode.DELAYED,
-        delay: Optional[int] = 5,
-        lm_scale=0.3,
-        prior_scale=0.0,
-        length_reward=0.0,
+        delay: Optional[int] = DEFAULT_DELAY,
+        scales: FusionScales = FusionScales(),
         log_prior: Optional[tk.Path] = None,
-        beam_size: int = 8,
-        label_topk: Optional[int] = None,
-        nbest: int = 8,
-        utterances_per_batch: int = 8,
-        blank: Optional[int] = None,
-        logprobs_are_logits: bool = False,
+        beam: CtcBeam = CtcBeam(),
+        ctc_outputs: CtcOutputs = CtcOutputs(),
         corpus: Optional[tk.Path] = None,
-        frame_shift: float = 0.06,
         lowercase: Optional[bool] = None,
+        utterances_per_batch: int = 8,
         device: str = "cpu",
     ):
         """
@@ -286,18 +228,14 @@ class CTCFusionSearchJob(ResourceJob):
             pieces (``FineTuneLLMJob(units=AM)``)
         :param mode: NONE, LABELWISE or DELAYED
         :param delay: frames between delayed LLM calls (None: only at the end)
-        :param lm_scale: LLM weight (float or Variable, e.g. ``TuneScalesJob.out_lm_scale``)
-        :param prior_scale: label-prior weight (float or Variable); needs ``log_prior``
-        :param length_reward: reward per label (float or Variable)
+        :param scales: LLM weight, prior weight (needs ``log_prior``) and length reward, floats or Variables
+            (e.g. ``TuneScalesJob.out_lm_scale``)
         :param log_prior: label log-prior over the CTC outputs (.npy or text)
-        :param beam_size: hypotheses kept per frame; :param label_topk: labels tried per hypothesis and frame
-        :param nbest: hypotheses written per utterance
-        :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
-        :param blank: blank index (None: the last output)
-        :param logprobs_are_logits: apply log_softmax first
-        :param corpus: manifest for the audio duration in the stats (else frames * ``frame_shift``)
-        :param frame_shift: seconds per CTC frame
+        :param beam: beam size, labels tried per hypothesis and frame, hypotheses written per utterance
+        :param ctc_outputs: blank index, logits or log-probs, frame shift of ``ctc_logprobs``
+        :param corpus: manifest for the audio duration in the stats (else frames * frame shift)
         :param lowercase: lower-case words before LLM tokenisation (None: as saved with the LLM)
+        :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
         :param device: "cpu" or "cuda"
         """
         if not isinstance(mode, FusionMode):
@@ -311,120 +249,157 @@ class CTCFusionSearchJob(ResourceJob):
         self.llm = llm
         self.mode = mode
         self.delay = delay
-        self.lm_scale = lm_scale
-        self.prior_scale = prior_scale
-        self.length_reward = length_reward
+        self.scales = scales
         self.log_prior = log_prior
-        self.beam_size = beam_size
-        self.label_topk = label_topk
-        self.nbest = nbest
-        self.utterances_per_batch = utterances_per_batch
-        self.blank = blank
-        self.logprobs_are_logits = logprobs_are_logits
+        self.beam = beam
+        self.ctc_outputs = ctc_outputs
         self.corpus = corpus
-        self.frame_shift = frame_shift
         self.lowercase = lowercase
+        self.utterances_per_batch = utterances_per_batch
         self.device = device
         self.out_nbest = self.output_path("nbest.json.gz")
         self.out_search_stats = self.output_path("search_stats.json")
         self.rqmt = {"cpu": 1, "mem": 8, "time": 8, "gpu": 1 if device == "cuda" else 0}
 
+    @classmethod
+    def hash(cls, parsed_args):
+        """The option groups are hashed as the separate arguments they stand for (job ids as before the grouping)."""
+        return super().hash(hashed_arguments(parsed_args))
+
     def tasks(self):
         yield Task("run", rqmt=self.rqmt)
 
     def run(self):
-        from llmasr.models.llm import load_llm, load_llm_tokenizer
-        from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
-        from llmasr.search.nbest import write_nbest
-        from llmasr.search.rescoring import read_log_prior, resolve_scale
-        from llmasr.text.units import AmUnits
-
         torch.set_num_threads(1)
-        lm_scale = resolve_scale(self.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0
-        prior_scale = resolve_scale(self.prior_scale, "prior_scale")
-        length_reward = resolve_scale(self.length_reward, "length_reward")
-        units = AmUnits.from_sentencepiece_model(self.am_spm_model.get_path())
-        log_prior = None
-        if self.log_prior is not None:
-            log_prior = torch.tensor(read_log_prior(self.log_prior.get_path()), dtype=torch.float32)
-        elif prior_scale:
-            raise ValueError(f"prior_scale={prior_scale} but no log_prior file given")
-        scorer = tok = model = None
-        if self.mode != FusionMode.NONE:
-            loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
-            model = load_llm(loc, device=self.run_device())
-            tok = load_llm_tokenizer(loc, lowercase=self.lowercase)
-        durations = {}
-        if self.corpus is not None:
-            from llmasr.data.corpus import iter_corpus
-
-            durations = {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
-        results, audio_s, llm_calls, llm_tokens = {}, 0.0, 0, 0
-        t0 = time.perf_counter()
+        fusion = self._prepare()
+        durations = self._durations()
+        results: Dict[str, List[dict]] = {}
+        audio_s, stats, t0 = 0.0, SearchStats(), time.perf_counter()
         batch: List[Tuple[str, torch.Tensor]] = []
-        vocab = None
-
-        def search(batch):
-            nonlocal llm_calls, llm_tokens
-            lens = torch.tensor([lp.shape[0] for _, lp in batch])
-            padded = torch.zeros(len(batch), int(lens.max()), vocab)
-            for i, (_, lp) in enumerate(batch):
-                padded[i, : lp.shape[0]] = lp
-            stats = SearchStats()
-            common = dict(blank=blank, beam_size=self.beam_size, label_topk=self.label_topk, lm_scale=lm_scale,
-                          log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
-                          labels_to_text=to_text, nbest=self.nbest, stats=stats)
-            if self.mode == FusionMode.LABELWISE:
-                out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=scorer, **common)
-            else:
-                out = delayed_fusion_search(padded, lens, llm_scorer=scorer, converter=conv, delay=self.delay,
-                                            **common)
-            llm_calls += stats.llm_forward_calls
-            llm_tokens += stats.llm_forward_tokens
-            for (seq_id, _), hyps in zip(batch, out):
-                results[seq_id] = hyps
-
-        to_text = lambda labels: units.ids_to_text([x for x in labels if x < len(units)])  # noqa: E731
-        conv = WordConverter(units, tok) if tok is not None else None
-        for seq_id, lp in read_ctc_logprobs(self.ctc_logprobs.get_path()):
-            lp = lp.float()
-            if self.logprobs_are_logits:
-                lp = lp.log_softmax(-1)
-            if vocab is None:
-                vocab = lp.shape[1]
-                blank = vocab - 1 if self.blank is None else self.blank
-                if not 0 <= blank < vocab:
-                    raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
-                if log_prior is not None and log_prior.shape[0] != vocab:
-                    raise ValueError(f"log_prior has {log_prior.shape[0]} entries, CTC outputs have {vocab}")
-                if self.mode == FusionMode.LABELWISE:
-                    if tok.vocab_size < len(units):
-                        raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab "
-                                         f"{tok.vocab_size} < {len(units)} pieces of {self.am_spm_model.get_path()}")
-                    l2t = torch.arange(vocab)
-                    l2t[blank] = -1
-                    l2t[l2t >= tok.vocab_size] = -1
-                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id, label_to_token=l2t)
-                elif self.mode == FusionMode.DELAYED:
-                    scorer = LLMScorer(model, bos_id=tok.bos_id, eos_id=tok.eos_id)
-            elif lp.shape[1] != vocab:
-                raise ValueError(f"{self.ctc_logprobs.get_path()}: {seq_id} has {lp.shape[1]} CTC outputs, "
-                                 f"earlier utterances {vocab}")
-            if seq_id in results or any(seq_id == s for s, _ in batch):
-                raise ValueError(f"{self.ctc_logprobs.get_path()}: duplicate utterance {seq_id!r}")
-            audio_s += durations.get(seq_id, lp.shape[0] * self.frame_shift)
+        for seq_id, lp in self._utterances(fusion):
+            audio_s += durations.get(seq_id, lp.shape[0] * self.ctc_outputs.frame_shift)
             batch.append((seq_id, lp))
             if len(batch) >= self.utterances_per_batch:
-                search(batch)
+                self._search(fusion, batch, results, stats)
                 batch = []
         if batch:
-            search(batch)
+            self._search(fusion, batch, results, stats)
         decode_s = time.perf_counter() - t0
         if not results:
             raise ValueError(f"{self.ctc_logprobs.get_path()}: no utterances")
-        write_nbest(results, self.out_nbest.get_path())
-        tmp = self.out_search_stats.get_path() + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"audio_seconds": audio_s, "decode_seconds": decode_s, "llm_forward_calls": llm_calls,
-                       "llm_forward_tokens": llm_tokens, "utterances": len(results)}, f, indent=1)
-        os.replace(tmp, self.out_search_stats.get_path())
+        from llmasr.search.corpus_search import write_search_outputs
+
+        write_search_outputs(results, {"audio_seconds": audio_s, "decode_seconds": decode_s,
+                                       "llm_forward_calls": stats.llm_forward_calls,
+                                       "llm_forward_tokens": stats.llm_forward_tokens, "utterances": len(results)},
+                             self.out_nbest.get_path(), self.out_search_stats.get_path())
+
+    def _prepare(self) -> "_FusionRun":
+        """The scales, the prior, the AM's units and the LLM (with its tokenizer) the search runs with."""
+        from llmasr.models.llm import load_llm, load_llm_tokenizer
+        from llmasr.search.rescoring import read_log_prior, resolve_scale
+        from llmasr.text.units import AmUnits
+
+        fusion = _FusionRun(
+            lm_scale=resolve_scale(self.scales.lm_scale, "lm_scale") if self.mode != FusionMode.NONE else 0.0,
+            prior_scale=resolve_scale(self.scales.prior_scale, "prior_scale"),
+            length_reward=resolve_scale(self.scales.length_reward, "length_reward"),
+            units=AmUnits.from_sentencepiece_model(self.am_spm_model.get_path()))
+        if self.log_prior is not None:
+            fusion.log_prior = torch.tensor(read_log_prior(self.log_prior.get_path()), dtype=torch.float32)
+        elif fusion.prior_scale:
+            raise ValueError(f"prior_scale={fusion.prior_scale} but no log_prior file given")
+        if self.mode != FusionMode.NONE:
+            loc = self.llm.get_path() if hasattr(self.llm, "get_path") else str(self.llm)
+            fusion.model = load_llm(loc, device=self.run_device())
+            fusion.tokenizer = load_llm_tokenizer(loc, lowercase=self.lowercase)
+        return fusion
+
+    def _durations(self) -> Dict[str, float]:
+        """Audio seconds per utterance from the corpus (empty without one: frames times the frame shift)."""
+        if self.corpus is None:
+            return {}
+        from llmasr.data.corpus import iter_corpus
+
+        return {e.id: e.duration for e in iter_corpus(self.corpus.get_path())}
+
+    def _utterances(self, fusion: "_FusionRun") -> Iterator[Tuple[str, torch.Tensor]]:
+        """(seq_id, [T, V] log-probs) of the file, checked: one vocabulary (fixed by the first utterance, which also
+        sets up the LLM scorer), each utterance once."""
+        seen = set()
+        for seq_id, lp in read_ctc_logprobs(self.ctc_logprobs.get_path()):
+            lp = lp.float()
+            if self.ctc_outputs.logprobs_are_logits:
+                lp = lp.log_softmax(-1)
+            if fusion.vocab is None:
+                self._set_vocabulary(fusion, lp.shape[1], seq_id)
+            elif lp.shape[1] != fusion.vocab:
+                raise ValueError(f"{self.ctc_logprobs.get_path()}: {seq_id} has {lp.shape[1]} CTC outputs, "
+                                 f"earlier utterances {fusion.vocab}")
+            if seq_id in seen:
+                raise ValueError(f"{self.ctc_logprobs.get_path()}: duplicate utterance {seq_id!r}")
+            seen.add(seq_id)
+            yield seq_id, lp
+
+    def _set_vocabulary(self, fusion: "_FusionRun", vocab: int, seq_id: str) -> None:
+        """The CTC outputs' size, the blank, and the LLM scorer over them (label-wise: the AM labels as LLM tokens)."""
+        blank = vocab - 1 if self.ctc_outputs.blank is None else self.ctc_outputs.blank
+        if not 0 <= blank < vocab:
+            raise ValueError(f"blank index {blank} outside the {vocab} CTC outputs of {seq_id}")
+        if fusion.log_prior is not None and fusion.log_prior.shape[0] != vocab:
+            raise ValueError(f"log_prior has {fusion.log_prior.shape[0]} entries, CTC outputs have {vocab}")
+        fusion.vocab, fusion.blank = vocab, blank
+        tok = fusion.tokenizer
+        if self.mode == FusionMode.LABELWISE:
+            if tok.vocab_size < len(fusion.units):
+                raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab {tok.vocab_size} < "
+                                 f"{len(fusion.units)} pieces of {self.am_spm_model.get_path()}")
+            l2t = torch.arange(vocab)
+            l2t[blank] = -1
+            l2t[l2t >= tok.vocab_size] = -1
+            fusion.scorer = LLMScorer(fusion.model, bos_id=tok.bos_id, eos_id=tok.eos_id, label_to_token=l2t)
+        elif self.mode == FusionMode.DELAYED:
+            fusion.scorer = LLMScorer(fusion.model, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+    def _search(self, fusion: "_FusionRun", batch: List[Tuple[str, torch.Tensor]], results: Dict[str, List[dict]],
+                stats: SearchStats) -> None:
+        """Searches a batch of utterances together, files their N-best lists in ``results`` and adds the LLM's work
+        to ``stats``."""
+        from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
+
+        lens = torch.tensor([lp.shape[0] for _, lp in batch])
+        padded = torch.zeros(len(batch), int(lens.max()), fusion.vocab)  # [B, T, V], padding masked by lens
+        for i, (_, lp) in enumerate(batch):
+            padded[i, : lp.shape[0]] = lp
+        common = dict(blank=fusion.blank, beam_size=self.beam.beam_size, label_topk=self.beam.label_topk,
+                      lm_scale=fusion.lm_scale, log_prior=fusion.log_prior, prior_scale=fusion.prior_scale,
+                      length_reward=fusion.length_reward, labels_to_text=fusion.labels_to_text, nbest=self.beam.nbest,
+                      stats=stats)
+        if self.mode == FusionMode.LABELWISE:
+            out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=fusion.scorer, **common)
+        else:
+            converter = WordConverter(fusion.units, fusion.tokenizer) if fusion.tokenizer is not None else None
+            out = delayed_fusion_search(padded, lens, llm_scorer=fusion.scorer, converter=converter,
+                                        delay=self.delay, **common)
+        for (seq_id, _), hyps in zip(batch, out):
+            results[seq_id] = hyps
+
+
+@dataclasses.dataclass
+class _FusionRun:
+    """What a :class:`CTCFusionSearchJob` run searches with: the scales, the prior, the AM's units and the LLM; the
+    CTC outputs' size, blank and the LLM scorer over them once the first utterance is read."""
+
+    lm_scale: float
+    prior_scale: float
+    length_reward: float
+    units: Any  # llmasr.text.units.AmUnits
+    log_prior: Optional[torch.Tensor] = None
+    model: Any = None  # the LLM (None with FusionMode.NONE)
+    tokenizer: Any = None
+    vocab: Optional[int] = None
+    blank: Optional[int] = None
+    scorer: Optional[LLMScorer] = None
+
+    def labels_to_text(self, labels: Sequence[int]) -> str:
+        return self.units.ids_to_text([x for x in labels if x < len(self.units)])

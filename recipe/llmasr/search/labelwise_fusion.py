@@ -11,9 +11,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from llmasr.search.delayed_fusion import SearchStats, run_ctc_fusion
+from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.scorer import LabelScorer
+from llmasr.search.scorers import LabelPriorScorer
 
 
 def ctc_labelwise_fusion_search(
@@ -40,36 +41,13 @@ def ctc_labelwise_fusion_search(
     Returns per utterance the N-best list (shared N-best entry format) with the LLM's EOS scored at the end.
     """
     if llm_scorer is None or lm_scale == 0.0:
-        from llmasr.search.delayed_fusion import delayed_fusion_search
-
-        return delayed_fusion_search(ctc_logprobs, lengths, llm_scorer=None, converter=None, blank=blank,
-                                     beam_size=beam_size, label_topk=label_topk, lm_scale=0.0, log_prior=log_prior,
-                                     prior_scale=prior_scale, length_reward=length_reward,
-                                     labels_to_text=labels_to_text, nbest=nbest, stats=stats)
+        return ctc_search_without_llm(ctc_logprobs, lengths, blank=blank, beam_size=beam_size, label_topk=label_topk,
+                                      log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
+                                      labels_to_text=labels_to_text, nbest=nbest, stats=stats)
     return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
                           label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest,
                           scorers={"lm": (llm_scorer, lm_scale)}, bos=llm_scorer.bos_id, score_final=True,
                           log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward)
-
-
-class LabelPriorScorer(LabelScorer):
-    """A context-independent label prior as a scorer: weight it with ``-prior_scale``."""
-
-    def __init__(self, log_prior: torch.Tensor):
-        self.log_prior = log_prior.float()
-
-    def initial_state(self, batch_indices: torch.Tensor):
-        return int(batch_indices.shape[0])
-
-    def score(self, state, labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
-        n = int(labels.shape[0])
-        return self.log_prior.to(labels.device)[None, :].expand(n, -1), n
-
-    def select(self, state, indices: torch.Tensor):
-        return int(indices.shape[0])
-
-    def final_score(self, state) -> torch.Tensor:
-        return torch.zeros(state)
 
 
 def labelwise_scorers(

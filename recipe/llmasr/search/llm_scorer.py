@@ -3,7 +3,8 @@
 Rows of a state are hypotheses. Each row may consume a different number of new tokens per call (delayed
 fusion scores all pending tokens of all hypotheses in one call), so the cache holds padded positions
 marked invalid in an attention mask, and positions are given explicitly; the cache is compacted when
-padding dominates. ``score_sequences`` is the uncached full-forward reference (N-best rescoring).
+padding dominates. :func:`llmasr.models.llm.score_sequences` is the uncached full-forward reference (N-best
+rescoring).
 """
 from __future__ import annotations
 
@@ -255,34 +256,3 @@ class LLMScorer(LabelScorer):
             next_lp = torch.where(has_new[:, None], next_lp, state.next_logprobs)
         length = torch.tensor([len(s) for s in seqs], dtype=torch.long)
         return logp, LLMState(batch_indices=state.batch_indices, tokens=seqs, length=length, next_logprobs=next_lp)
-
-
-@torch.no_grad()
-def score_sequences(model, token_lists: Sequence[Sequence[int]], bos: int, eos: Optional[int], *,
-                    batch_size: int = 32) -> List[float]:
-    """Full-forward log p(tokens (+ EOS) | BOS) per sequence, batched with right padding.
-
-    ``eos=None`` scores without the end-of-sentence token.
-    """
-    device = next(model.parameters()).device
-    out: List[float] = []
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))  # less padding
-    result = [0.0] * len(token_lists)
-    for b in range(0, len(order), batch_size):
-        idxs = order[b : b + batch_size]
-        seqs = [[bos] + list(token_lists[i]) + ([eos] if eos is not None else []) for i in idxs]
-        width = max(len(s) for s in seqs)
-        pad = eos if eos is not None else bos
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[r, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-        logp = logits.float().log_softmax(-1)[:, :-1]  # predicts positions 1..W-1
-        tgt = ids[:, 1:].to(device)
-        tok_lp = logp.gather(-1, tgt[..., None])[..., 0] * mask[:, 1:].to(device)
-        for r, i in enumerate(idxs):
-            result[i] = float(tok_lp[r].sum())
-    out.extend(result)
-    return out

@@ -43,3 +43,23 @@ def read_nbest(path: str) -> NBest:
 def best_hypotheses(nbest: NBest) -> Dict[str, str]:
     """The first (best) hypothesis text per sequence; empty text for a sequence without hypotheses."""
     return {seq_id: (hyps[0]["text"] if hyps else "") for seq_id, hyps in nbest.items()}
+
+
+def am_score(hyp: dict, am_key: str, seq_id: str) -> float:
+    """The acoustic model's score of a hypothesis, ``scores[am_key]`` ("ctc" in the N-best of a CTC search, "am" in
+    those of the AED and speech-LLM searches); an entry without that score is an error, never another score."""
+    scores = hyp.get("scores", {})
+    if am_key not in scores:
+        raise ValueError(f"N-best entry of {seq_id!r} has no {am_key!r} score (its scores: {sorted(scores)}); "
+                         f"am_key names the acoustic model's score")
+    return float(scores[am_key])
+
+
+def hypothesis_length(hyp: dict) -> int:
+    """The length the length reward counts: ``scores["length"]``, else the number of labels, else words."""
+    scores = hyp.get("scores", {})
+    if "length" in scores:
+        return int(scores["length"])
+    if hyp.get("labels") is not None:
+        return len(hyp["labels"])
+    return len(hyp.get("text", "").split())

@@ -13,6 +13,8 @@ from sisyphus import Task, tk
 
 from llmasr.resources import ResourceJob
 
+from llmasr.search.nbest import am_score, hypothesis_length
+
 NBest = Dict[str, List[dict]]
 Scale = Union[float, "tk.Variable"]
 
@@ -27,24 +29,6 @@ def resolve_scale(value, name: str) -> float:
         raise ValueError(f"{name} must be a number or a Variable holding one, got {value!r}") from None
 
 
-def _am_score(hyp: dict, am_key: str, seq_id: str) -> float:
-    scores = hyp.get("scores", {})
-    for key in (am_key, "ctc", "am"):
-        if key in scores:
-            return float(scores[key])
-    raise ValueError(f"N-best entry of {seq_id!r} has no {am_key!r} score: {sorted(scores)}")
-
-
-def hypothesis_length(hyp: dict) -> int:
-    """The length the length reward counts: ``scores["length"]``, else the number of labels, else words."""
-    scores = hyp.get("scores", {})
-    if "length" in scores:
-        return int(scores["length"])
-    if hyp.get("labels") is not None:
-        return len(hyp["labels"])
-    return len(hyp.get("text", "").split())
-
-
 def combine_scores(nbest: NBest, *, lm_scale: float, prior_scale: float = 0.0, length_reward: float = 0.0,
                    am_key: str = "am", nbest_size: Optional[int] = None) -> NBest:
     """New N-best with ``score`` = am + lm_scale*lm - prior_scale*prior + length_reward*length, re-sorted."""
@@ -57,7 +41,7 @@ def combine_scores(nbest: NBest, *, lm_scale: float, prior_scale: float = 0.0, l
                 raise ValueError(f"N-best entry of {seq_id!r} has no 'lm' score (rescore it with an LLM first)")
             if prior_scale and "prior" not in scores:
                 raise ValueError(f"N-best entry of {seq_id!r} has no 'prior' score but prior_scale={prior_scale}")
-            total = (_am_score(h, am_key, seq_id) + lm_scale * scores.get("lm", 0.0)
+            total = (am_score(h, am_key, seq_id) + lm_scale * scores.get("lm", 0.0)
                      - prior_scale * scores.get("prior", 0.0) + length_reward * hypothesis_length(h))
             new.append(dict(h, scores=scores, score=total))
         new.sort(key=lambda x: x["score"], reverse=True)
@@ -68,7 +52,7 @@ def combine_scores(nbest: NBest, *, lm_scale: float, prior_scale: float = 0.0, l
 def add_lm_scores(nbest: NBest, model, to_tokens: Callable[[dict], List[int]], *, bos: int, eos: int,
                   batch_size: int = 32) -> NBest:
     """Sets ``scores["lm"]`` = log p_LLM(tokens + EOS | BOS) for every hypothesis (batched over all)."""
-    from llmasr.search.llm_scorer import score_sequences
+    from llmasr.models.llm import score_sequences
 
     flat = [(seq_id, i) for seq_id, hyps in nbest.items() for i in range(len(hyps))]
     tokens = [to_tokens(nbest[s][i]) for s, i in flat]

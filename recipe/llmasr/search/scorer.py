@@ -37,8 +37,10 @@ class LabelScorer(abc.ABC):
         """Keeps/duplicates rows: row i of the result is row ``indices[i]`` of ``state``."""
 
     def final_score(self, state: State) -> torch.Tensor:
-        """Score [N] added when a hypothesis ends (e.g. log p(EOS)); zero by default."""
-        raise NotImplementedError
+        """Score [N] of ending each row's hypothesis after the labels ``state`` holds (e.g. log p(EOS | labels) in the
+        scorer's own units); optional: only searches asked to score the end this way call it (the CTC prefix search
+        with ``score_final``; the others take the EOS column of :meth:`score`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no final score; take the EOS column of score()")
 
     def concat(self, states: Sequence[State]) -> State:
         """One state holding the rows of ``states`` in order, so that hypotheses whose states come from

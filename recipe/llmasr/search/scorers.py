@@ -21,14 +21,16 @@ class _StatelessScorer(LabelScorer):
         return torch.zeros(state)
 
 
-class PriorScorer(_StatelessScorer):
-    """Returns ``log_prior`` [V] for every row; use with a negative scale (-prior_scale)."""
+class LabelPriorScorer(_StatelessScorer):
+    """A context-independent label prior as a scorer: ``log_prior`` [V] for every row; weight it with
+    ``-prior_scale``."""
 
     def __init__(self, log_prior: torch.Tensor):
         self.log_prior = log_prior.float()
 
     def score(self, state: int, labels: torch.Tensor) -> Tuple[torch.Tensor, int]:
-        return self.log_prior.unsqueeze(0).expand(labels.shape[0], -1), labels.shape[0]
+        n = int(labels.shape[0])
+        return self.log_prior.to(labels.device)[None, :].expand(n, -1), n
 
 
 class LengthRewardScorer(_StatelessScorer):

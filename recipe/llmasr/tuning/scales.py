@@ -37,7 +37,7 @@ class _Table:
                  am_key: str):
         import numpy as np
 
-        from llmasr.search.rescoring import _am_score, hypothesis_length
+        from llmasr.search.nbest import am_score, hypothesis_length
 
         missing = sorted(set(refs) - set(nbest))
         if missing:
@@ -67,7 +67,7 @@ class _Table:
                 continue
             for h_i, h in enumerate(hyps):
                 scores = h.get("scores", {})
-                self.feats[u, h_i] = (_am_score(h, am_key, seq_id), scores.get("lm", 0.0),
+                self.feats[u, h_i] = (am_score(h, am_key, seq_id), scores.get("lm", 0.0),
                                       -scores.get("prior", 0.0), hypothesis_length(h))
                 self.errors[u, h_i] = word_errors(ref, words(h.get("text", "")))
                 self.valid[u, h_i] = True
