@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, ClassVar, Dict, Optional, Sequence, Union
 
 from sisyphus import Task, tk
 
@@ -199,46 +199,50 @@ class EstimateCtcPriorJob(_ForwardJobBase):
                             max_utterances=self.max_utterances)
 
 
-class DumpCtcLogProbsJob(_ForwardJobBase):
-    """Writes every utterance's [T, V+1] CTC log-probs to a RETURNN HDF (written and read one utterance at a time,
-    :mod:`llmasr.search.ctc_logprobs`) for the CTC fusion searches and the joint speech-LLM searches."""
+class _DumpJob(_ForwardJobBase):
+    """A forward pass that writes one HDF file (``output/<DUMP_FILE>``) in forward mode ``DUMP_MODE``."""
+
+    DUMP_MODE: ClassVar[str]
+    DUMP_FILE: ClassVar[str]
+    DUMP_KEY: ClassVar[str]  # the forward step's option naming the file
 
     def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
                  spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
                  device: str = "cpu"):
         """
         :param checkpoint: AM checkpoint; :param model_config: its ``model_config.json``
-        :param data: OggZip file(s); :param spm_model: SentencePiece model
+        :param data: OggZip file(s); :param spm_model: SentencePiece model (of the stored targets)
         :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
         :param device: "cpu" or "cuda"
         """
         super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
                          cpu=cpu, device=device)
-        self.out_ctc_logprobs = self.output_path("ctc_logprobs.hdf")
+        self.out_file = self.output_path(self.DUMP_FILE)
 
     def run(self):
-        self._write_and_run("ctc_logprobs", {}, {"logprobs_file": self.out_ctc_logprobs.get_path()})
+        self._write_and_run(self.DUMP_MODE, {}, {self.DUMP_KEY: self.out_file.get_path()})
 
 
-class DumpEncoderFramesJob(_ForwardJobBase):
+class DumpCtcLogProbsJob(_DumpJob):
+    """Writes every utterance's [T, V+1] CTC log-probs to a RETURNN HDF (written and read one utterance at a time,
+    :mod:`llmasr.search.ctc_logprobs`) for the CTC fusion searches and the joint speech-LLM searches."""
+
+    DUMP_MODE, DUMP_FILE, DUMP_KEY = "ctc_logprobs", "ctc_logprobs.hdf", "logprobs_file"
+
+    @property
+    def out_ctc_logprobs(self) -> tk.Path:
+        return self.out_file
+
+
+class DumpEncoderFramesJob(_DumpJob):
     """Stores the encoder outputs (last layer) and target labels of every utterance in an HDF file, so that models
     on a frozen encoder (an AED decoder, speech LLMs) train without running the encoder every epoch.
 
     The audio is forwarded as it is (no SpecAugment, no speed perturbation): one dump serves all epochs.
     """
 
-    def __init__(self, checkpoint: tk.Path, model_config: tk.Path, data: Union[tk.Path, Sequence[tk.Path]],
-                 spm_model: tk.Path, *, batch_seconds: float = 200.0, max_seqs: int = 32, cpu: int = 1,
-                 device: str = "cpu"):
-        """
-        :param checkpoint: AM checkpoint whose encoder is kept frozen; :param model_config: its ``model_config.json``
-        :param data: OggZip file(s); :param spm_model: SentencePiece model of the stored targets
-        :param batch_seconds: audio per batch; :param max_seqs: utterances per batch; :param cpu: threads
-        :param device: "cpu" or "cuda"
-        """
-        super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
-                         cpu=cpu, device=device)
-        self.out_frames = self.output_path("encoder_frames.hdf")
+    DUMP_MODE, DUMP_FILE, DUMP_KEY = "encoder_frames", "encoder_frames.hdf", "frames_file"
 
-    def run(self):
-        self._write_and_run("encoder_frames", {}, {"frames_file": self.out_frames.get_path()})
+    @property
+    def out_frames(self) -> tk.Path:
+        return self.out_file
