@@ -1,8 +1,9 @@
 """The comparison as graph-building functions shared by the toy and the paper-scale configs.
 
 Stages after data, label units and LLMs: acoustic models and their recognition (:func:`acoustic_models`), the LLM
-joined at search time (:func:`shallow_fusion`), speech LLMs alone and with CTC (:func:`speech_llms`), and the
-tables (:meth:`Results.report`). Sizes and variants are arguments; the configs hold the numbers.
+joined at search time (:func:`shallow_fusion`) and the tables (:meth:`Results.report`); the speech LLMs and their
+ablations are built by :mod:`config.paper` and :mod:`config.ablations`. Sizes and variants are arguments; the configs
+hold the numbers.
 """
 from __future__ import annotations
 
@@ -15,37 +16,19 @@ from config.names import alias, checked_name, output
 from llmasr.llm.perplexity import ComputePerplexityJob
 from llmasr.llm.train import FineTuneLLMJob, FineTuneMethod, FineTuneUnits, TrainConfig
 from llmasr.models.conformer import AedModelConfig, CtcModelConfig
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
 from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.forward import (DumpCtcLogProbsJob, DumpEncoderFramesJob, EstimateCtcPriorJob, RecogMode,
                                     ReturnnForwardJob)
-from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob
-from llmasr.scoring.attention_plot import PlotAttentionJob
 from llmasr.scoring.report import LLM_CALLS, Finding, ReportTableJob
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
-from llmasr.search.options import FusionScales, LabelSyncBeam
+from llmasr.search.options import FusionScales
 from llmasr.search.rescoring import RescoreNBestJob
-from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
 from llmasr.tuning.scales import TuneScalesJob
 
 Zips = Union[tk.Path, List[tk.Path]]
-
-# speech LLM variants of the comparison: each changes one choice of the first (the configs' base: prefix, LoRA,
-# 2x extra downsampling), "am_units": False keeps the LLM's tokenizer, "prompt": True adds the text prompt
-SPEECH_LLM_VARIANTS: Dict[str, Dict[str, object]] = {
-    "prefix-lora-k2": {},
-    "prefix-frozen-k2": dict(llm_training=LLMTraining.FROZEN),
-    "prefix-full-k2": dict(llm_training=LLMTraining.FULL),
-    "prefix-lora-k1": dict(adapter_k=1),
-    "xattn-lora-k2": dict(interface=SpeechInterface.CROSS_ATTENTION),
-    "prefix-lora-k2-prompt": dict(prompt=True),
-    "prefix-lora-k2-llm-units": dict(am_units=False),
-}
-SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")
-
 
 @dataclasses.dataclass
 class ExperimentData:
@@ -394,81 +377,4 @@ def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: st
             "delayed fusion at k=5 makes >= 3x fewer LLM calls than label-wise fusion at <= 1 % relative WER loss "
             "(same LLM)", ((f"{k5}:{LLM_CALLS}", "<=", f"{ctc_labelwise}:{LLM_CALLS}", 1 / 3),
                            (k5, "<=", ctc_labelwise, 1.01)), sets=(tune_set,)))
-    return findings
-
-
-def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
-                base: Mapping[str, object], variants: Mapping[str, Mapping[str, object]], options: TrainingOptions,
-                prompt: Tuple[str, str], reference: Optional[str] = None, joint_ctc_scale: float = 0.3, cpu: int = 2,
-                gpu: int = 0, mem: int = 16) -> Dict[str, SpeechLLMTrainingJob]:
-    """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant, recognised alone (system
-    ``speech-llm-<variant>``); each variant is a dict of :class:`SpeechLLMConfig` changes to ``base`` plus optional
-    ``am_units`` (default True) and ``prompt`` (default False). The ``reference`` variant (default: the first) is also
-    recognised with alpha = 0 (``speech-llm-<variant>-alpha=0``) and jointly with the CTC model
-    (``...-ctc-label-sync``, ``...-ctc-time-sync``), and the other variants are compared with it; the attention weights
-    of the first and last LLM layer are plotted for two utterances of the last evaluation set. ``cpu``, ``gpu``,
-    ``mem``: the trainings' resources; the searches run on the GPU where the trainings do."""
-    device = gpu_device(gpu)
-    trained = {name: _train_speech_llm(prefix, name, dict(changes), data, am, llm, base=base, options=options,
-                                       prompt=prompt, cpu=cpu, gpu=gpu, mem=mem)
-               for name, changes in variants.items()}
-    reference = reference or next(iter(trained))
-    if reference not in trained:
-        raise ValueError(f"speech_llms: reference {reference!r} is not one of the variants {list(trained)}")
-
-    def recognise(system: str, job: SpeechLLMTrainingJob, with_ctc: bool = False, **kwargs) -> None:
-        for s in data.eval_sets:
-            if with_ctc:
-                kwargs["ctc_logprobs"] = am.ctc_logprobs[s]
-            rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device, **kwargs)
-            results.add_search(system, s, data, rec)
-
-    for name, job in trained.items():
-        recognise(f"speech-llm-{name}", job)
-        plot = PlotAttentionJob(job.out_last_checkpoint, job.out_setup, data.corpora[data.eval_sets[-1]],
-                                utterances=2, layers=(0, -1))
-        alias(plot, f"{prefix}/speech_llm/{name}/attention")
-        output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
-    base_system = f"speech-llm-{reference}"
-    recognise(f"{base_system}-alpha=0", trained[reference], beam=LabelSyncBeam(length_norm_exponent=0.0))
-    joint = {mode: f"{base_system}-ctc-{mode.value.replace('joint_', '').replace('_', '-')}"
-             for mode in (SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC)}
-    for mode, system in joint.items():
-        recognise(system, trained[reference], with_ctc=True, mode=mode, ctc_scale=joint_ctc_scale)
-    results.findings.extend(_speech_llm_findings(base_system, reference, list(trained), list(joint.values())))
-    results.hallucination_findings.extend(
-        Finding(f"joint CTC ({system[len(base_system) + 5:]}) removes insertions and overlong outputs of the speech LLM",
-                ((f"{system}:insertions", "<", f"{base_system}:insertions"),
-                 (f"{system}:overlong", "<=", f"{base_system}:overlong")))
-        for system in joint.values())
-    return trained
-
-
-def _train_speech_llm(prefix: str, name: str, changes: Dict[str, object], data: ExperimentData, am: AcousticModels,
-                      llm: object, *, base: Mapping[str, object], options: TrainingOptions, prompt: Tuple[str, str],
-                      cpu: int, gpu: int, mem: int) -> SpeechLLMTrainingJob:
-    """The training of one variant of :func:`speech_llms`, aliased ``<prefix>/speech_llm/<name>/train``."""
-    am_units = bool(changes.pop("am_units", True))
-    with_prompt = bool(changes.pop("prompt", False))
-    setup = SpeechLLMSetup(
-        config=SpeechLLMConfig(**{**base, **changes}), llm=llm,
-        aed_checkpoint=am.aed_checkpoint, aed_model_config=am.aed.out_model_config,
-        am_spm_model=data.spm_model if am_units else None,
-        prompt_pre_text=prompt[0] if with_prompt else "", prompt_post_text=prompt[1] if with_prompt else "")
-    on_frames = setup.config.freeze_encoder and am.encoder_frames is not None  # the AED's frozen encoder
-    job = SpeechLLMTrainingJob(setup, am.encoder_frames["train"] if on_frames else data.train_zips,
-                               am.encoder_frames["dev"] if on_frames else data.dev_zips, data.spm_model,
-                               options=options, cpu=cpu, gpu=gpu, mem=mem)
-    return alias(job, f"{prefix}/speech_llm/{name}/train")
-
-
-def _speech_llm_findings(base_system: str, reference: str, variants: Sequence[str], joint: Sequence[str]
-                         ) -> List[Finding]:
-    """Joint recognition below both models, and the direction of each ablation against the reference variant."""
-    findings = [Finding("joint speech LLM + CTC (label-sync) below both the speech LLM and the CTC model",
-                        ((joint[0], "<", base_system), (joint[0], "<", "ctc-beam")))]
-    findings += [Finding(f"ablation: {name} against {reference}", ((f"speech-llm-{name}", "vs", base_system),))
-                 for name in variants if name != reference]
-    findings.append(Finding(f"ablation: length normalisation alpha=0 against alpha=1 ({reference})",
-                            ((f"{base_system}-alpha=0", "vs", base_system),)))
     return findings

@@ -9,7 +9,7 @@ L) and jointly with its own CTC output (beam 4, CTC scale tuned on dev, time-syn
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
@@ -25,6 +25,8 @@ from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConf
 from llmasr.returnn.config import TrainingOptions
 from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import GetBestCheckpointJob, ReturnnTrainingJob
+from llmasr.scoring.attention_plot import PlotAttentionJob
+from llmasr.scoring.report import Finding
 from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
@@ -37,6 +39,7 @@ PAPER_LORA = LoraSetup(rank=320, alpha=16.0, targets=("q_proj", "v_proj"), use_r
 SPEECH_LLM_ENCODER_LAYERS = 18
 SPEECH_LLM_AUX_CTC_LAYERS = (16, 18)
 SPEECH_LLM_ADAPTER_K = 2  # 6x from the Conformer front end, 2x more by frame stacking: 120 ms per LLM position
+SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")  # the text-prompt ablation's prompt
 # the LM baseline of the fusion experiments: a 32-layer Transformer LM over the AM's units, trained on the LM text
 # (a Qwen2-architecture model: RMSNorm, gated FF, RoPE; 1024 wide, 8 heads, gated FF 2816 as the AED decoder's)
 TRAFO_LM = TinyLLMConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=32, num_attention_heads=8,
@@ -123,7 +126,30 @@ def speech_llm_encoder(prefix: str, data: ExperimentData, options: TrainingOptio
 
 @dataclasses.dataclass
 class SpeechLLMRecipe:
-    """Everything a paper speech LLM needs besides its variant choices."""
+    """Everything a paper speech LLM needs besides its variant choices; the defaults are the paper's, a smaller
+    experiment (the toy) passes its own sizes.
+
+    :param encoder_checkpoint: the pre-trained encoder (an AED or CTC checkpoint); :param encoder_model_config: its
+        ``model_config.json``
+    :param rqmt: the trainings' resources (the searches run on the GPU when the trainings get one)
+    :param search_cpu: each search's CPUs
+    :param lora: the LoRA set-up of the LLM when it trains with LoRA
+    :param aux_ctc_layers: encoder layers with a CTC output trained with the LLM (their highest is the CTC of joint
+        recognition); None: no CTC output (joint recognition then needs ``ctc_logprobs``)
+    :param adapter_k: the base system's frame stacking by the adapter
+    :param freeze_encoder: the base system keeps the encoder fixed
+    :param encoder_frames: ``"train"`` / ``"dev"`` -> stored outputs of the frozen encoder
+        (``DumpEncoderFramesJob``): speech LLMs with a frozen pre-trained encoder train on them instead of the audio
+    :param ctc_logprobs: evaluation set -> CTC log-probs of another model (``DumpCtcLogProbsJob``) that joint
+        recognition uses instead of the speech LLM's own CTC output
+    :param recog_beam: the beam of recognition alone; :param joint_beam: the beam of joint recognition
+    :param joint_time_sync: the time-synchronous joint search's options
+    :param joint_modes: system suffix -> joint search (``speech-llm-<name>-<suffix>``); the first is the system of the
+        tables (``systems["joint"]``) and the one the CTC scale is tuned with
+    :param joint_ctc_scales: the CTC scales tried on the tuning set (one scale: used as it is, nothing tuned)
+    :param attention_plots: plot the attention weights of the first and last LLM layer for two utterances of the
+        last evaluation set (``<prefix>/speech_llm/<name>/attention``)
+    """
 
     data: ExperimentData
     results: Results
@@ -131,73 +157,122 @@ class SpeechLLMRecipe:
     encoder_checkpoint: Optional[tk.Path]
     encoder_model_config: Optional[tk.Path]
     rqmt: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(GPU))
+    search_cpu: int = 2
+    lora: LoraSetup = PAPER_LORA
+    aux_ctc_layers: Optional[Tuple[int, ...]] = SPEECH_LLM_AUX_CTC_LAYERS
+    adapter_k: int = SPEECH_LLM_ADAPTER_K
+    freeze_encoder: bool = False
+    encoder_frames: Optional[Mapping[str, tk.Path]] = None
+    ctc_logprobs: Optional[Mapping[str, tk.Path]] = None
+    recog_beam: LabelSyncBeam = RECOG_BEAM
+    joint_beam: LabelSyncBeam = JOINT_BEAM
+    joint_time_sync: TimeSyncOptions = JOINT_TIME_SYNC
+    joint_modes: Mapping[str, SpeechLLMSearchMode] = dataclasses.field(
+        default_factory=lambda: {"ctc": SpeechLLMSearchMode.JOINT_TIME_SYNC})
+    joint_ctc_scales: Tuple[float, ...] = JOINT_CTC_SCALES
+    attention_plots: bool = False
+
+    def __post_init__(self):
+        if not self.joint_modes or not self.joint_ctc_scales:
+            raise ValueError("SpeechLLMRecipe: joint_modes and joint_ctc_scales need at least one entry")
+        bad = [m for m in self.joint_modes.values() if m == SpeechLLMSearchMode.BEAM]
+        if bad:
+            raise ValueError(f"SpeechLLMRecipe.joint_modes: {bad} is not a joint search")
+        if self.encoder_frames is not None and not {"train", "dev"} <= set(self.encoder_frames):
+            raise ValueError("SpeechLLMRecipe.encoder_frames needs 'train' and 'dev', got "
+                             f"{sorted(self.encoder_frames)}")
 
     @property
     def device(self) -> str:
         """Where the searches run: on the GPU when the trainings get one."""
         return gpu_device(int(self.rqmt.get("gpu", 0)))
 
+    def config(self, **changes) -> SpeechLLMConfig:
+        """The speech LLM config of the base system with ``changes`` (interface, LLM training, adapter k, frozen
+        encoder)."""
+        ctc = dict(aux_ctc_scale=1.0, aux_ctc_layers=self.aux_ctc_layers) if self.aux_ctc_layers is not None else {}
+        fields = {"adapter_k": self.adapter_k, "freeze_encoder": self.freeze_encoder, **changes}
+        return SpeechLLMConfig(**fields, **ctc, **self.lora.speech_llm_fields())
+
 
 @dataclasses.dataclass
 class PaperSpeechLLM:
-    """A trained paper speech LLM: its training job, its systems in the results ("alone", "joint") and the CTC
-    scale tuned for joint recognition (None without it)."""
+    """A trained paper speech LLM: its training job, its systems in the results ("alone", "joint": the first joint
+    search of the recipe, and each joint search under its suffix) and the CTC scale of joint recognition (None
+    without it)."""
 
     train: SpeechLLMTrainingJob
     systems: Dict[str, str]
-    ctc_scale: Optional[tk.Variable] = None
+    ctc_scale: Optional[object] = None
 
 
 def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: object, *,
-                     units: Optional[tk.Path] = None, own_tokenizer: bool = False, adapter_k: int = SPEECH_LLM_ADAPTER_K,
-                     llm_training: LLMTraining = LLMTraining.LORA, freeze_encoder: bool = False,
+                     units: Optional[tk.Path] = None, own_tokenizer: bool = False, adapter_k: Optional[int] = None,
+                     llm_training: LLMTraining = LLMTraining.LORA, freeze_encoder: Optional[bool] = None,
                      encoder: Optional[ConformerEncoderConfig] = None, joint: bool = True,
                      interface: SpeechInterface = SpeechInterface.PREFIX, prompt: Tuple[str, str] = ("", ""),
                      eval_sets: Optional[Sequence[str]] = None) -> PaperSpeechLLM:
     """Trains one paper speech LLM and recognises the evaluation sets alone (system ``speech-llm-<name>``) and, over
-    units with a CTC output, jointly with its own CTC (``speech-llm-<name>-ctc``: time-sync, beam 4, soft collapse 0.8,
-    the CTC scale of :data:`JOINT_CTC_SCALES` with the lowest WER on the tuning set).
+    units with a CTC output, jointly with CTC (``speech-llm-<name>-<suffix>`` per joint search of the recipe; the
+    paper's: ``-ctc``, time-sync, beam 4, soft collapse 0.8, the CTC scale of :data:`JOINT_CTC_SCALES` with the lowest
+    WER on the tuning set).
 
     :param units: SentencePiece model of the targets (default: the AM's); :param own_tokenizer: the LLM's tokenizer
+    :param adapter_k, freeze_encoder: instead of the recipe's base values
     :param encoder: a fresh encoder of this config instead of the pre-trained one (trained from random weights)
     :param interface: how the LLM sees the speech; :param prompt: text before / after the speech
     :param eval_sets: the sets to recognise (default: all of the data's)
     """
     data, results = recipe.data, recipe.results
     units = units or data.spm_model
-    cfg = SpeechLLMConfig(interface=interface, llm_training=llm_training,
-                          adapter_k=adapter_k, freeze_encoder=freeze_encoder, aux_ctc_scale=1.0,
-                          aux_ctc_layers=SPEECH_LLM_AUX_CTC_LAYERS, **PAPER_LORA.speech_llm_fields())
+    cfg = recipe.config(interface=interface, llm_training=llm_training,
+                        **({} if adapter_k is None else dict(adapter_k=adapter_k)),
+                        **({} if freeze_encoder is None else dict(freeze_encoder=freeze_encoder)))
     setup = SpeechLLMSetup(config=cfg, llm=llm, aed_checkpoint=None if encoder else recipe.encoder_checkpoint,
                            aed_model_config=None if encoder else recipe.encoder_model_config,
                            am_spm_model=None if own_tokenizer else units, encoder=encoder,
                            prompt_pre_text=prompt[0], prompt_post_text=prompt[1])
-    train = SpeechLLMTrainingJob(setup, data.train_zips, data.dev_zips, units, options=recipe.options, **recipe.rqmt)
+    on_frames = cfg.freeze_encoder and encoder is None and recipe.encoder_frames is not None
+    train_data, dev_data = ((recipe.encoder_frames["train"], recipe.encoder_frames["dev"]) if on_frames
+                            else (data.train_zips, data.dev_zips))
+    train = SpeechLLMTrainingJob(setup, train_data, dev_data, units, options=recipe.options, **recipe.rqmt)
     alias(train, f"{prefix}/speech_llm/{name}/train")
     ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)
     out = PaperSpeechLLM(train, {"alone": f"speech-llm-{name}"})
     for s in sets:
-        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], beam=RECOG_BEAM, device=recipe.device)
+        rec = SpeechLLMRecogJob(ckpt, train.out_setup, data.corpora[s], beam=recipe.recog_beam, device=recipe.device,
+                                cpu=recipe.search_cpu)
         results.add_search(out.systems["alone"], s, data, rec)
-    if not joint or own_tokenizer:
+    if recipe.attention_plots:
+        plot = PlotAttentionJob(ckpt, train.out_setup, data.corpora[data.eval_sets[-1]], utterances=2, layers=(0, -1))
+        alias(plot, f"{prefix}/speech_llm/{name}/attention")
+        output(f"{prefix}/speech_llm/{name}/attention", plot.out_dir)
+    if not joint or own_tokenizer or (recipe.aux_ctc_layers is None and recipe.ctc_logprobs is None):
         return out
-    out.systems["joint"] = joint_name = f"speech-llm-{name}-ctc"
     out.ctc_scale = tune_joint_ctc_scale(prefix, name, recipe, train)
-    results.info[joint_name] = {"ctc_scale": out.ctc_scale}
-    for s in sets:
-        results.add_search(joint_name, s, data, joint_recog(recipe, train, s, ctc_scale=out.ctc_scale))
+    for i, (suffix, mode) in enumerate(recipe.joint_modes.items()):
+        system = out.systems[suffix] = f"speech-llm-{name}-{suffix}"
+        if i == 0:
+            out.systems["joint"] = system
+        if isinstance(out.ctc_scale, tk.Variable):
+            results.info[system] = {"ctc_scale": out.ctc_scale}
+        for s in sets:
+            results.add_search(system, s, data, joint_recog(recipe, train, s, ctc_scale=out.ctc_scale, mode=mode))
     return out
 
 
-def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob
-                         ) -> tk.Variable:
-    """The scale of :data:`JOINT_CTC_SCALES` whose joint recognition has the lowest WER on the tuning set (each
-    scored under ``<prefix>/speech_llm/<name>/tuning/ctc_scale=<scale>/``)."""
+def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob) -> object:
+    """The scale of the recipe's ``joint_ctc_scales`` whose joint recognition (the recipe's first joint search) has
+    the lowest WER on the tuning set (each scored under ``<prefix>/speech_llm/<name>/tuning/ctc_scale=<scale>/``);
+    a single scale is returned as it is."""
     data = recipe.data
+    if len(recipe.joint_ctc_scales) == 1:
+        return recipe.joint_ctc_scales[0]
+    mode = next(iter(recipe.joint_modes.values()))
     dev_wers = {}
-    for scale in JOINT_CTC_SCALES:
+    for scale in recipe.joint_ctc_scales:
         where = f"{prefix}/speech_llm/{name}/tuning/ctc_scale={scale}/{data.tune_set}"
-        rec = alias(joint_recog(recipe, train, data.tune_set, ctc_scale=scale), f"{where}/search")
+        rec = alias(joint_recog(recipe, train, data.tune_set, ctc_scale=scale, mode=mode), f"{where}/search")
         wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
         output(f"{where}/wer.json", alias(wer, f"{where}/score").out_report)
         dev_wers[scale] = wer.out_wer
@@ -207,12 +282,38 @@ def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train:
 
 
 def joint_recog(recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob, eval_set: str, *, ctc_scale: object,
-                time_sync: TimeSyncOptions = JOINT_TIME_SYNC) -> SpeechLLMRecogJob:
-    """The paper's joint recognition of one set (speech LLM + its own CTC, time-synchronous, beam 4), with other
-    ``time_sync`` options for the optimisation table (e.g. soft collapse off)."""
-    return SpeechLLMRecogJob(train.out_last_checkpoint, train.out_setup, recipe.data.corpora[eval_set],
-                             mode=SpeechLLMSearchMode.JOINT_TIME_SYNC, ctc_scale=ctc_scale, beam=JOINT_BEAM,
-                             time_sync=time_sync, device=recipe.device)
+                time_sync: Optional[TimeSyncOptions] = None,
+                mode: SpeechLLMSearchMode = SpeechLLMSearchMode.JOINT_TIME_SYNC) -> SpeechLLMRecogJob:
+    """Joint recognition of one set: the speech LLM + its own CTC output (or the recipe's ``ctc_logprobs``) with the
+    recipe's joint beam, time-synchronous with the recipe's options (or ``time_sync``, e.g. soft collapse off for
+    the optimisation table) or label-synchronous (``mode``)."""
+    kwargs: Dict[str, object] = {}
+    if mode == SpeechLLMSearchMode.JOINT_TIME_SYNC:
+        kwargs["time_sync"] = recipe.joint_time_sync if time_sync is None else time_sync
+    if recipe.ctc_logprobs is not None:
+        kwargs["ctc_logprobs"] = recipe.ctc_logprobs[eval_set]
+    return SpeechLLMRecogJob(train.out_last_checkpoint, train.out_setup, recipe.data.corpora[eval_set], mode=mode,
+                             ctc_scale=ctc_scale, beam=recipe.joint_beam, device=recipe.device, cpu=recipe.search_cpu,
+                             **kwargs)
+
+
+def joint_findings(base: PaperSpeechLLM, am_system: str = "ctc-beam") -> Tuple[List[Finding], List[Finding]]:
+    """What joint recognition is meant to show, for the findings of the WER table (the first joint search below both
+    the speech LLM alone and ``am_system``) and of the hallucination table (each joint search has fewer insertions
+    and overlong outputs than the speech LLM alone)."""
+    alone = base.systems["alone"]
+    joint = {suffix: system for suffix, system in base.systems.items()
+             if suffix not in ("alone", "joint") and system != alone}
+    if "joint" not in base.systems:
+        raise ValueError(f"joint_findings: {alone} was not recognised jointly with CTC")
+    first = next(suffix for suffix, system in joint.items() if system == base.systems["joint"])
+    wer = [Finding(f"joint speech LLM + CTC ({first}) below both the speech LLM and {am_system}",
+                   ((base.systems["joint"], "<", alone), (base.systems["joint"], "<", am_system)))]
+    hallucination = [Finding(f"joint speech LLM + CTC ({suffix}) removes insertions and overlong outputs of the speech "
+                             "LLM", ((f"{system}:insertions", "<", f"{alone}:insertions"),
+                                     (f"{system}:overlong", "<=", f"{alone}:overlong")))
+                     for suffix, system in joint.items()]
+    return wer, hallucination
 
 
 def comparison_tables(results: Results, fusion_systems: Mapping[str, Sequence[str]]) -> None:

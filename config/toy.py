@@ -2,13 +2,16 @@
 
 Data (espeak-ng speech) -> label units -> LLM -> AMs (CTC, AED) -> shallow fusion and speech LLMs -> report.
 Sizes are module-level parameters so that a researcher can scale the same graph up; the stages after the LLM are
-the shared builders of :mod:`config.experiment`.
+the shared builders of :mod:`config.experiment`, and the speech LLMs the paper's recipe and ablations
+(:mod:`config.paper`, :mod:`config.ablations`) at toy size.
 """
 import dataclasses
 
-from config.experiment import (SPEECH_LLM_PROMPT, SPEECH_LLM_VARIANTS, ExperimentData, Results, TuningGrid,
-                               acoustic_models, perplexities, shallow_fusion, speech_llms)
+from config import ablations
+from config.experiment import (AcousticModels, ExperimentData, Results, TuningGrid, acoustic_models, perplexities,
+                               shallow_fusion)
 from config.names import alias, output
+from config.paper import SPEECH_LLM_PROMPT, SpeechLLMRecipe, joint_findings, paper_speech_llm
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import MakeToyCorpusJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
@@ -16,8 +19,10 @@ from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, 
 from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, SpecAugmentConfig,
                                      TransformerDecoderConfig)
 from llmasr.models.llm import TinyLLMConfig
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface
+from llmasr.models.lora import LoraSetup
 from llmasr.returnn.config import LearningRateSchedule, TrainingOptions
+from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
+from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
 from llmasr.text.extract import ConcatenateTextJob, CorpusToTextJob
 from llmasr.text.llm_tokenizer import TrainLlmTokenizerJob
 from llmasr.text.sentencepiece import SentencePieceType, TrainSentencePieceJob
@@ -55,10 +60,19 @@ TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=
 # warm-up to 3e-3, plateau, decay: the adapter, LoRA and the swapped vocabulary learn faster than under one-cycle
 SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=12, batch_size_seconds=20, schedule=LearningRateSchedule.PIECEWISE_LINEAR,
                                       lr_points=((0.0, 1e-4), (0.1, 3e-3), (0.6, 3e-3), (1.0, 1e-5)))
-# speech LLMs: the variants of config.experiment.SPEECH_LLM_VARIANTS on this base (prefix, LoRA, 2x downsampling);
-# the toy keeps the AED encoder frozen and trains on its stored outputs (CPU time); the paper-scale configs train it
-SPEECH_LLM_BASE = dict(interface=SpeechInterface.PREFIX, llm_training=LLMTraining.LORA, adapter_k=2,
-                       freeze_encoder=True)
+# speech LLMs: the paper's recipe with a prefix, LoRA and 2x extra downsampling as the base, at toy size. The toy keeps
+# the AED's encoder frozen and trains on its stored outputs (CPU time; the paper-scale configs train it); that encoder
+# has no CTC output of its own, so joint recognition uses the CTC model's log-probs (label- and time-synchronous);
+# one joint CTC scale (nothing tuned); the recognition beams and time-sync options are the jobs' defaults
+SPEECH_LLM_NAME = "base"
+SPEECH_LLM_LORA = LoraSetup(rank=8, alpha=8.0)  # peft's default alpha (the paper: rsLoRA r=320)
+SPEECH_LLM_ADAPTER_K = 2
+SPEECH_LLM_DOWNSAMPLING = (1, 2)  # the adapter's k of the downsampling ablation (8x encoder: 80 and 160 ms)
+SPEECH_LLM_JOINT_MODES = {"ctc-label-sync": SpeechLLMSearchMode.JOINT_LABEL_SYNC,
+                          "ctc-time-sync": SpeechLLMSearchMode.JOINT_TIME_SYNC}
+SPEECH_LLM_CTC_SCALES = (0.3,)
+SPEECH_LLM_RQMT = dict(cpu=1, mem=6, gpu=0)
+ENCODER_FRAME_MS = 10 * 4 * 2  # 10 ms features, AM_ENCODER's downsampling
 
 
 def py():
@@ -108,9 +122,40 @@ def py():
     shallow_fusion(PREFIX, data, am, llms, results, rescoring_llms=("pretrained", "ft-own"), own_units_llm="ft-own",
                    am_units_llm="ft-am-units", delays=DELAYS, grid=TUNING)
 
-    # 6. integration: speech LLMs on the pre-trained toy LLM, alone and jointly with the CTC model
-    speech_llms(PREFIX, data, am, llm.out_model, results, base=SPEECH_LLM_BASE, variants=SPEECH_LLM_VARIANTS,
-                options=SPEECH_LLM_TRAINING, prompt=SPEECH_LLM_PROMPT, cpu=1, mem=6)
+    # 6. integration: speech LLMs on the pre-trained toy LLM, alone and jointly with the CTC model, and the ablations
+    speech_llms(data, am, llm.out_model, results)
 
     # 7. tables
     results.report()
+
+
+def speech_llm_recipe(data: ExperimentData, am: AcousticModels, results: Results) -> SpeechLLMRecipe:
+    """The paper's speech-LLM recipe at toy size, on the AED's frozen encoder (its stored outputs) and joined with the
+    CTC model's log-probs."""
+    return SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING, am.aed_checkpoint, am.aed.out_model_config,
+                           rqmt=dict(SPEECH_LLM_RQMT), search_cpu=1, lora=SPEECH_LLM_LORA, aux_ctc_layers=None,
+                           adapter_k=SPEECH_LLM_ADAPTER_K, freeze_encoder=True, encoder_frames=am.encoder_frames,
+                           ctc_logprobs=am.ctc_logprobs, recog_beam=LabelSyncBeam(), joint_beam=LabelSyncBeam(),
+                           joint_time_sync=TimeSyncOptions(), joint_modes=dict(SPEECH_LLM_JOINT_MODES),
+                           joint_ctc_scales=SPEECH_LLM_CTC_SCALES, attention_plots=True)
+
+
+def speech_llms(data: ExperimentData, am: AcousticModels, llm: object, results: Results) -> None:
+    """The base speech LLM (``speech-llm-base``, alone and ``-ctc-label-sync`` / ``-ctc-time-sync``) and the
+    ablations that fit the toy's time, each its table: interface and fine-tuning, downsampling k = 1, the LLM's own
+    tokenizer (no extra BPE models), length normalisation alpha = 0; their findings in the report."""
+    recipe, name = speech_llm_recipe(data, am, results), SPEECH_LLM_NAME
+    base = paper_speech_llm(PREFIX, name, recipe, llm)
+    tables = {
+        "interface_and_fine_tuning": ablations.interface_and_fine_tuning(PREFIX, recipe, llm, base, name=name,
+                                                                         prompt=SPEECH_LLM_PROMPT),
+        "encoder_downsampling": ablations.encoder_downsampling(PREFIX, recipe, llm, base, name=name,
+                                                               factors=SPEECH_LLM_DOWNSAMPLING,
+                                                               encoder_frame_ms=ENCODER_FRAME_MS),
+        "label_units": ablations.label_units(PREFIX, recipe, llm, base, train_text=None, name=name, units={},
+                                             base_label=f"SPM unigram {AM_VOCAB_SIZE} (AM units)"),
+        "length_normalisation": ablations.length_normalisation(PREFIX, recipe, base),
+    }
+    wer_findings, hallucination_findings = joint_findings(base)
+    results.findings.extend(wer_findings + ablations.ablation_findings(base, tables))
+    results.hallucination_findings.extend(hallucination_findings)

@@ -3,12 +3,12 @@
 jointly with CTC, and every ablation table of the paper; evaluated on LibriSpeech dev/test and the 8 Open ASR
 Leaderboard sets. Needs GPU nodes (see README, cluster); the hyperparameters are those of :mod:`config.paper`."""
 from config import ablations
-from config.experiment import SPEECH_LLM_PROMPT, ExperimentData, acoustic_models, shallow_fusion
+from config.experiment import ExperimentData, acoustic_models, shallow_fusion
 from config.librispeech.data import AM_VOCAB_SIZE, DEV_SUBSETS, PREFIX, TEST_SUBSETS, librispeech_data
 from config.librispeech.llm import librispeech_llms
-from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, QWEN2_INSTRUCT, QWEN2_LARGER, TUNING, SpeechLLMRecipe,
-                          comparison_tables, hub_models, paper_results, paper_speech_llm, speech_llm_encoder,
-                          transformer_lm)
+from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, QWEN2_INSTRUCT, QWEN2_LARGER, SPEECH_LLM_PROMPT, TUNING,
+                          SpeechLLMRecipe, comparison_tables, hub_models, paper_results, paper_speech_llm,
+                          speech_llm_encoder, transformer_lm)
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
 from llmasr.returnn.config import TrainingOptions
 
