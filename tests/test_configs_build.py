@@ -68,9 +68,8 @@ def test_toy_config_builds_the_whole_graph():
     # every fusion and speech-LLM system of the table is scored on dev and test
     systems = ["ctc-beam-rescore-ft-own", "aed-beam-rescore-pretrained", "ctc-labelwise", "aed-labelwise"] + [
         f"ctc-delayed-{units}-k={k}" for k in (1, 5, 10, 20, "end") for units in ("am-units", "own-units")]
-    systems += [f"speech-llm-{v}" for v in toy.SPEECH_LLM_VARIANTS] + [
-        "speech-llm-prefix-lora-k2-alpha=0", "speech-llm-prefix-lora-k2-ctc-label-sync",
-        "speech-llm-prefix-lora-k2-ctc-time-sync"]
+    systems += [f"speech-llm-base{v}" for v in ("", "-frozen", "-full", "-xattn", "-prompt", "-k1", "-units-llm",
+                                                 "-alpha=0", "-ctc-label-sync", "-ctc-time-sync")]
     for system in systems:
         assert {f"toy/{system}/dev/wer.json", f"toy/{system}/test/wer.json"} <= names, system
     jobs = graph.jobs()
@@ -97,14 +96,68 @@ def test_toy_config_builds_the_whole_graph():
     report = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric == "WER [%]")
     claims = " ".join(f.claim for f in report.findings)
     for word in ("AED+CTC below", "fusion below the AM", "rises with k", "close to label-wise", "rescoring",
-                 "joint speech LLM + CTC", "alpha=0", "prefix-full-k2", "xattn-lora-k2", "fewer LLM calls"):
+                 "joint speech LLM + CTC (ctc-label-sync) below", "alpha=0", "full fine-tuning", "cross-attention",
+                 "text prompt", "k=1", "LLM tokenizer", "fewer LLM calls"):
         assert word in claims, word
     # the LLM calls per utterance of every fusion system (not of the AMs alone or rescoring) are in the table
     fusion = {s for s in systems if "-labelwise" in s or "-delayed-" in s}
     assert set(report.llm_stats) == fusion and all(set(row) == {"dev", "test"} for row in report.llm_stats.values())
+    hall = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric.startswith("WER [%] and hall"))
+    assert sorted(f.comparisons[0][0] for f in hall.findings) == [
+        "speech-llm-base-ctc-label-sync:insertions", "speech-llm-base-ctc-time-sync:insertions"]
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
     assert sum(1 for j in jobs if "MakeToyCorpusJob" in j.job_id()) == 1
     assert sum(1 for j in jobs if "TrainSentencePieceJob" in j.job_id()) == 1
+
+
+def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
+    """The toy's speech LLMs come from config.paper / config.ablations with the toy's sizes: the AED's frozen encoder
+    and its stored outputs, LoRA r=8 without aux CTC, joint recognition with the CTC model's log-probs (one scale, no
+    tuning), one-thread CPU jobs, the ablation tables and attention plots."""
+    from config import toy
+    from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
+    from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
+
+    toy.py()
+    names = {t.name for t in graph.targets}
+    jobs = graph.jobs()
+    by_kind = {}
+    for j in jobs:
+        by_kind.setdefault(type(j).__name__, []).append(j)
+    sllm = by_kind["SpeechLLMTrainingJob"]
+    assert len(sllm) == 7  # base, frozen, full, xattn, prompt, k=1, LLM tokenizer
+    aed = next(j for j in by_kind["ReturnnTrainingJob"] if type(j.model_config).__name__ == "AedModelConfig")
+    frames = {p.creator for p in (*sllm[0].train_data, *sllm[0].dev_data)}
+    assert {type(c).__name__ for c in frames} == {"DumpEncoderFramesJob"} and len(frames) == 2
+    for j in sllm:
+        cfg = j.setup.config
+        assert (cfg.lora_rank, cfg.lora_alpha, cfg.use_rslora) == (toy.SPEECH_LLM_LORA.rank, 8.0, False)
+        assert cfg.freeze_encoder and cfg.aux_ctc_layers == () and cfg.aux_ctc_scale == 0.0
+        assert j.setup.aed_model_config == aed.out_model_config and j.setup.encoder is None
+        assert {p.creator for p in (*j.train_data, *j.dev_data)} == frames
+        assert (j.rqmt["cpu"], j.rqmt["mem"], j.rqmt["gpu"]) == (1, 6, 0)
+    assert {j.setup.config.adapter_k for j in sllm} == {1, 2}
+    assert sum(1 for j in sllm if j.setup.am_spm_model is None) == 1  # the LLM's own tokenizer
+    recog = by_kind["SpeechLLMRecogJob"]
+    assert all(j.rqmt["cpu"] == 1 and j.device == "cpu" for j in recog)
+    joint = [j for j in recog if j.mode != SpeechLLMSearchMode.BEAM]
+    dumps = {j.out_ctc_logprobs for j in by_kind["DumpCtcLogProbsJob"]}
+    assert len(joint) == 4 and {j.ctc_logprobs for j in joint} == dumps
+    assert {j.mode for j in joint} == {SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC}
+    assert all(j.ctc_scale == 0.3 and j.beam == LabelSyncBeam() for j in joint)
+    assert all(j.time_sync == TimeSyncOptions() for j in joint)
+    alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
+    assert sorted(j.beam.length_norm_exponent for j in alone) == [0.0] * 2 + [1.0] * 14
+    assert "SelectBestScaleJob" not in by_kind and len(by_kind["TrainSentencePieceJob"]) == 1
+    assert len(by_kind["PlotAttentionJob"]) == 7
+    assert {f"toy/speech_llm/base{v}/attention" for v in ("", "-frozen", "-k1", "-units-llm")} <= names
+    tables = {t.name: t.path.creator for t in graph.targets if t.name.startswith("toy/report/")}
+    assert list(tables["toy/report/label_units.md"].results) == ["SPM unigram 256 (AM units)", "LLM tokenizer"]
+    assert list(tables["toy/report/encoder_downsampling.md"].results) == ["k=1 (80 ms)", "k=2 (160 ms)"]
+    assert list(tables["toy/report/length_normalisation.md"].results) == ["alpha=1", "alpha=0 (no normalisation)"]
+    assert list(tables["toy/report/interface_and_fine_tuning.md"].results) == [
+        "prefix, LoRA", "prefix, frozen LLM", "prefix, full fine-tuning", "cross-attention, LoRA",
+        "prefix, LoRA, text prompt"]
 
 
 def test_toy_graph_names_and_aliases():

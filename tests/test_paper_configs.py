@@ -63,6 +63,9 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     assert {"Qwen/Qwen2-0.5B", "Qwen/Qwen2-1.5B", "Qwen/Qwen2-1.5B-Instruct", "Qwen/Qwen2-7B"} <= llms
     assert {j.setup.config.adapter_k for j in sllm} == {1, 2, 3, 4}
     assert {j.setup.config.freeze_encoder for j in sllm} == {False, True}
+    # the paper's speech LLMs train on audio (the frozen-encoder ablation too) and join their own CTC output
+    assert all(p.get_path().endswith(".zip") for j in sllm for p in (*j.train_data, *j.dev_data))
+    assert not _jobs("PlotAttentionJob")
 
     # recognition: length norm counting EOS; joint: beam 4, soft collapse 0.8, CTC scale chosen on dev among 5
     recog = _jobs("SpeechLLMRecogJob")
@@ -149,3 +152,63 @@ def test_one_lora_setup_for_speech_llm_and_fine_tuning():
     args = dict(plain._sis_kwargs)
     assert args.pop("use_rslora") is False
     assert FineTuneLLMJob.hash(args) == FineTuneLLMJob.hash(plain._sis_kwargs) != FineTuneLLMJob.hash(job._sis_kwargs)
+
+
+def _recipe(**changes):
+    from config.experiment import ExperimentData, Results
+    from config.paper import SpeechLLMRecipe
+    from llmasr.returnn.config import TrainingOptions
+
+    data = ExperimentData(corpora={"dev": tk.Path("/dev.json")}, zips={"dev": tk.Path("/dev.zip")},
+                          train_zips=tk.Path("/train.zip"), dev_zips=tk.Path("/dev.zip"), spm_model=tk.Path("/spm"),
+                          tune_set="dev", eval_sets=("dev",))
+    return SpeechLLMRecipe(data, Results("x", hallucination_set="dev"), TrainingOptions(), tk.Path("/ckpt"),
+                           tk.Path("/model_config.json"), **changes)
+
+
+def test_speech_llm_recipe_defaults_are_the_papers():
+    from config import paper
+    from llmasr.models.speech_llm import LLMTraining, SpeechInterface
+    from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
+
+    recipe = _recipe()
+    assert (recipe.lora, recipe.aux_ctc_layers, recipe.adapter_k, recipe.freeze_encoder) == (
+        paper.PAPER_LORA, (16, 18), 2, False)
+    assert (recipe.recog_beam, recipe.joint_beam, recipe.joint_time_sync) == (
+        paper.RECOG_BEAM, paper.JOINT_BEAM, paper.JOINT_TIME_SYNC)
+    assert recipe.joint_modes == {"ctc": SpeechLLMSearchMode.JOINT_TIME_SYNC}
+    assert recipe.joint_ctc_scales == paper.JOINT_CTC_SCALES and recipe.device == "cuda"
+    assert recipe.encoder_frames is None and recipe.ctc_logprobs is None and not recipe.attention_plots
+    cfg = recipe.config(interface=SpeechInterface.CROSS_ATTENTION, llm_training=LLMTraining.FULL, adapter_k=3)
+    assert (cfg.lora_rank, cfg.use_rslora, cfg.aux_ctc_layers, cfg.aux_ctc_scale, cfg.adapter_k) == (
+        320, True, (16, 18), 1.0, 3)
+    # without aux CTC layers the config has no CTC output
+    plain = _recipe(aux_ctc_layers=None).config()
+    assert plain.aux_ctc_scale == 0.0 and plain.aux_ctc_layers == ()
+
+
+def test_speech_llm_recipe_rejects_bad_fields():
+    from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
+
+    for changes, field in ((dict(joint_modes={}), "joint_modes"), (dict(joint_ctc_scales=()), "joint_ctc_scales"),
+                           (dict(joint_modes={"x": SpeechLLMSearchMode.BEAM}), "joint_modes"),
+                           (dict(encoder_frames={"train": tk.Path("/f.hdf")}), "encoder_frames")):
+        with pytest.raises(ValueError, match=field):
+            _recipe(**changes)
+
+
+def test_ablation_checks():
+    from config import ablations
+    from config.paper import PaperSpeechLLM, joint_findings
+    from llmasr.search.options import LabelSyncBeam
+
+    base = PaperSpeechLLM(train=None, systems={"alone": "speech-llm-b"})
+    with pytest.raises(ValueError, match="alpha=0"):
+        ablations.length_normalisation("x", _recipe(recog_beam=LabelSyncBeam(length_norm_exponent=0.0)), base)
+    with pytest.raises(ValueError, match="no row of the base system"):
+        ablations.ablation_findings(base, {"t": {"a": "speech-llm-c"}})
+    findings = ablations.ablation_findings(base, {"t": {"b": "speech-llm-b", "c": "speech-llm-c"}})
+    assert [(f.claim, f.comparisons) for f in findings] == [
+        ("ablation (t): c against b", (("speech-llm-c", "vs", "speech-llm-b"),))]
+    with pytest.raises(ValueError, match="joint_findings"):
+        joint_findings(base)
