@@ -285,12 +285,13 @@ class TuningGrid:
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
                    delays: Sequence[Optional[int]] = (1, 5, 10, 20, None), grid: TuningGrid = TuningGrid(),
-                   device: str = "cpu", tag: str = "") -> List[str]:
+                   device: str = "cpu", search_cpu: int = 2, tag: str = "") -> List[str]:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
     and delayed fusion at several delays, with that same LLM (so that the two fusions compare with one LM) and with
     the LLM's own tokenizer; scales tuned on the tuning set's rescored N-best lists and used on every evaluation set;
     the findings the paper reports about them are checked in the report. ``tag`` (e.g. the LLM size when the function
-    is called once per LLM) goes into the names of the fusion systems (:func:`fusion_name`). Returns the systems."""
+    is called once per LLM) goes into the names of the fusion systems (:func:`fusion_name`); ``search_cpu``: threads of
+    the AED fusion searches. Returns the systems."""
     prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
     systems: List[str] = []
 
@@ -333,7 +334,8 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
     add(fusion_name("aed-labelwise", tag), aed_labelwise, {
         s: AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
                               llms[am_units_llm], lm_scale=aed_labelwise.out_lm_scale,
-                              length_reward=aed_labelwise.out_length_reward, device=device) for s in data.eval_sets},
+                              length_reward=aed_labelwise.out_length_reward, device=device, cpu=search_cpu)
+        for s in data.eval_sets},
         llm_calls=True)
 
     # delayed fusion with the LLM of label-wise fusion and its scales (k=1 can be checked against label-wise) and
@@ -400,14 +402,15 @@ def fusion_findings(tag: str, delays: Sequence[Optional[int]], own_units_llm: st
 def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: object, results: Results, *,
                 base: Mapping[str, object], variants: Mapping[str, Mapping[str, object]], options: TrainingOptions,
                 prompt: Tuple[str, str], reference: Optional[str] = None, joint_ctc_scale: float = 0.3, cpu: int = 2,
-                gpu: int = 0, mem: int = 16) -> Dict[str, SpeechLLMTrainingJob]:
+                gpu: int = 0, mem: int = 16, search_cpu: int = 2) -> Dict[str, SpeechLLMTrainingJob]:
     """Speech LLMs (the AED's encoder -> adapter -> ``llm``), one per variant, recognised alone (system
     ``speech-llm-<variant>``); each variant is a dict of :class:`SpeechLLMConfig` changes to ``base`` plus optional
     ``am_units`` (default True) and ``prompt`` (default False). The ``reference`` variant (default: the first) is also
     recognised with alpha = 0 (``speech-llm-<variant>-alpha=0``) and jointly with the CTC model
     (``...-ctc-label-sync``, ``...-ctc-time-sync``), and the other variants are compared with it; the attention weights
     of the first and last LLM layer are plotted for two utterances of the last evaluation set. ``cpu``, ``gpu``,
-    ``mem``: the trainings' resources; the searches run on the GPU where the trainings do."""
+    ``mem``: the trainings' resources, ``search_cpu`` the searches' threads; the searches run on the GPU where the
+    trainings do."""
     device = gpu_device(gpu)
     trained = {name: _train_speech_llm(prefix, name, dict(changes), data, am, llm, base=base, options=options,
                                        prompt=prompt, cpu=cpu, gpu=gpu, mem=mem)
@@ -420,7 +423,8 @@ def speech_llms(prefix: str, data: ExperimentData, am: AcousticModels, llm: obje
         for s in data.eval_sets:
             if with_ctc:
                 kwargs["ctc_logprobs"] = am.ctc_logprobs[s]
-            rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device, **kwargs)
+            rec = SpeechLLMRecogJob(job.out_last_checkpoint, job.out_setup, data.corpora[s], device=device,
+                                    cpu=search_cpu, **kwargs)
             results.add_search(system, s, data, rec)
 
     for name, job in trained.items():
