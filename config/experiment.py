@@ -268,12 +268,13 @@ class TuningGrid:
 def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
                    delays: Sequence[Optional[int]] = (1, 5, 10, 20, None), grid: TuningGrid = TuningGrid(),
-                   device: str = "cpu", tag: str = "") -> List[str]:
+                   device: str = "cpu", search_cpu: int = 2, tag: str = "") -> List[str]:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
     and delayed fusion at several delays, with that same LLM (so that the two fusions compare with one LM) and with
     the LLM's own tokenizer; scales tuned on the tuning set's rescored N-best lists and used on every evaluation set;
     the findings the paper reports about them are checked in the report. ``tag`` (e.g. the LLM size when the function
-    is called once per LLM) goes into the names of the fusion systems (:func:`fusion_name`). Returns the systems."""
+    is called once per LLM) goes into the names of the fusion systems (:func:`fusion_name`); ``search_cpu``: threads of
+    the AED fusion searches. Returns the systems."""
     prior_labels, prior_all = am.prior.out_log_label_prior, am.prior.out_log_prior
     systems: List[str] = []
 
@@ -316,7 +317,8 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
     add(fusion_name("aed-labelwise", tag), aed_labelwise, {
         s: AedFusionSearchJob(am.aed_checkpoint, am.aed.out_model_config, data.corpora[s], data.spm_model,
                               llms[am_units_llm], lm_scale=aed_labelwise.out_lm_scale,
-                              length_reward=aed_labelwise.out_length_reward, device=device) for s in data.eval_sets},
+                              length_reward=aed_labelwise.out_length_reward, device=device, cpu=search_cpu)
+        for s in data.eval_sets},
         llm_calls=True)
 
     # delayed fusion with the LLM of label-wise fusion and its scales (k=1 can be checked against label-wise) and

@@ -39,6 +39,7 @@ def _train(data, processes: int):
     with open(config) as f:
         text = f.read()
     assert ("torch_distributed" in text) == (processes > 1) and "cuda" not in text and "torch_amp" not in text
+    assert ("'dataset_distribution': 'shard'" in text) == (processes > 1)  # an epoch is one pass over the data
     with open(config, "a") as f:
         f.write(SAVE_EVERY_RANK)
     work = job._sis_path("work", abspath=True)

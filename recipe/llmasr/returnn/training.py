@@ -111,8 +111,9 @@ class ReturnnTrainingBase(ResourceJob):
         if self.run_processes() > 1:  # one process per GPU (or CPU share), started by torch.distributed.run (run())
             # DistributedDataParallel, gradients all-reduced each step; NCCL between GPUs, gloo on the CPU. The
             # models' buffers are constants (mel filterbank, window): no broadcast, which RETURNN's rank-0-only dev
-            # evaluation would otherwise mismatch with the other ranks' wait (a collective mismatch, abort)
-            params["torch_distributed"] = {"options": {"broadcast_buffers": False}}
+            # evaluation would otherwise mismatch with the other ranks' wait (a collective mismatch, abort). Each
+            # process reads its own shard of the data, so an epoch is one pass over it whatever the process count
+            params["torch_distributed"] = {"options": {"broadcast_buffers": False}, "dataset_distribution": "shard"}
             if not self.run_gpus():
                 params["torch_distributed"]["backend"] = "gloo"
         return params
