@@ -93,7 +93,7 @@ def test_toy_config_builds_the_whole_graph():
     sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
     assert {p.get_path() for j in sllm for p in j.train_data} == frames
     # every finding the toy is meant to show is checked in the report
-    report = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric == "WER [%]")
+    report = next(j for j in jobs if "toy/report/results" in (j.get_aliases() or ()))
     claims = " ".join(f.claim for f in report.findings)
     for word in ("AED+CTC below", "fusion below the AM", "rises with k", "close to label-wise", "rescoring",
                  "joint speech LLM + CTC (ctc-label-sync) below", "alpha=0", "full fine-tuning", "cross-attention",
@@ -102,7 +102,7 @@ def test_toy_config_builds_the_whole_graph():
     # the LLM calls per utterance of every fusion system (not of the AMs alone or rescoring) are in the table
     fusion = {s for s in systems if "-labelwise" in s or "-delayed-" in s}
     assert set(report.llm_stats) == fusion and all(set(row) == {"dev", "test"} for row in report.llm_stats.values())
-    hall = next(j for j in jobs if "ReportTableJob" in j.job_id() and j.metric.startswith("WER [%] and hall"))
+    hall = next(j for j in jobs if "toy/report/hallucination" in (j.get_aliases() or ()))
     assert sorted(f.comparisons[0][0] for f in hall.findings) == [
         "speech-llm-base-ctc-label-sync:insertions", "speech-llm-base-ctc-time-sync:insertions"]
     # shared stages are one job: a single corpus job and a single SentencePiece model feed everything
