@@ -201,4 +201,4 @@ def ablation_findings(base: PaperSpeechLLM, tables: Mapping[str, Rows]) -> List[
 
 # the families the paper-scale LibriSpeech experiment builds
 ABLATIONS = (label_units, encoder_training, llm_pretraining, llm_size, encoder_downsampling,
-             interface_and_fine_tuning, joint_optimisations)
+             interface_and_fine_tuning, length_normalisation, joint_optimisations)

@@ -112,8 +112,8 @@ def test_toy_config_builds_the_whole_graph():
 
 def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     """The toy's speech LLMs come from config.paper / config.ablations with the toy's sizes: the AED's frozen encoder
-    and its stored outputs, LoRA r=8 without aux CTC, joint recognition with the CTC model's log-probs (one scale, no
-    tuning), one-thread CPU jobs, the ablation tables and attention plots."""
+    and its stored outputs, LoRA r=8 without aux CTC, joint recognition with the CTC model's log-probs (its scale chosen
+    on dev by the label-sync search), one-thread CPU jobs, the ablation tables and attention plots."""
     from config import toy
     from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
     from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
@@ -142,13 +142,18 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     assert all(j.rqmt["cpu"] == 1 and j.device == "cpu" for j in recog)
     joint = [j for j in recog if j.mode != SpeechLLMSearchMode.BEAM]
     dumps = {j.out_ctc_logprobs for j in by_kind["DumpCtcLogProbsJob"]}
-    assert len(joint) == 4 and {j.ctc_logprobs for j in joint} == dumps
+    assert len(joint) == len(toy.SPEECH_LLM_CTC_SCALES) + 4 and {j.ctc_logprobs for j in joint} == dumps
     assert {j.mode for j in joint} == {SpeechLLMSearchMode.JOINT_LABEL_SYNC, SpeechLLMSearchMode.JOINT_TIME_SYNC}
-    assert all(j.ctc_scale == 0.3 and j.beam == LabelSyncBeam() for j in joint)
-    assert all(j.time_sync == TimeSyncOptions() for j in joint)
+    assert all(j.beam == LabelSyncBeam() and j.time_sync == TimeSyncOptions() for j in joint)
+    # the scale is tried on dev with the label-sync search; both modes then use the chosen one on dev and test
+    tried = [j for j in joint if isinstance(j.ctc_scale, float)]
+    assert sorted(j.ctc_scale for j in tried) == sorted(toy.SPEECH_LLM_CTC_SCALES) and len(toy.SPEECH_LLM_CTC_SCALES) > 1
+    assert all(j.mode == SpeechLLMSearchMode.JOINT_LABEL_SYNC and "dev" in j.corpus.get_path() for j in tried)
+    chosen = by_kind["SelectBestScaleJob"]
+    assert len(chosen) == 1 and all(j.ctc_scale == chosen[0].out_scale for j in joint if j not in tried)
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
     assert sorted(j.beam.length_norm_exponent for j in alone) == [0.0] * 2 + [1.0] * 14
-    assert "SelectBestScaleJob" not in by_kind and len(by_kind["TrainSentencePieceJob"]) == 1
+    assert len(by_kind["TrainSentencePieceJob"]) == 1
     assert len(by_kind["PlotAttentionJob"]) == 7
     assert {f"toy/speech_llm/base{v}/attention" for v in ("", "-frozen", "-k1", "-units-llm")} <= names
     tables = {t.name: t.path.creator for t in graph.targets if t.name.startswith("toy/report/")}
@@ -166,18 +171,21 @@ def test_toy_graph_names_and_aliases():
     importlib.import_module("config.toy").py()
     names = [t.name for t in graph.targets]
     assert [n for n in names if not NAME_PATTERN.match(n)] == []
-    results = [n.split("/") for n in names if n.endswith("/wer.json")]
+    results = [n.split("/") for n in names if n.endswith("/wer.json") and "/tuning/" not in n]
+    tuning = [n for n in names if n.endswith("/wer.json") and "/tuning/" in n]
+    assert tuning and all(n.endswith("/dev/wer.json") for n in tuning)  # nothing is chosen on test
     assert len(results) > 50 and {r[0] for r in results} == {"toy"} and {r[2] for r in results} == {"dev", "test"}
     assert all(len(r) == 4 for r in results), results
     unnamed = [j.job_id() for j in graph.jobs() if not j.get_aliases()]
     assert unnamed == []
     aliases = [a for j in graph.jobs() for a in j.get_aliases()]
     assert [a for a in aliases if not NAME_PATTERN.match(a)] == []
-    # every search and scoring job of a result sits under the result's name
+    # every search and scoring job of a result sits under the result's name (or under the tuning it serves)
     for job in graph.jobs():
         kind = type(job).__name__
         if kind in ("ScoreWERJob", "CTCFusionSearchJob", "AedFusionSearchJob", "SpeechLLMRecogJob"):
-            assert any(a.count("/") == 3 and a.endswith(("/score", "/search")) for a in job.get_aliases()), kind
+            assert any((a.count("/") == 3 or "/tuning/" in a) and a.endswith(("/score", "/search"))
+                       for a in job.get_aliases()), kind
 
 
 @pytest.mark.parametrize("name", ["toy/ctc + fusion/test/wer.json", "toy/CTC/test", "toy//test", "/toy", "toy/../x",

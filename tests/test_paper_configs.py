@@ -70,7 +70,11 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
     # recognition: length norm counting EOS; joint: beam 4, soft collapse 0.8, CTC scale chosen on dev among 5
     recog = _jobs("SpeechLLMRecogJob")
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
-    assert alone and all(j.beam.length_norm_counts_eos and j.beam.length_norm_exponent == 1.0 for j in alone)
+    assert alone and all(j.beam.length_norm_counts_eos for j in alone)
+    # alpha = 1, and alpha = 0 for the length-normalisation table (the base speech LLM of each size on every set)
+    assert {j.beam.length_norm_exponent for j in alone} == {0.0, 1.0}
+    unnormalised = [j for j in alone if j.beam.length_norm_exponent == 0.0]
+    assert 0 < len(unnormalised) < len(alone) / 10
     joint = [j for j in recog if j.mode == SpeechLLMSearchMode.JOINT_TIME_SYNC]
     assert joint and all(j.beam.beam_size == 4 and j.ctc_logprobs is None for j in joint)
     tuned = [j for j in joint if isinstance(j.ctc_scale, tk.Variable)]
@@ -100,10 +104,10 @@ def test_librispeech_graph_has_the_papers_hyperparameters_and_tables():
 
     # tables: every ablation family and the comparison, with the Open ASR mean over the 8 sets and RTFx
     tables = {"results", "hallucination", "label_units", "encoder_frozen_vs_trainable", "llm_base_vs_instruct",
-              "llm_size", "encoder_downsampling", "interface_and_fine_tuning", "joint_optimisations", "speech_llms",
-              "open_asr", "fusion_qwen2-0.5b", "fusion_qwen2-1.5b", "fusion_trafo-lm-32l"}
+              "llm_size", "encoder_downsampling", "interface_and_fine_tuning", "length_normalisation",
+              "joint_optimisations", "speech_llms", "open_asr", "fusion_qwen2-0.5b", "fusion_qwen2-1.5b", "fusion_trafo-lm-32l"}
     assert {f"librispeech/report/{t}.md" for t in tables} <= names
-    assert len(ablations.ABLATIONS) == 7
+    assert len(ablations.ABLATIONS) == 8
     reports = [j for j in _jobs("ReportTableJob") if j.set_means and "Open ASR mean" in j.set_means]
     assert reports and all(len(j.set_means["Open ASR mean"]) == 8 and j.rtfx is not None for j in reports)
     by_table = {t.name: t for t in graph.targets}

@@ -63,6 +63,7 @@ def py():
     ablations.llm_size(PREFIX, recipe, bases, hub_models(QWEN2_LARGER))
     ablations.encoder_downsampling(PREFIX, recipe, hub, base, name=BASE_LLM)
     ablations.interface_and_fine_tuning(PREFIX, recipe, hub, base, name=BASE_LLM, prompt=SPEECH_LLM_PROMPT)
+    ablations.length_normalisation(PREFIX, recipe, base)
     ablations.joint_optimisations(PREFIX, recipe, base, eval_sets=("dev-other", "test-other"))
 
     # the tables: everything (results.md, hallucination.md), then the paper's comparison tables
