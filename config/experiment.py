@@ -206,7 +206,7 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     if freeze_aed_encoder:
         frames = {name: alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
                                                    cpu=search_cpu, device=device),
-                              f"{prefix}/am/ctc/{name}/encoder_frames").out_frames
+                              f"{prefix}/am/ctc/encoder_frames/{name}").out_frames
                   for name, zips in (("train", data.train_zips), ("dev", data.dev_zips))}
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,

@@ -180,6 +180,9 @@ def test_toy_graph_names_and_aliases():
     assert unnamed == []
     aliases = [a for j in graph.jobs() for a in j.get_aliases()]
     assert [a for a in aliases if not NAME_PATTERN.match(a)] == []
+    # an alias is a link to its job's folder, so no alias may be a folder of another one (the manager cannot link it)
+    folders = {a.rsplit("/", i)[0] for a in aliases for i in range(1, a.count("/") + 1)}
+    assert sorted(set(aliases) & folders) == []
     # every search and scoring job of a result sits under the result's name (or under the tuning it serves)
     for job in graph.jobs():
         kind = type(job).__name__

@@ -13,6 +13,9 @@ def _check_names(outputs):
 
     aliases = {a for j in graph.jobs() for a in (j.get_aliases() or ())}
     assert sorted(n for n in set(outputs) | aliases if not NAME_PATTERN.match(n)) == []
+    # an alias links its job's folder: none may be a folder of another alias
+    folders = {a.rsplit("/", i)[0] for a in aliases for i in range(1, a.count("/") + 1)}
+    assert sorted(aliases & folders) == []
 
 
 def _jobs(kind: str):
