@@ -219,3 +219,9 @@ def test_ablation_checks():
         ("ablation (t): c against b", (("speech-llm-c", "vs", "speech-llm-b"),))]
     with pytest.raises(ValueError, match="joint_findings"):
         joint_findings(base)
+    # every joint search is checked against both the speech LLM and the CTC model, not only the first
+    both = PaperSpeechLLM(train=None, systems={"alone": "s", "joint": "s-ls", "ls": "s-ls", "ts": "s-ts"})
+    wer, hallucination = joint_findings(both)
+    assert [f.comparisons for f in wer] == [(("s-ls", "<", "s"), ("s-ls", "<", "ctc-beam")),
+                                           (("s-ts", "<", "s"), ("s-ts", "<", "ctc-beam"))]
+    assert len(hallucination) == 2
