@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.experiment import ExperimentData, Results, TuningGrid, gpu_device
+from config.experiment import AcousticModels, ExperimentData, Results, TuningGrid, gpu_device, shallow_fusion
 from config.names import alias, output
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
 from llmasr.llm.hub import DownloadHFModelJob
@@ -42,6 +42,7 @@ SPEECH_LLM_ADAPTER_K = 2  # 6x from the Conformer front end, 2x more by frame st
 SPEECH_LLM_PROMPT = ("USER: ", " Transcribe speech to text. ASSISTANT: ")  # the text-prompt ablation's prompt
 # the LM baseline of the fusion experiments: a 32-layer Transformer LM over the AM's units, trained on the LM text
 # (a Qwen2-architecture model: RMSNorm, gated FF, RoPE; 1024 wide, 8 heads, gated FF 2816 as the AED decoder's)
+TRAFO_LM_NAME = "trafo-lm-32l"  # its name among the LLMs (and "<name>-units" for label-wise fusion)
 TRAFO_LM = TinyLLMConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=32, num_attention_heads=8,
                          num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False)
 TRAFO_LM_TRAINING = TrainConfig(epochs=1, batch_size=64, learning_rate=1e-4, warmup_steps=2000, max_length=256)
@@ -108,8 +109,22 @@ def transformer_lm(prefix: str, text: tk.Path, spm_model: tk.Path, *, device: st
     """The 32-layer Transformer LM over the AM's units (random init, trained on ``text``)."""
     init = CreateTinyLLMJob(spm_model, config=TRAFO_LM)
     job = PretrainLLMJob(init.out_model, text, train_config=TRAFO_LM_TRAINING, device=device, cpu=cpu)
-    alias(init, f"{prefix}/llm/trafo-lm-32l/init")
-    return alias(job, f"{prefix}/llm/trafo-lm-32l/train").out_model
+    alias(init, f"{prefix}/llm/{TRAFO_LM_NAME}/init")
+    return alias(job, f"{prefix}/llm/{TRAFO_LM_NAME}/train").out_model
+
+
+def paper_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: Mapping[str, object],
+                 results: Results) -> Dict[str, List[str]]:
+    """Shallow fusion as in the paper, once per Qwen2 size (``<size>``, ``<size>-ft``, ``<size>-ft-am-units`` in
+    ``llms``) and once with the Transformer LM (``trafo-lm-32l``, ``trafo-lm-32l-units``); returns each LLM's
+    systems for :func:`comparison_tables`."""
+    systems = {size: shallow_fusion(prefix, data, am, llms, results, rescoring_llms=(size, f"{size}-ft"),
+                                    own_units_llm=f"{size}-ft", am_units_llm=f"{size}-ft-am-units", delays=DELAYS,
+                                    grid=TUNING, device="cuda", tag=size) for size in QWEN2}
+    systems[TRAFO_LM_NAME] = shallow_fusion(
+        prefix, data, am, llms, results, rescoring_llms=(TRAFO_LM_NAME,), own_units_llm=TRAFO_LM_NAME,
+        am_units_llm=f"{TRAFO_LM_NAME}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM_NAME)
+    return systems
 
 
 def speech_llm_encoder(prefix: str, data: ExperimentData, options: TrainingOptions, *, spm_model: tk.Path,

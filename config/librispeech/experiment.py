@@ -3,11 +3,11 @@
 jointly with CTC, and every ablation table of the paper; evaluated on LibriSpeech dev/test and the 8 Open ASR
 Leaderboard sets. Needs GPU nodes (see README, cluster); the hyperparameters are those of :mod:`config.paper`."""
 from config import ablations
-from config.experiment import ExperimentData, acoustic_models, shallow_fusion
+from config.experiment import ExperimentData, acoustic_models
 from config.librispeech.data import AM_VOCAB_SIZE, DEV_SUBSETS, PREFIX, TEST_SUBSETS, librispeech_data
 from config.librispeech.llm import librispeech_llms
-from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, QWEN2_INSTRUCT, QWEN2_LARGER, SPEECH_LLM_PROMPT, TUNING,
-                          SpeechLLMRecipe, comparison_tables, hub_models, paper_results, paper_speech_llm,
+from config.paper import (GPU, PRIOR_UTTERANCES, QWEN2, QWEN2_INSTRUCT, QWEN2_LARGER, SPEECH_LLM_PROMPT, TRAFO_LM_NAME,
+                          SpeechLLMRecipe, comparison_tables, hub_models, paper_fusion, paper_results, paper_speech_llm,
                           speech_llm_encoder, transformer_lm)
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
 from llmasr.returnn.config import TrainingOptions
@@ -17,7 +17,6 @@ AM_TRAINING = TrainingOptions(num_epochs=100, partition_epoch=20, batch_size_sec
                               learning_rate=1e-3, num_workers=2, bf16=True)
 SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=40, partition_epoch=20, batch_size_seconds=600, max_seqs=100,
                                       learning_rate=1e-4, num_workers=2, bf16=True)
-TRAFO_LM = "trafo-lm-32l"
 BASE_LLM = "qwen2-1.5b"  # the LLM of the ablations that vary something else
 
 
@@ -25,7 +24,7 @@ def py():
     d = librispeech_data()
     llms = librispeech_llms(d, prefix=PREFIX)
     # the Transformer LM is over the AM's units already: one model, tuned once on text (rescoring) and once on labels
-    llms[TRAFO_LM] = llms[f"{TRAFO_LM}-units"] = transformer_lm(PREFIX, d["llm_text"], d["spm"].out_model)
+    llms[TRAFO_LM_NAME] = llms[f"{TRAFO_LM_NAME}-units"] = transformer_lm(PREFIX, d["llm_text"], d["spm"].out_model)
     eval_corpora = {s: d["corpora"][s] for s in DEV_SUBSETS + TEST_SUBSETS}
     eval_corpora.update(d["open_asr"])
     eval_zips = dict(d["eval_zips"])
@@ -40,14 +39,7 @@ def py():
     am = acoustic_models(PREFIX, data, results, ctc_config=paper_ctc_config(AM_VOCAB_SIZE),
                          aed_config=paper_aed_config(AM_VOCAB_SIZE), options=AM_TRAINING, aed_average=4,
                          search_cpu=4, **GPU)
-    fusion_systems = {}
-    for size in QWEN2:  # "qwen2-0.5b", "qwen2-1.5b"
-        fusion_systems[size] = shallow_fusion(
-            PREFIX, data, am, llms, results, rescoring_llms=(size, f"{size}-ft"), own_units_llm=f"{size}-ft",
-            am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING, device="cuda", tag=size)
-    fusion_systems[TRAFO_LM] = shallow_fusion(
-        PREFIX, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
-        am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
+    fusion_systems = paper_fusion(PREFIX, data, am, llms, results)
 
     # speech LLMs: the paper's, on each Qwen2 size
     encoder_ckpt, encoder_config = speech_llm_encoder(PREFIX, data, AM_TRAINING, spm_model=data.spm_model, **GPU)

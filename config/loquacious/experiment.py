@@ -4,11 +4,11 @@ paper, small (250 h), medium (2.5 kh) and large (25 kh), evaluated per source on
 the 8 Open ASR Leaderboard sets. Results and tables per subset under ``loquacious/<subset>/``."""
 from typing import Dict
 
-from config.experiment import ExperimentData, acoustic_models, hub_llms, shallow_fusion
+from config.experiment import ExperimentData, acoustic_models, hub_llms
 from config.librispeech.llm import GPU_TRAIN
 from config.loquacious.data import AM_VOCAB_SIZE, PREFIX, loquacious_data
-from config.paper import (DELAYS, GPU, PRIOR_UTTERANCES, QWEN2, TUNING, SpeechLLMRecipe, comparison_tables,
-                          hub_models, paper_results, paper_speech_llm, speech_llm_encoder, transformer_lm)
+from config.paper import (GPU, PRIOR_UTTERANCES, QWEN2, TRAFO_LM_NAME, SpeechLLMRecipe, comparison_tables, hub_models,
+                          paper_fusion, paper_results, paper_speech_llm, speech_llm_encoder, transformer_lm)
 from llmasr.data.loquacious import LoquaciousSubset
 from llmasr.models.conformer import paper_aed_config, paper_ctc_config
 from llmasr.returnn.config import TrainingOptions
@@ -25,7 +25,6 @@ SPEECH_LLM_TRAINING: Dict[LoquaciousSubset, TrainingOptions] = {
                             batch_size_seconds=600, max_seqs=100, learning_rate=1e-4, num_workers=2, bf16=True)
     for subset, opts in AM_TRAINING.items()}
 SUBSETS = (LoquaciousSubset.SMALL, LoquaciousSubset.MEDIUM, LoquaciousSubset.LARGE)
-TRAFO_LM = "trafo-lm-32l"
 
 
 def loquacious_subset(subset: LoquaciousSubset) -> None:
@@ -36,7 +35,7 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     qwen2 = hub_models(QWEN2)
     llms = hub_llms(prefix, qwen2, d["llm_text"], d["spm"].out_model, {s: corpora[s] for s in ("dev", "test")},
                     train_config=GPU_TRAIN, device="cuda")
-    llms[TRAFO_LM] = llms[f"{TRAFO_LM}-units"] = transformer_lm(prefix, d["llm_text"], d["spm"].out_model)
+    llms[TRAFO_LM_NAME] = llms[f"{TRAFO_LM_NAME}-units"] = transformer_lm(prefix, d["llm_text"], d["spm"].out_model)
     eval_corpora = {n: c for n, c in corpora.items() if n != "train"}
     eval_corpora.update(d["open_asr"])
     eval_zips = dict(d["eval_zips"])
@@ -48,14 +47,7 @@ def loquacious_subset(subset: LoquaciousSubset) -> None:
     am = acoustic_models(prefix, data, results, ctc_config=paper_ctc_config(AM_VOCAB_SIZE),
                          aed_config=paper_aed_config(AM_VOCAB_SIZE), options=AM_TRAINING[subset], aed_average=4,
                          search_cpu=4, **GPU)
-    fusion_systems = {}
-    for size in QWEN2:
-        fusion_systems[size] = shallow_fusion(
-            prefix, data, am, llms, results, rescoring_llms=(size, f"{size}-ft"), own_units_llm=f"{size}-ft",
-            am_units_llm=f"{size}-ft-am-units", delays=DELAYS, grid=TUNING, device="cuda", tag=size)
-    fusion_systems[TRAFO_LM] = shallow_fusion(
-        prefix, data, am, llms, results, rescoring_llms=(TRAFO_LM,), own_units_llm=TRAFO_LM,
-        am_units_llm=f"{TRAFO_LM}-units", delays=DELAYS, grid=TUNING, device="cuda", tag=TRAFO_LM)
+    fusion_systems = paper_fusion(prefix, data, am, llms, results)
     encoder_ckpt, encoder_config = speech_llm_encoder(prefix, data, AM_TRAINING[subset], spm_model=data.spm_model,
                                                       **GPU)
     recipe = SpeechLLMRecipe(data, results, SPEECH_LLM_TRAINING[subset], encoder_ckpt, encoder_config)
