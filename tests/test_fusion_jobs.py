@@ -104,6 +104,15 @@ def test_pipeline(run_job, setup):
         assert stats["utterances"] == 3 and stats["llm_forward_tokens"] >= stats["llm_forward_calls"] > 0
         if delay is None and mode == FusionMode.DELAYED:  # the utterances' BOS, then their final hypotheses at once
             assert stats["llm_forward_calls"] == 2
+    # delayed fusion over the AM units with every CTC extension kept until each call (k=1) is label-wise fusion
+    searched = {}
+    for mode, extra in ((FusionMode.LABELWISE, {}), (FusionMode.DELAYED, dict(delay=1, same_units=True))):
+        job = run_job(CTCFusionSearchJob(setup["ctc"], setup["spm"], llm.out_model, mode=mode, **extra,
+                                         scales=FusionScales(lm_scale=0.5),
+                                         beam=CtcBeam(beam_size=2, nbest=2, delayed_beam_size=64 if extra else None)))
+        searched[mode] = {k: [(h["labels"], round(h["score"], 4)) for h in v]
+                          for k, v in read_nbest(job.out_nbest.get_path()).items()}
+    assert searched[FusionMode.DELAYED] == searched[FusionMode.LABELWISE]
 
 
 def test_bad_config(setup):
@@ -111,6 +120,8 @@ def test_bad_config(setup):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], mode=FusionMode.DELAYED)
     with pytest.raises(ValueError, match="FusionMode"):
         CTCFusionSearchJob(setup["ctc"], setup["spm"], "x", mode="delayed")
+    with pytest.raises(ValueError, match="same_units"):
+        CTCFusionSearchJob(setup["ctc"], setup["spm"], "x", mode=FusionMode.LABELWISE, same_units=True)
 
 
 def test_grouped_options_hash_as_the_arguments_they_stand_for(setup):

@@ -261,3 +261,49 @@ def test_delayed_k1_scores_what_labelwise_scores(model):
     assert n_final > 40
     assert s1.llm_forward_calls == slw.llm_forward_calls + 1 == 1 + 4 + 1  # BOS, frames 1-4, the EOS call
     assert s1.llm_forward_tokens == slw.llm_forward_tokens + n_final
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_wide_delayed_beam_at_k1_equals_labelwise(model, seed):
+    """With every CTC extension kept until the LLM call and the prune to the beam after it, delayed fusion at k=1 over
+    the same units is label-wise fusion: the same beam-3 N-best lists and scores under real pruning."""
+    ctc = _ctc(14, 4, seed=seed)
+    kw = dict(blank=0, beam_size=3, lm_scale=LM_SCALE, log_prior=_prior(4), prior_scale=PRIOR_SCALE,
+              length_reward=LENGTH_REWARD, nbest=3)
+    lw = ctc_labelwise_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS,
+                                                               label_to_token=torch.tensor(LABEL_TO_TOKEN)), **kw)[0]
+    wide, narrow = (delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS),
+                                          converter=SameUnitsConverter(LABEL_TO_TOKEN), delay=1,
+                                          delayed_beam_size=size, **kw)[0] for size in (1000, None))
+    assert [h["labels"] for h in wide] == [h["labels"] for h in lw]
+    for a, b in zip(wide, lw):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert len(narrow) == 3 and all(len(h["labels"]) > 0 for h in narrow)
+
+
+def test_wide_delayed_beam_finds_what_the_llm_prefers(model):
+    """Between calls the narrow beam keeps CTC's best only; the wide one keeps more for the LLM to choose from: on
+    these random posteriors its best fused score is never worse and often better (beam search is not monotonic in
+    the beam in general)."""
+    better = 0
+    for seed in range(20, 30):
+        ctc = _ctc(12, 4, seed=seed)
+        kw = dict(blank=0, beam_size=2, lm_scale=3.0, nbest=2, delay=4)
+        narrow, wide = (delayed_fusion_search(ctc, llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS),
+                                              converter=SameUnitsConverter(LABEL_TO_TOKEN),
+                                              delayed_beam_size=size, **kw)[0][0]["score"] for size in (None, 64))
+        assert wide >= narrow - 1e-6
+        better += wide > narrow + 1e-6
+    assert better >= 3
+
+
+def test_delayed_beam_smaller_than_beam_is_refused(model):
+    from llmasr.search.options import CtcBeam
+
+    with pytest.raises(ValueError, match="delayed_beam_size"):
+        delayed_fusion_search(_ctc(4, 4, seed=1), llm_scorer=LLMScorer(model, bos_id=BOS, eos_id=EOS),
+                              converter=SameUnitsConverter(LABEL_TO_TOKEN), blank=0, beam_size=4, delayed_beam_size=2)
+    with pytest.raises(ValueError, match="delayed_beam_size"):
+        CtcBeam(beam_size=8, delayed_beam_size=4)
+    assert "delayed_beam_size" not in CtcBeam().hashed_fields()
+    assert CtcBeam(delayed_beam_size=32).hashed_fields()["delayed_beam_size"] == 32

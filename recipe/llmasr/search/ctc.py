@@ -283,7 +283,7 @@ def _expand(beams: List[List[Hypothesis]], xt: torch.Tensor, cand: torch.Tensor,
     N = max(len(hyps) for hyps in beams)
     news, ctc = _same_labels(beams, xt, blank)
     if K == 0 or N == 0:
-        return [_best(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
+        return [best_hypotheses(new.values(), beam_size, weights, prior_scale, length_reward) for new in news]
     p, pb, last, rest = _beam_tensors(beams, ctc, N, weights, prior_scale, length_reward)
     # extending with the last label needs a blank in between
     pnb = torch.where(cand[:, None, :] == last, pb, p) + xt.gather(1, cand)[:, None, :]  # [A, N, K]
@@ -405,11 +405,11 @@ def _extensions(beams, news, total: torch.Tensor, pnb: torch.Tensor, label_lp: D
             new[parent.labels + (c,)] = Hypothesis(
                 parent.labels + (c,), pnb=pnb_b[a][m], scores=sc, extra=parent.extra, user_state=parent.user_state,
                 pending=(c, {n: parent.scorer_cache[n][:2] for n in scorers}) if scorers else None)
-        out.append(_best(new.values(), beam_size, weights, prior_scale, length_reward))
+        out.append(best_hypotheses(new.values(), beam_size, weights, prior_scale, length_reward))
     return out
 
 
-def _best(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float
+def best_hypotheses(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float
           ) -> List[Hypothesis]:
     """The ``beam_size`` best hypotheses with a finite CTC score, best first."""
     scored = []

@@ -21,7 +21,7 @@ import torch
 from sisyphus import Task, tk
 
 from llmasr.resources import ResourceJob
-from llmasr.search.ctc import FrameScorer, Hypothesis
+from llmasr.search.ctc import FrameScorer, Hypothesis, best_hypotheses
 from llmasr.search.ctc_fusion import SearchStats, ctc_search_without_llm, run_ctc_fusion
 from llmasr.search.ctc_logprobs import read_ctc_logprobs
 from llmasr.search.llm_scorer import LLMScorer, LLMState
@@ -103,13 +103,17 @@ class DelayedLLMScorer(FrameScorer):
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``
     :param delay: frames between LLM calls (None: only at the end)
     :param log_prior: [V] label log-prior (None: zero)
+    :param prune_to: after each call, keep this many hypotheses of each running beam (ranked by the search's total
+        with ``prior_scale`` and ``length_reward``); None: keep the beam as the search pruned it
     """
 
     def __init__(self, llm_scorer: LLMScorer, converter, *, lm_scale: float, delay: Optional[int],
-                 log_prior: Optional[torch.Tensor]):
+                 log_prior: Optional[torch.Tensor], prune_to: Optional[int] = None, prior_scale: float = 0.0,
+                 length_reward: float = 0.0):
         if delay is not None and delay < 1:
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
         self.llm, self.converter, self.lm_scale, self.delay = llm_scorer, converter, lm_scale, delay
+        self.prune_to, self.prior_scale, self.length_reward = prune_to, prior_scale, length_reward
         self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
         self._ended: List[Hypothesis] = []  # final beams whose words and EOS are still to be scored
 
@@ -147,6 +151,10 @@ class DelayedLLMScorer(FrameScorer):
                 h.scores["prior"] += self._prior(h.labels[h.user_state.n_lab:n_lab])
                 h.extra = self.lm_scale * h.scores["lm"]
                 h.user_state = _Consumed(state, r, n_lab, n_tok)
+        if self.prune_to is not None:
+            for beam, last in zip(beams, final):
+                if not last:
+                    beam[:] = best_hypotheses(beam, self.prune_to, {}, self.prior_scale, self.length_reward)
 
 
 def delayed_fusion_search(
@@ -163,6 +171,7 @@ def delayed_fusion_search(
     prior_scale: float = 0.0,
     length_reward: float = 0.0,
     delay: Optional[int] = DEFAULT_DELAY,
+    delayed_beam_size: Optional[int] = None,
     labels_to_text: Optional[Callable[[Sequence[int]], str]] = None,
     nbest: int = 1,
     stats: Optional[SearchStats] = None,
@@ -174,6 +183,8 @@ def delayed_fusion_search(
     :param converter: ``(labels, final) -> (LLM tokens of consumable words, consumed labels)``, e.g.
         :class:`WordConverter` or :class:`SameUnitsConverter`; tokens must extend as labels extend.
     :param delay: score pending words every ``delay`` frames (1, 5, 10, 20, ...); None: only at the end.
+    :param delayed_beam_size: hypotheses kept between LLM calls (default ``beam_size``); each call prunes to
+        ``beam_size``, so the LLM judges hypotheses that CTC alone would have pruned since the last call.
     :param label_topk: labels tried per hypothesis and frame (default ``beam_size``).
     Returns per utterance the N-best list (shared N-best entry format), best first.
     """
@@ -181,9 +192,15 @@ def delayed_fusion_search(
         return ctc_search_without_llm(ctc_logprobs, lengths, blank=blank, beam_size=beam_size, label_topk=label_topk,
                                       log_prior=log_prior, prior_scale=prior_scale, length_reward=length_reward,
                                       labels_to_text=labels_to_text, nbest=nbest, stats=stats)
-    scorer = DelayedLLMScorer(llm_scorer, converter, lm_scale=lm_scale, delay=delay, log_prior=log_prior)
-    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank, beam_size=beam_size,
-                          label_topk=label_topk, labels_to_text=labels_to_text, nbest=nbest, prior_scale=prior_scale,
+    if delayed_beam_size is not None and delayed_beam_size < beam_size:
+        raise ValueError(f"delayed_beam_size ({delayed_beam_size}) must be >= beam_size ({beam_size})")
+    wide = delayed_beam_size is not None and delayed_beam_size > beam_size
+    scorer = DelayedLLMScorer(llm_scorer, converter, lm_scale=lm_scale, delay=delay, log_prior=log_prior,
+                              prune_to=beam_size if wide else None, prior_scale=prior_scale,
+                              length_reward=length_reward)
+    return run_ctc_fusion(ctc_logprobs, lengths, llm_scorer, stats, blank=blank,
+                          beam_size=delayed_beam_size if wide else beam_size, label_topk=label_topk or beam_size,
+                          labels_to_text=labels_to_text, nbest=nbest, prior_scale=prior_scale,
                           length_reward=length_reward, frame_scorers=[scorer])
 
 
@@ -204,6 +221,8 @@ class CTCFusionSearchJob(ResourceJob):
     forward calls and the tokens they scored, counted by the LLM scorer).
     """
 
+    __sis_hash_exclude__ = {"same_units": False}
+
     def __init__(
         self,
         ctc_logprobs: tk.Path,
@@ -220,6 +239,7 @@ class CTCFusionSearchJob(ResourceJob):
         lowercase: Optional[bool] = None,
         utterances_per_batch: int = 8,
         device: str = "cpu",
+        same_units: bool = False,
     ):
         """
         :param ctc_logprobs: per-utterance CTC outputs (RETURNN HDF or torch dict, see :func:`read_ctc_logprobs`)
@@ -237,6 +257,9 @@ class CTCFusionSearchJob(ResourceJob):
         :param lowercase: lower-case words before LLM tokenisation (None: as saved with the LLM)
         :param utterances_per_batch: utterances searched together (one LLM call per frame serves all)
         :param device: "cpu" or "cuda"
+        :param same_units: DELAYED with an LLM over the AM's units (as LABELWISE needs): labels are scored as they are
+            emitted, as in label-wise fusion, instead of re-tokenised per completed word; delayed and label-wise
+            fusion then differ only in when the LLM is called
         """
         if not isinstance(mode, FusionMode):
             raise ValueError(f"mode must be a FusionMode, got {mode!r}")
@@ -244,6 +267,8 @@ class CTCFusionSearchJob(ResourceJob):
             raise ValueError(f"mode {mode.name} needs an llm")
         if delay is not None and delay < 1:
             raise ValueError(f"delay must be >= 1 frame or None, got {delay}")
+        if same_units and mode != FusionMode.DELAYED:
+            raise ValueError(f"same_units is an option of delayed fusion, not of mode {mode.name}")
         self.ctc_logprobs = ctc_logprobs
         self.am_spm_model = am_spm_model
         self.llm = llm
@@ -257,6 +282,7 @@ class CTCFusionSearchJob(ResourceJob):
         self.lowercase = lowercase
         self.utterances_per_batch = utterances_per_batch
         self.device = device
+        self.same_units = same_units
         self.out_nbest = self.output_path("nbest.json.gz")
         self.out_search_stats = self.output_path("search_stats.json")
         self.rqmt = {"cpu": 1, "mem": 8, "time": 8, "gpu": 1 if device == "cuda" else 0}
@@ -350,10 +376,11 @@ class CTCFusionSearchJob(ResourceJob):
             raise ValueError(f"log_prior has {fusion.log_prior.shape[0]} entries, CTC outputs have {vocab}")
         fusion.vocab, fusion.blank = vocab, blank
         tok = fusion.tokenizer
-        if self.mode == FusionMode.LABELWISE:
+        if self.mode == FusionMode.LABELWISE or self.same_units:
             if tok.vocab_size < len(fusion.units):
-                raise ValueError(f"label-wise fusion needs an LLM over the AM units: LLM vocab {tok.vocab_size} < "
-                                 f"{len(fusion.units)} pieces of {self.am_spm_model.get_path()}")
+                raise ValueError(f"{self.mode.value} fusion over the AM units needs an LLM over them: LLM vocab "
+                                 f"{tok.vocab_size} < {len(fusion.units)} pieces of {self.am_spm_model.get_path()}")
+        if self.mode == FusionMode.LABELWISE:
             l2t = torch.arange(vocab)
             l2t[blank] = -1
             l2t[l2t >= tok.vocab_size] = -1
@@ -378,9 +405,10 @@ class CTCFusionSearchJob(ResourceJob):
         if self.mode == FusionMode.LABELWISE:
             out = ctc_labelwise_fusion_search(padded, lens, llm_scorer=fusion.scorer, **common)
         else:
-            converter = WordConverter(fusion.units, fusion.tokenizer) if fusion.tokenizer is not None else None
+            converter = (SameUnitsConverter() if self.same_units else
+                         WordConverter(fusion.units, fusion.tokenizer) if fusion.tokenizer is not None else None)
             out = delayed_fusion_search(padded, lens, llm_scorer=fusion.scorer, converter=converter,
-                                        delay=self.delay, **common)
+                                        delay=self.delay, delayed_beam_size=self.beam.delayed_beam_size, **common)
         for (seq_id, _), hyps in zip(batch, out):
             results[seq_id] = hyps
 

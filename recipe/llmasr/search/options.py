@@ -59,11 +59,27 @@ class CtcBeam(GroupedOptions):
     :param beam_size: hypotheses kept per frame
     :param label_topk: labels tried per hypothesis and frame, the best by CTC (None: ``beam_size``)
     :param nbest: hypotheses written per utterance
+    :param delayed_beam_size: delayed fusion only: hypotheses kept by CTC (and the LLM scores so far) between two LLM
+        calls; each call then prunes to ``beam_size``. A wider CTC-only beam keeps the hypotheses that the LLM would
+        have preferred at the frames it did not see, at the same number of LLM calls (None: ``beam_size``)
     """
 
     beam_size: int = 8
     label_topk: Optional[int] = None
     nbest: int = 8
+    delayed_beam_size: Optional[int] = None
+
+    def __post_init__(self):
+        if self.delayed_beam_size is not None and self.delayed_beam_size < self.beam_size:
+            raise ValueError(f"CtcBeam.delayed_beam_size ({self.delayed_beam_size}) must be >= beam_size "
+                             f"({self.beam_size})")
+
+    def hashed_fields(self) -> Dict[str, Any]:
+        """``delayed_beam_size`` enters the hash only when set (job ids from before the field stay the same)."""
+        fields = super().hashed_fields()
+        if self.delayed_beam_size is None:
+            del fields["delayed_beam_size"]
+        return fields
 
 
 @dataclasses.dataclass(frozen=True)
