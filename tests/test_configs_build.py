@@ -126,14 +126,16 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
         by_kind.setdefault(type(j).__name__, []).append(j)
     sllm = by_kind["SpeechLLMTrainingJob"]
     assert len(sllm) == 7  # base, frozen, full, xattn, prompt, k=1, LLM tokenizer
-    aed = next(j for j in by_kind["ReturnnTrainingJob"] if type(j.model_config).__name__ == "AedModelConfig")
+    ctc = next(j for j in by_kind["ReturnnTrainingJob"] if type(j.model_config).__name__ == "CtcModelConfig")
     frames = {p.creator for p in (*sllm[0].train_data, *sllm[0].dev_data)}
     assert {type(c).__name__ for c in frames} == {"DumpEncoderFramesJob"} and len(frames) == 2
     for j in sllm:
         cfg = j.setup.config
         assert (cfg.lora_rank, cfg.lora_alpha, cfg.use_rslora) == (toy.SPEECH_LLM_LORA.rank, 8.0, False)
         assert cfg.freeze_encoder and cfg.aux_ctc_layers == () and cfg.aux_ctc_scale == 0.0
-        assert j.setup.aed_model_config == aed.out_model_config and j.setup.encoder is None
+        # the AED's frozen encoder is the CTC model's: loaded from the CTC checkpoint, the frames' own encoder
+        assert j.setup.aed_model_config == ctc.out_model_config and j.setup.encoder is None
+        assert j.setup.aed_checkpoint == next(iter(frames)).checkpoint
         assert {p.creator for p in (*j.train_data, *j.dev_data)} == frames
         assert (j.rqmt["cpu"], j.rqmt["mem"], j.rqmt["gpu"]) == (1, 6, 0)
     assert {j.setup.config.adapter_k for j in sllm} == {1, 2}
