@@ -269,7 +269,7 @@ def shallow_fusion(prefix: str, data: ExperimentData, am: AcousticModels, llms: 
                    results: Results, *, rescoring_llms: Sequence[str], own_units_llm: str, am_units_llm: str,
                    delays: Sequence[Optional[int]] = (1, 5, 10, 20, None), grid: TuningGrid = TuningGrid(),
                    device: str = "cpu", search_cpu: int = 2, tag: str = "",
-                   delayed_beam: CtcBeam = CtcBeam(delayed_beam_size=32)) -> List[str]:
+                   delayed_beam: CtcBeam = CtcBeam(delayed_beam_size=64)) -> List[str]:
     """N-best rescoring (CTC with prior, AED), label-wise fusion (CTC and AED with the LLM over the AM units)
     and delayed fusion at several delays, with that same LLM (so that the two fusions compare with one LM) and with
     the LLM's own tokenizer; scales tuned on the tuning set's rescored N-best lists and used on every evaluation set;

@@ -307,3 +307,30 @@ def test_delayed_beam_smaller_than_beam_is_refused(model):
         CtcBeam(beam_size=8, delayed_beam_size=4)
     assert "delayed_beam_size" not in CtcBeam().hashed_fields()
     assert CtcBeam(delayed_beam_size=32).hashed_fields()["delayed_beam_size"] == 32
+
+
+def test_first_label_after_a_call_is_scored_from_that_calls_distribution(model):
+    """Between calls a hypothesis over the same units carries the LLM score of its first unconsumed label, read from
+    the distribution the last call computed (no call of its own); the next call then counts it exactly once."""
+    from llmasr.search.ctc import Hypothesis
+    from llmasr.search.delayed_fusion import DelayedLLMScorer
+
+    llm = LLMScorer(model, bos_id=BOS, eos_id=EOS)
+    scorer = DelayedLLMScorer(llm, SameUnitsConverter(LABEL_TO_TOKEN), lm_scale=LM_SCALE, delay=5, log_prior=None)
+    root = Hypothesis((), pb=0.0, scores={"prior": 0.0})
+    scorer.start(torch.arange(1), [root])
+    calls = llm.num_forward_calls
+    one = Hypothesis((2,), pnb=0.0, scores=dict(root.scores), user_state=root.user_state)
+    two = Hypothesis((2, 1), pnb=0.0, scores=dict(root.scores), user_state=root.user_state)
+    scorer.update(0, [[one, two]], [False])  # frame 0 of delay 5: no call
+    assert llm.num_forward_calls == calls
+    with torch.no_grad():
+        first = model(input_ids=torch.tensor([[BOS]])).logits[0, -1].log_softmax(-1)[LABEL_TO_TOKEN[2]].item()
+    assert one.extra == pytest.approx(LM_SCALE * first, abs=1e-5)
+    assert two.extra == pytest.approx(LM_SCALE * first, abs=1e-5)  # only the first label is known before the call
+    scorer.update(4, [[two]], [False])  # the call: both labels scored, the first once
+    ref = score_sequences(model, [[LABEL_TO_TOKEN[2], LABEL_TO_TOKEN[1]]], BOS, EOS)[0]
+    with torch.no_grad():
+        eos = model(input_ids=torch.tensor([[BOS, LABEL_TO_TOKEN[2], LABEL_TO_TOKEN[1]]])).logits[0, -1]
+    assert two.scores["lm"] == pytest.approx(ref - eos.log_softmax(-1)[EOS].item(), abs=1e-4)
+    assert two.extra == pytest.approx(LM_SCALE * two.scores["lm"], abs=1e-5)

@@ -43,6 +43,10 @@ class SameUnitsConverter:
             return list(labels), len(labels)
         return [self.label_to_token[x] for x in labels], len(labels)
 
+    def token(self, label: int) -> int:
+        """The LLM token of one label."""
+        return int(label) if self.label_to_token is None else self.label_to_token[label]
+
 
 class WordConverter:
     """AM labels -> completed words -> LLM tokens, through :class:`llmasr.text.units.AmUnits`.
@@ -105,6 +109,10 @@ class DelayedLLMScorer(FrameScorer):
     :param log_prior: [V] label log-prior (None: zero)
     :param prune_to: after each call, keep this many hypotheses of each running beam (ranked by the search's total
         with ``prior_scale`` and ``length_reward``); None: keep the beam as the search pruned it
+
+    With a :class:`SameUnitsConverter` the first label a hypothesis emits after a call is scored at once, from the
+    next-token distribution that call already computed (no extra call; the next call adds the same score exactly
+    once), so that the pruning between calls sees it.
     """
 
     def __init__(self, llm_scorer: LLMScorer, converter, *, lm_scale: float, delay: Optional[int],
@@ -124,6 +132,16 @@ class DelayedLLMScorer(FrameScorer):
             h.user_state = _Consumed(state, r)
             h.scores["lm"] = 0.0
 
+    def _first_label_lookahead(self, hyps: List[Hypothesis]) -> None:
+        """``extra`` of each hypothesis: its LLM score so far plus that of its first label not yet consumed."""
+        for h in hyps:
+            consumed = h.user_state
+            lm = h.scores["lm"]
+            next_lp = consumed.state.next_logprobs
+            if len(h.labels) > consumed.n_lab and next_lp is not None:
+                lm += float(next_lp[consumed.row, self.converter.token(h.labels[consumed.n_lab])])
+            h.extra = self.lm_scale * lm
+
     def _prior(self, labels: Sequence[int]) -> float:
         return 0.0 if self.prior is None else sum(self.prior[x] for x in labels)
 
@@ -131,6 +149,8 @@ class DelayedLLMScorer(FrameScorer):
         # a final beam no longer changes: it waits for the next call (at the latest the one after the last frame)
         self._ended += [h for beam, last in zip(beams, final) if last for h in beam]
         if not (self.delay is not None and (t + 1) % self.delay == 0 or all(final)):
+            if isinstance(self.converter, SameUnitsConverter):
+                self._first_label_lookahead([h for beam, last in zip(beams, final) if not last for h in beam])
             return
         hyps = [(h, False) for beam, last in zip(beams, final) if not last for h in beam]
         hyps += [(h, True) for h in self._ended]
