@@ -410,7 +410,7 @@ def _extensions(beams, news, total: torch.Tensor, pnb: torch.Tensor, label_lp: D
 
 
 def best_hypotheses(hyps, beam_size: int, weights: Dict[str, float], prior_scale: float, length_reward: float
-          ) -> List[Hypothesis]:
+                    ) -> List[Hypothesis]:
     """The ``beam_size`` best hypotheses with a finite CTC score, best first."""
     scored = []
     for h in hyps:

@@ -122,6 +122,7 @@ class DelayedLLMScorer(FrameScorer):
             raise ValueError(f"delay must be >= 1 frame or None (only at the end), got {delay}")
         self.llm, self.converter, self.lm_scale, self.delay = llm_scorer, converter, lm_scale, delay
         self.prune_to, self.prior_scale, self.length_reward = prune_to, prior_scale, length_reward
+        self.lookahead = isinstance(converter, SameUnitsConverter)  # labels are tokens: the next one is known
         self.prior = None if log_prior is None else log_prior.detach().double().cpu().tolist()
         self._ended: List[Hypothesis] = []  # final beams whose words and EOS are still to be scored
 
@@ -149,7 +150,7 @@ class DelayedLLMScorer(FrameScorer):
         # a final beam no longer changes: it waits for the next call (at the latest the one after the last frame)
         self._ended += [h for beam, last in zip(beams, final) if last for h in beam]
         if not (self.delay is not None and (t + 1) % self.delay == 0 or all(final)):
-            if isinstance(self.converter, SameUnitsConverter):
+            if self.lookahead:
                 self._first_label_lookahead([h for beam, last in zip(beams, final) if not last for h in beam])
             return
         hyps = [(h, False) for beam, last in zip(beams, final) if not last for h in beam]

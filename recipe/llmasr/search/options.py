@@ -7,7 +7,7 @@ A job hashes each group as the separate keyword arguments it took before the gro
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Union
+from typing import Any, ClassVar, Dict, Optional, Union
 
 from sisyphus import tk
 
@@ -15,11 +15,16 @@ Scale = Union[float, tk.Variable]
 
 
 class GroupedOptions:
-    """Base of the option groups: the fields are job arguments of their own in the hash."""
+    """Base of the option groups: the fields are job arguments of their own in the hash. ``_HASH_DEFAULTS`` maps fields
+    added later to their defaults: at the default they stay out of the hash (as with
+    :class:`llmasr.hash_defaults.HashDefaults`), so jobs hashed before them keep their ids."""
+
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {}
 
     def hashed_fields(self) -> Dict[str, Any]:
         """The group as the job arguments it stands for (name -> value); by default its fields."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self._HASH_DEFAULTS or getattr(self, f.name) != self._HASH_DEFAULTS[f.name]}
 
 
 def hashed_arguments(parsed_args: Dict[str, Any]) -> Dict[str, Any]:
@@ -69,17 +74,12 @@ class CtcBeam(GroupedOptions):
     nbest: int = 8
     delayed_beam_size: Optional[int] = None
 
+    _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"delayed_beam_size": None}
+
     def __post_init__(self):
         if self.delayed_beam_size is not None and self.delayed_beam_size < self.beam_size:
             raise ValueError(f"CtcBeam.delayed_beam_size ({self.delayed_beam_size}) must be >= beam_size "
                              f"({self.beam_size})")
-
-    def hashed_fields(self) -> Dict[str, Any]:
-        """``delayed_beam_size`` enters the hash only when set (job ids from before the field stay the same)."""
-        fields = super().hashed_fields()
-        if self.delayed_beam_size is None:
-            del fields["delayed_beam_size"]
-        return fields
 
 
 @dataclasses.dataclass(frozen=True)
