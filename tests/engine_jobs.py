@@ -51,13 +51,17 @@ class ConcatJob(Job):
 
 
 class SleepJob(Job):
-    """Sleeps and records its start and end time in a shared folder (to check the engine's parallelism)."""
+    """Sleeps and records its start and end time in a shared folder (to check the engine's parallelism); ``after``:
+    a file it needs first."""
 
-    def __init__(self, name, seconds, record_dir, *, cpu=1):
+    __sis_hash_exclude__ = {"after": None}
+
+    def __init__(self, name, seconds, record_dir, *, cpu=1, after=None):
         self.name = name
         self.seconds = seconds
         self.record_dir = record_dir
         self.cpu = cpu
+        self.after = after
         self.out_done = self.output_path("done")
 
     def tasks(self):

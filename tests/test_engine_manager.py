@@ -17,7 +17,7 @@ from sisyphus.job import created_jobs
 from sisyphus.localengine import LocalEngine
 from sisyphus.locks import CLAIM, is_locked
 from sisyphus.manager import Manager
-from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, OccupancyJob, TimeLimitedJob, WriteTextJob
+from tests.engine_jobs import ArrayJob, ConcatJob, FailJob, OccupancyJob, SleepJob, TimeLimitedJob, WriteTextJob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -315,3 +315,68 @@ async def py():
     out = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 0, out
     assert open(sis_setup_dir / "output" / "async" / "out.txt").read() == "012"
+
+
+def test_graph_counts_the_jobs_waiting_for_each_job(sis_setup_dir):
+    a = WriteTextJob("a")
+    b = ConcatJob([a.out_file])
+    c = ConcatJob([a.out_file, b.out_file])
+    d = WriteTextJob("d")
+    for name, job in (("c", c), ("d", d)):
+        tk.register_output(f"waiting/{name}", job.out_file)
+    waiting = graph.waiting_jobs()
+    assert {j: waiting[j._sis_id()] for j in (a, b, c, d)} == {a: 2, b: 1, c: 0, d: 0}
+
+
+def test_local_engine_starts_queued_tasks_by_priority_then_in_order(tmp_path):
+    """A 1-cpu engine busy with a first task queues four more; they start by their jobs' priorities, equal
+    priorities first in, first out."""
+    engine = LocalEngine(cpus=1, mem=4)
+    order = tmp_path / "order.txt"
+    script = "import sys, time; time.sleep(float(sys.argv[3])); open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    dirs = {name: tmp_path / name for name in ("busy", "side1", "side2", "chain", "side3")}
+    engine.set_priorities({str(dirs["chain"]): 2, str(dirs["side2"]): 1})
+    try:
+        for name, d in dirs.items():
+            d.mkdir()
+            call = [sys.executable, "-c", script, str(order), name, "1.0" if name == "busy" else "0"]
+            engine.submit_call(call, str(d), {"cpu": 1, "mem": 1}, name, "run", [1])
+        assert engine.wait_idle(60)
+    finally:
+        engine.stop_engine()
+    assert order.read_text().split() == ["busy", "chain", "side2", "side1", "side3"]
+
+
+def test_manager_runs_the_job_with_most_waiting_jobs_first(sis_setup_dir):
+    """After their shared input, a job with two jobs waiting for it starts before three jobs nothing waits for,
+    though the graph lists it after them."""
+    record = sis_setup_dir / "record"
+    record.mkdir()
+    for variant in range(100):  # a name with which the graph lists the head last: without priorities it starts last
+        reset_graph()
+        start = WriteTextJob("start")
+        sides = [SleepJob(f"side{i}", 0.0, str(record), after=start.out_file) for i in range(3)]
+        head = SleepJob(f"head{variant}", 0.0, str(record), after=start.out_file)
+        tail = SleepJob(f"tail{variant}", 0.0, str(record),
+                        after=SleepJob(f"middle{variant}", 0.0, str(record), after=head.out_done).out_done)
+        for job in sides + [tail]:
+            tk.register_output(f"prio/{job.name}", job.out_done)
+        listed = graph.jobs()
+        if all(listed.index(head) > listed.index(side) for side in sides):
+            break
+    else:
+        pytest.fail("no variant lists the head last")
+    rc, log = run_manager(LocalEngine(cpus=1, mem=4))
+    assert rc == 0, log
+    starts = {json.load(open(p))["start"]: os.path.basename(p)[:-5] for p in glob.glob(str(record / "*.json"))}
+    assert [starts[t] for t in sorted(starts)][0] == head.name, starts
+
+
+def test_manager_submits_the_next_job_as_soon_as_a_local_task_ends(sis_setup_dir):
+    """With a 60 s pause between checks, a chain of three jobs finishes within 30 s only if the manager wakes up
+    when the local engine sees a task end."""
+    a = WriteTextJob("a")
+    c = ConcatJob([ConcatJob([a.out_file]).out_file])
+    tk.register_output("chain/c", c.out_file)
+    m = Manager(graph, LocalEngine(cpus=2, mem=4), poll=60, out=io.StringIO())
+    assert m.run(max_time=30) == 0

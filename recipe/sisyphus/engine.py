@@ -27,6 +27,14 @@ class EngineBase:
     def reset_cache(self) -> None:
         """Drops cached queue listings; the manager calls it once per loop."""
 
+    def wait_for_change(self, timeout: float) -> None:
+        """The manager's pause between two checks: ``timeout`` seconds, or less where the engine sees a task end."""
+        time.sleep(timeout)
+
+    def set_priorities(self, priorities: Dict[str, int]) -> None:
+        """Job directory (absolute) -> priority, higher first: the manager gives the number of jobs waiting for each
+        job. An engine that orders its own queue may use it; a cluster's scheduler orders its queue itself."""
+
     def get_default_rqmt(self, task: Any) -> Dict[str, Any]:
         return {}
 
@@ -135,6 +143,18 @@ class EngineSelector(EngineBase):
     def reset_cache(self) -> None:
         for e in self.engines.values():
             e.reset_cache()
+
+    def set_priorities(self, priorities: Dict[str, int]) -> None:
+        for e in self.engines.values():
+            e.set_priorities(priorities)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Waits on the one engine that sees its tasks end (the local one), else the full pause."""
+        watching = [e for e in self.engines.values() if type(e).wait_for_change is not EngineBase.wait_for_change]
+        if len(watching) == 1:
+            watching[0].wait_for_change(timeout)
+        else:
+            time.sleep(timeout)
 
     def submit(self, task: Any, task_ids: List[int], update: bool = False) -> None:
         self.get_used_engine(task).submit(task, task_ids, update)

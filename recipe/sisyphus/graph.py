@@ -146,6 +146,19 @@ class SISGraph:
                 if p.creator is not None and p.creator._sis_id() not in seen:
                     stack.append((p.creator, False))
 
+    def waiting_jobs(self, jobs: Optional[List[Any]] = None) -> Dict[str, int]:
+        """Job id -> how many jobs of the graph need its outputs, directly or through others: the jobs that wait for
+        it. Engines start the queued task with the most waiting jobs first (a critical-path heuristic)."""
+        jobs = self.jobs() if jobs is None else jobs
+        index = {job._sis_id(): i for i, job in enumerate(jobs)}
+        below = [0] * len(jobs)  # bit set of the jobs that wait for each job
+        for i in reversed(range(len(jobs))):  # users before their inputs: a user's set is complete when it is read
+            for p in jobs[i]._sis_inputs:
+                j = index.get(p.creator._sis_id()) if p.creator is not None else None
+                if j is not None:
+                    below[j] |= below[i] | (1 << i)
+        return {jid: bin(below[i]).count("1") for jid, i in index.items()}
+
     def find(self, pattern: str) -> List[Any]:
         """Jobs whose id or alias contains ``pattern``."""
         return [j for j in self.jobs() if pattern in j._sis_id() or any(pattern in a for a in (j.get_aliases() or ()))]

@@ -28,6 +28,10 @@ def _total_mem_gb() -> float:
 class LocalEngine(EngineBase):
     """A process pool that starts a task only while the sum of running tasks' rqmt fits the limits.
 
+    Queued tasks start in the order of their jobs' priorities (:meth:`set_priorities`: the manager gives the number of
+    jobs waiting for each job, so a long chain such as a training and its searches is not held up by side jobs that
+    became runnable at the same moment), then first in, first out. A task that does not fit yet is not overtaken.
+
     :param cpus: cores to use (default: all)
     :param mem: memory in GB (default: the machine's)
     :param gpus: GPUs to hand out (CUDA_VISIBLE_DEVICES is set per task)
@@ -48,9 +52,11 @@ class LocalEngine(EngineBase):
         self._running: Dict[Tuple[str, int], Tuple[subprocess.Popen, Dict[str, Any], List[int], str, str]] = {}
         self._exits: Dict[Tuple[str, int], str] = {}  # why a worker ended without success, until asked once
         self._free_gpus = list(range(gpus))
+        self._priorities: Dict[str, int] = {}  # job directory -> priority (higher first)
         self._lock = threading.RLock()
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
+        self._ended = threading.Event()  # a task ended since the manager last waited
         self.max_used = {"cpu": 0, "mem": 0.0, "gpu": 0}  # peak usage, for inspection
 
     # scheduling -----------------------------------------------------------------------------------------
@@ -100,18 +106,29 @@ class LocalEngine(EngineBase):
             self._step()
             time.sleep(0.2)
 
+    def wait_for_change(self, timeout: float) -> None:
+        """Returns as soon as a task ends (its users can then be submitted at once), at the latest after ``timeout``."""
+        if self._ended.wait(timeout):
+            self._ended.clear()
+
+    def set_priorities(self, priorities: Dict[str, int]) -> None:
+        with self._lock:
+            self._priorities = dict(priorities)
+
     def _step(self) -> None:
         with self._lock:
             for key, (proc, _, _, _, _) in list(self._running.items()):
                 if proc.poll() is not None:
                     self._reap(key)
+            # stable sort: first in, first out among equal priorities
+            self._queue.sort(key=lambda item: -self._priorities.get(item[2], 0))
             remaining = []
             for item in self._queue:
                 call, r, logpath, task_id, task_name = item
                 used = self._used()
                 fits = (used["cpu"] + r["cpu"] <= self.cpus and used["mem"] + r["mem"] <= self.mem + 1e-9
                         and used["gpu"] + r["gpu"] <= self.gpus)
-                if fits and not remaining:  # first in, first out: no overtaking by smaller tasks
+                if fits and not remaining:  # in queue order: no overtaking by smaller tasks
                     try:
                         self._start(call, r, logpath, task_id, task_name)
                     except OSError as exc:  # e.g. a full disk: the manager hears of it, the engine goes on
@@ -125,6 +142,7 @@ class LocalEngine(EngineBase):
 
     def _reap(self, key: Tuple[str, int]) -> None:
         proc, _, gpus, logpath, task_name = self._running.pop(key)
+        self._ended.set()
         self._free_gpus.extend(gpus)
         if proc.returncode != 0:
             self._record_exit(key, proc, logpath, task_name)

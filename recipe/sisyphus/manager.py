@@ -94,6 +94,7 @@ class Manager:
         self._lost: Counter = Counter()  # submissions of this manager whose worker never started the task
         self._job_errors: Dict[str, str] = {}  # job id -> why the manager itself could not go on with it
         self._output_errors: Dict[str, str] = {}  # output link or report -> why it could not be written
+        self._priority_jobs = -1  # graph size the engine's priorities were computed for
 
     def _print(self, msg: str) -> None:
         print(msg, file=self.out, flush=True)
@@ -158,11 +159,21 @@ class Manager:
                 state = gs.STATE_ERROR
         return state, task, ids
 
+    def _update_priorities(self, jobs: List[Any]) -> None:
+        """Tells the engine how many jobs wait for each job (recomputed when the graph grows)."""
+        if len(jobs) == self._priority_jobs:
+            return
+        waiting = self.graph.waiting_jobs(jobs)
+        self.engine.set_priorities({job._sis_path(abspath=True): waiting[job._sis_id()] for job in jobs})
+        self._priority_jobs = len(jobs)
+
     def step(self) -> Dict[str, List[Tuple[Any, Any, List[int]]]]:
         """One loop: returns jobs grouped by state (after acting on them)."""
         self.engine.reset_cache()
         by_state: Dict[str, List[Tuple[Any, Any, List[int]]]] = {}
-        for job in self.graph.jobs():
+        jobs = self.graph.jobs()
+        self._update_priorities(jobs)
+        for job in jobs:
             try:
                 state, task, ids = self._act(job)
                 if state == gs.STATE_ERROR and job._sis_id() not in self._job_errors:
@@ -266,7 +277,7 @@ class Manager:
             if max_time is not None and time.time() - start > max_time:
                 self._print("stopping: time limit of the manager reached")
                 return 2
-            time.sleep(self.poll)
+            self.engine.wait_for_change(self.poll)
 
     def _outcome(self, by_state: Dict[str, list]) -> Optional[int]:
         """The manager's exit code once nothing is left to wait for: 0 when every output is there, 1 when the rest
