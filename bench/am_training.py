@@ -82,7 +82,8 @@ def bare_loop(model_dict, train_zip, spm_model, opts, epochs: int, threads: int)
     import soundfile as sf
     import torch
 
-    from llmasr.models.conformer import build_model, model_config_from_dict
+    from llmasr.models.conformer import model_config_from_dict
+    from llmasr.models.conformer_modules import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(opts.random_seed)
@@ -165,7 +166,8 @@ def main():
     n_params = None
     bare_secs, audio_secs = bare_loop(model_dict, train_zip.get_path(), spm.get_path(), opts, args.epochs,
                                       args.threads)
-    from llmasr.models.conformer import build_model, model_config_from_dict
+    from llmasr.models.conformer import model_config_from_dict
+    from llmasr.models.conformer_modules import build_model
 
     n_params = sum(p.numel() for p in build_model(model_config_from_dict(model_dict)).parameters())
     print(f"model {args.model}/{args.size}: {n_params / 1e6:.2f} M parameters, {args.threads} threads, "

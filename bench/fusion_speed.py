@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from llmasr.models.llm import TinyLLMConfig, tiny_random_qwen2  # noqa: E402
 from llmasr.search.ctc_fusion import SearchStats  # noqa: E402
-from llmasr.search.delayed_fusion import SameUnitsConverter, delayed_fusion_search  # noqa: E402
+from llmasr.search.delayed_scorer import SameUnitsConverter, delayed_fusion_search  # noqa: E402
 from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search  # noqa: E402
 from llmasr.search.llm_scorer import LLMScorer  # noqa: E402
 

@@ -27,7 +27,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from llmasr.models.llm import TinyLLMConfig, tiny_random_qwen2  # noqa: E402
-from llmasr.models.speech_llm import SpeechLLM, SpeechLLMConfig  # noqa: E402
+from llmasr.models.speech_llm import SpeechLLMConfig  # noqa: E402
+from llmasr.models.speech_llm_modules import SpeechLLM  # noqa: E402
 from llmasr.search.ctc import CTCSearchStats  # noqa: E402
 from llmasr.search.joint_ctc import joint_time_sync_search  # noqa: E402
 from llmasr.search.speech_llm_scorer import SpeechLLMScorer  # noqa: E402

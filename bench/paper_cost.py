@@ -35,7 +35,8 @@ def meta_params(build) -> int:
 def training_flops_per_audio_hour() -> Dict[str, float]:
     """FLOPs of one training step over one hour of audio (6 x parameters per position), per model."""
     from config.paper import QWEN2_ARCHITECTURES, SPEECH_LLM_ADAPTER_K, paper_speech_llm_encoder_config
-    from llmasr.models.conformer import ConformerEncoder, build_model, paper_aed_config, paper_ctc_config
+    from llmasr.models.conformer import paper_aed_config, paper_ctc_config
+    from llmasr.models.conformer_modules import ConformerEncoder, build_model
 
     def qwen2(hub: str) -> int:
         from transformers import Qwen2Config, Qwen2ForCausalLM

@@ -7,7 +7,8 @@ import torch
 
 from sisyphus import tk
 
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig, build_speech_llm
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.models.speech_llm_modules import build_speech_llm
 from llmasr.scoring.attention_plot import PlotAttentionJob, is_self_attention, plot_attention, speech_attention_share
 from tests.test_speech_llm import XATTN, _audio, _model, speech_llm_files
 

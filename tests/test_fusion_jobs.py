@@ -7,7 +7,8 @@ import torch
 
 from sisyphus import tk
 
-from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode, read_ctc_logprobs
+from llmasr.search.ctc_logprobs import read_ctc_logprobs
+from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
 from llmasr.search.options import CtcBeam, FusionScales
 
 WORDS = ["the cat sat", "a dog ran", "the red mat", "a big house"]

@@ -4,7 +4,7 @@ import torch
 
 from llmasr.models.llm import score_sequences, tiny_random_qwen2
 from llmasr.search.ctc_fusion import SearchStats
-from llmasr.search.delayed_fusion import SameUnitsConverter, WordConverter, delayed_fusion_search
+from llmasr.search.delayed_scorer import SameUnitsConverter, WordConverter, delayed_fusion_search
 from llmasr.search.labelwise_fusion import ctc_labelwise_fusion_search
 from llmasr.search.llm_scorer import LLMScorer
 from llmasr.search.rescoring import rescore_nbest
@@ -313,7 +313,7 @@ def test_first_label_after_a_call_is_scored_from_that_calls_distribution(model):
     """Between calls a hypothesis over the same units carries the LLM score of its first unconsumed label, read from
     the distribution the last call computed (no call of its own); the next call then counts it exactly once."""
     from llmasr.search.ctc import Hypothesis
-    from llmasr.search.delayed_fusion import DelayedLLMScorer
+    from llmasr.search.delayed_scorer import DelayedLLMScorer
 
     llm = LLMScorer(model, bos_id=BOS, eos_id=EOS)
     scorer = DelayedLLMScorer(llm, SameUnitsConverter(LABEL_TO_TOKEN), lm_scale=LM_SCALE, delay=5, log_prior=None)

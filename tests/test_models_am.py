@@ -6,10 +6,9 @@ import os
 import pytest
 import torch
 
-from llmasr.models.conformer import (AedModelConfig, ConformerAedModel, CtcModelConfig, TransformerDecoderConfig,
-                                     build_model, load_model_checkpoint, model_config_from_dict,
-                                     model_config_to_dict, paper_aed_config, SpecAugmentConfig,
-                                     tiny_encoder_config)
+from llmasr.models.conformer import (AedModelConfig, CtcModelConfig, TransformerDecoderConfig, model_config_from_dict,
+                                     model_config_to_dict, paper_aed_config, SpecAugmentConfig, tiny_encoder_config)
+from llmasr.models.conformer_modules import ConformerAedModel, build_model, load_model_checkpoint
 from llmasr.search.aed_scorer import AedDecoderScorer
 from llmasr.models.augment import speed_perturb
 from llmasr.returnn.config import (LearningRateSchedule, TrainingOptions, one_cycle_lr, piecewise_linear_lr,

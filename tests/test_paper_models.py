@@ -3,10 +3,10 @@ the paper-scale models, counted on the meta device (no memory, no weights)."""
 import pytest
 import torch
 
-from llmasr.models.conformer import (AedModelConfig, DecoderNorm, DecoderPositions, FeedForwardActivation,
-                                     FrontendType, TransformerDecoderConfig, build_model, model_config_from_dict,
-                                     model_config_to_dict, paper_aed_config, paper_ctc_config, relu_squared,
-                                     tiny_encoder_config)
+from llmasr.models.conformer import (AedModelConfig, DecoderNorm, DecoderPositions, FeedForwardActivation, FrontendType,
+                                     TransformerDecoderConfig, model_config_from_dict, model_config_to_dict,
+                                     paper_aed_config, paper_ctc_config, tiny_encoder_config)
+from llmasr.models.conformer_modules import build_model, relu_squared
 from llmasr.search.aed_scorer import AedDecoderScorer
 
 V = 11
@@ -112,8 +112,9 @@ def test_paper_scale_speech_llm_parameter_count(size, expected):
     """Speech LLM = 18 x 1024 encoder (aux CTC at 16, 18) + frame-stacking adapter (k=2) + Qwen2 (configs as
     published on the hub, built on the meta device) + rsLoRA r=320 on q/v."""
     from config.paper import PAPER_LORA, QWEN2_ARCHITECTURES, paper_speech_llm_encoder_config
-    from llmasr.models.conformer import ConformerEncoder
-    from llmasr.models.speech_llm import SpeechLLM, SpeechLLMConfig
+    from llmasr.models.conformer_modules import ConformerEncoder
+    from llmasr.models.speech_llm import SpeechLLMConfig
+    from llmasr.models.speech_llm_modules import SpeechLLM
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     arch = QWEN2_ARCHITECTURES[size]

@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
-from llmasr.models.conformer import ConformerEncoder, ctc_loss_sum, tiny_encoder_config
+from llmasr.models.conformer import tiny_encoder_config
+from llmasr.models.conformer_modules import ConformerEncoder, ctc_loss_sum
 from llmasr.models.llm import tiny_random_qwen2
-from llmasr.models.speech_llm import LLMTraining, SpeechLLM, SpeechLLMConfig
+from llmasr.models.speech_llm import LLMTraining, SpeechLLMConfig
+from llmasr.models.speech_llm_modules import SpeechLLM
 from llmasr.scoring.report import markdown_table
 from llmasr.search.beam_search import beam_search
 from llmasr.search.scorer import LabelScorer
@@ -129,8 +131,9 @@ def test_speech_llm_setup_with_its_own_encoder_config(tmp_path):
     """The paper's encoder need not be the AED's: a setup with an encoder config builds a fresh encoder of that size
     (no AED files needed), and its setup dict round-trips."""
     pytest.importorskip("sentencepiece")
-    from llmasr.models.conformer import ConformerEncoder, FeedForwardActivation
-    from llmasr.models.speech_llm import build_from_setup
+    from llmasr.models.conformer import FeedForwardActivation
+    from llmasr.models.conformer_modules import ConformerEncoder
+    from llmasr.models.speech_llm_modules import build_from_setup
     from llmasr.returnn.speech_llm import SpeechLLMSetup, setup_to_dict
     from tests.test_speech_llm import speech_llm_files
 

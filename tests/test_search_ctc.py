@@ -228,7 +228,8 @@ def _speech_llm_scorer(V, B, seed=0):
     from torch import nn
 
     from llmasr.models.llm import tiny_random_qwen2
-    from llmasr.models.speech_llm import SpeechLLM, SpeechLLMConfig
+    from llmasr.models.speech_llm import SpeechLLMConfig
+    from llmasr.models.speech_llm_modules import SpeechLLM
     from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
     class Encoder(nn.Module):

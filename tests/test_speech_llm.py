@@ -8,7 +8,8 @@ from torch import nn
 
 from llmasr.models.adapter import FrameStackAdapter
 from llmasr.models.llm import tiny_random_qwen2
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLM, SpeechLLMConfig
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.models.speech_llm_modules import SpeechLLM
 from llmasr.search.beam_search import beam_search
 from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 from tests.tiny_models import save_tiny_aed, write_noise_corpus
@@ -156,7 +157,7 @@ def test_time_sync_joint_search_runs_with_speech_llm():
 
 
 def _gates(model):
-    from llmasr.models.speech_llm import find_decoder_layers
+    from llmasr.models.speech_llm_modules import find_decoder_layers
 
     layers = find_decoder_layers(model.llm)
     return [layers[i].cross_attn.gate for i in model.cross_attention_layers]
@@ -216,7 +217,7 @@ def test_cross_attention_model_trains(training):
 
 
 def test_compute_losses_with_aux_ctc():
-    from llmasr.models.conformer import ctc_loss_sum
+    from llmasr.models.conformer_modules import ctc_loss_sum
 
     torch.set_num_threads(1)
     audio, lens = _audio()
@@ -274,9 +275,9 @@ def speech_llm_files(tmp_path, *, vocab_am: int = 30):
 
 
 def test_build_speech_llm(tmp_path):
-    from llmasr.models.conformer import ConformerEncoder
+    from llmasr.models.conformer_modules import ConformerEncoder
     from llmasr.models.llm import load_llm_tokenizer
-    from llmasr.models.speech_llm import build_speech_llm
+    from llmasr.models.speech_llm_modules import build_speech_llm
     from llmasr.search.speech_llm_scorer import SpeechLLMScorer
 
     torch.set_num_threads(1)

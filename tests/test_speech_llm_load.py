@@ -2,7 +2,8 @@
 checkpoint's, with no second copy held."""
 import torch
 
-from llmasr.models.speech_llm import LLMTraining, SpeechLLMConfig, build_from_setup, load_speech_llm
+from llmasr.models.speech_llm import LLMTraining, SpeechLLMConfig
+from llmasr.models.speech_llm_modules import build_from_setup, load_speech_llm
 from llmasr.returnn.speech_llm import SpeechLLMSetup, setup_to_dict
 from sisyphus import tk
 from tests.test_speech_llm import speech_llm_files

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from llmasr.models.conformer import (AedModelConfig, CtcModelConfig, SpecAugmentConfig, TransformerDecoderConfig,
-                                     build_model, tiny_encoder_config)
-from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLM, SpeechLLMConfig
+                                     tiny_encoder_config)
+from llmasr.models.conformer_modules import build_model
+from llmasr.models.speech_llm import LLMTraining, SpeechInterface, SpeechLLMConfig
+from llmasr.models.speech_llm_modules import SpeechLLM
 from llmasr.scoring.wer import compute_wer
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,

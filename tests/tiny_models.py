@@ -9,8 +9,9 @@ import torch
 
 def save_tiny_aed(out_dir: str, vocab: int, *, name: str = "aed.pt") -> Tuple[str, str, torch.nn.Module]:
     """A random tiny AED saved as a RETURNN-style checkpoint (``{"model": state_dict}``) and its config JSON."""
-    from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, build_model, model_config_to_dict,
+    from llmasr.models.conformer import (AedModelConfig, TransformerDecoderConfig, model_config_to_dict,
                                          tiny_encoder_config)
+    from llmasr.models.conformer_modules import build_model
 
     cfg = AedModelConfig(encoder=tiny_encoder_config(), vocab_size=vocab,
                          decoder=TransformerDecoderConfig(num_layers=1, dim=32, num_heads=2, ff_dim=64))

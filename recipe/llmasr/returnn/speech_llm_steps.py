@@ -22,7 +22,7 @@ def _config():
 
 def get_model(*, epoch: int = 0, step: int = 0, **_kwargs) -> torch.nn.Module:
     """Builds the speech LLM from the config's ``speech_llm_setup`` (encoder initialised from the AED)."""
-    from llmasr.models.speech_llm import build_from_setup
+    from llmasr.models.speech_llm_modules import build_from_setup
 
     torch.manual_seed(int(_config().int("random_seed", 42)))
     model, tokenizer = build_from_setup(_config().typed_value("speech_llm_setup"), with_aed_weights=True)

@@ -14,7 +14,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from llmasr.models.conformer import ConformerAedModel, ConformerEncoder, build_model, model_config_from_dict
+from llmasr.models.conformer import model_config_from_dict
+from llmasr.models.conformer_modules import ConformerAedModel, ConformerEncoder, build_model
 
 NEG_INF = float("-inf")
 

@@ -2,7 +2,7 @@
 
 :func:`plot_attention` draws one map (mean over heads) with the prompt / speech / text boundaries marked, like the
 decoder self-attention figures of speech-LLM papers; :class:`PlotAttentionJob` writes such maps for the first
-utterances of a corpus from a trained checkpoint (see :meth:`llmasr.models.speech_llm.SpeechLLM.attention_weights`).
+utterances of a corpus from a trained checkpoint (see :meth:`llmasr.models.speech_llm_modules.SpeechLLM.attention_weights`).
 """
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ class PlotAttentionJob(ResourceJob):
                  utterances: int = 2, layers: Sequence[int] = (-1,)):
         """
         :param checkpoint: RETURNN checkpoint (``{"model": state_dict, ...}``) or a bare state dict
-        :param setup: keyword arguments of :func:`llmasr.models.speech_llm.build_speech_llm`, the ``SpeechLLMConfig``
+        :param setup: keyword arguments of :func:`llmasr.models.speech_llm_modules.build_speech_llm`, the ``SpeechLLMConfig``
             (or its literal dict) under "config", paths as tk.Path or str ("aed_checkpoint" is ignored: the weights
             come from ``checkpoint``); or a setup JSON file of that form (``SpeechLLMTrainingJob.out_setup``)
         :param corpus: corpus manifest; the first ``utterances`` entries are plotted
@@ -193,7 +193,8 @@ class PlotAttentionJob(ResourceJob):
         from llmasr.data.audio import load_audio
         from llmasr.data.corpus import read_corpus
         from llmasr.models.checkpoint import read_state_dict
-        from llmasr.models.speech_llm import SpeechInterface, build_speech_llm, find_decoder_layers, hf_model
+        from llmasr.models.speech_llm import SpeechInterface
+        from llmasr.models.speech_llm_modules import build_speech_llm, find_decoder_layers, hf_model
 
         kwargs = self._build_kwargs()
         cfg = kwargs.pop("config")

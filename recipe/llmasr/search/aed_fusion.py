@@ -72,7 +72,7 @@ class AedFusionSearchJob(CorpusSearchJob):
         import torch
 
         from llmasr.data.corpus import read_corpus
-        from llmasr.models.conformer import ConformerAedModel, load_model_checkpoint
+        from llmasr.models.conformer_modules import ConformerAedModel, load_model_checkpoint
         from llmasr.search.aed_scorer import AedDecoderScorer
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs

@@ -1,4 +1,4 @@
-"""The AED decoder of :class:`llmasr.models.conformer.ConformerAedModel` as a :class:`LabelScorer` for the searches.
+"""The AED decoder of :class:`llmasr.models.conformer_modules.ConformerAedModel` as a :class:`LabelScorer` for the searches.
 
 The model knows nothing of searches; this adapter feeds its cached incremental decoder steps to them.
 """
@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import torch
 
-from llmasr.models.conformer import ConformerAedModel, select_state
+from llmasr.models.conformer_modules import ConformerAedModel, select_state
 from llmasr.search.scorer import LabelScorer
 
 

@@ -94,7 +94,7 @@ def ctc_search_without_llm(
 ) -> List[List[dict]]:
     """The CTC prefix search that fusion with ``lm_scale=0`` comes down to: the prior of a hypothesis' labels is
     subtracted once its utterance has ended (an N-best for rescoring). Arguments as in
-    :func:`llmasr.search.delayed_fusion.delayed_fusion_search`."""
+    :func:`llmasr.search.delayed_scorer.delayed_fusion_search`."""
     return run_ctc_fusion(ctc_logprobs, lengths, None, stats, blank=blank, beam_size=beam_size, label_topk=label_topk,
                           labels_to_text=labels_to_text, nbest=nbest, prior_scale=prior_scale,
                           length_reward=length_reward, frame_scorers=[FinalPriorScorer(log_prior)])

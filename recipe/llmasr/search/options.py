@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Dict, Optional, Union
 from sisyphus import tk
 
 Scale = Union[float, tk.Variable]
+DEFAULT_DELAY = 5  # frames between LLM calls of delayed fusion (the search's and the job's default)
 
 
 class GroupedOptions:

@@ -100,7 +100,7 @@ class SpeechLLMRecogJob(CorpusSearchJob):
         import torch
 
         from llmasr.data.corpus import read_corpus
-        from llmasr.models.speech_llm import load_speech_llm
+        from llmasr.models.speech_llm_modules import load_speech_llm
         from llmasr.search.beam_search import beam_search
         from llmasr.search.corpus_search import audio_batches, write_search_outputs
         from llmasr.search.joint_ctc import joint_label_sync_search, joint_time_sync_search

@@ -36,7 +36,7 @@ def _select_cache(cache, indices: torch.Tensor):
 class SpeechLLMScorer(LabelScorer):
     """Scores LLM tokens given the speech of each utterance; call :meth:`set_audio` per batch first.
 
-    :param model: a :class:`llmasr.models.speech_llm.SpeechLLM` (either interface)
+    :param model: a :class:`llmasr.models.speech_llm_modules.SpeechLLM` (either interface)
     :param use_cache: False recomputes the full sequence every step (reference for tests)
     """
 
