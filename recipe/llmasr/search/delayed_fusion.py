@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from llmasr.search.llm_scorer import LLMScorer
 
 
-# --- job ---------------------------------------------------------------------------------------------
-
 class FusionMode(enum.Enum):
     """How the LLM enters the time-synchronous CTC search."""
 
