@@ -149,9 +149,10 @@ class EngineSelector(EngineBase):
             e.set_priorities(priorities)
 
     def wait_for_change(self, timeout: float) -> None:
-        """Waits on the one engine that sees its tasks end (the local one), else the full pause."""
+        """Waits on the first engine that sees its tasks end (a local one), else the full pause; a task ending on
+        another engine is noticed at the latest after ``timeout``, as without waking."""
         watching = [e for e in self.engines.values() if type(e).wait_for_change is not EngineBase.wait_for_change]
-        if len(watching) == 1:
+        if watching:
             watching[0].wait_for_change(timeout)
         else:
             time.sleep(timeout)
