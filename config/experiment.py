@@ -41,6 +41,8 @@ class ExperimentData:
     :param tune_set: the evaluation set the scales are tuned on; :param eval_sets: the sets in the tables
     :param prior_zips: data for the CTC prior (default: the training data)
     :param prior_utterances: the CTC prior averages a fixed random subset of this many utterances (None: all)
+    :param frames_train_zips: more training data for the models that train on a frozen encoder's stored outputs (the
+        AED decoder, speech LLMs), beside ``train_zips``; the encoder itself never trains on them
     """
 
     corpora: Dict[str, tk.Path]
@@ -52,6 +54,7 @@ class ExperimentData:
     eval_sets: Tuple[str, ...]
     prior_zips: Optional[Zips] = None
     prior_utterances: Optional[int] = None
+    frames_train_zips: Optional[Zips] = None
 
 
 @dataclasses.dataclass
@@ -178,8 +181,9 @@ class AcousticModels:
     nbest: Dict[Tuple[str, str], tk.Path]  # (system, eval set) -> N-best
     ctc_logprobs: Dict[str, tk.Path]  # eval set -> CTC log-probs
     prior: EstimateCtcPriorJob
-    # stored outputs of the frozen encoder shared by the AED and the speech LLMs ("train", "dev"), if it is frozen
-    encoder_frames: Optional[Dict[str, tk.Path]] = None
+    # stored outputs of the frozen encoder shared by the AED and the speech LLMs ("train", "dev"), if it is frozen;
+    # "train" lists one file per training set (``train_zips``, then ``frames_train_zips``)
+    encoder_frames: Optional[Dict[str, Union[tk.Path, List[tk.Path]]]] = None
 
 
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
@@ -204,10 +208,15 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
                          "aed_config")
     frames = None
     if freeze_aed_encoder:
+        sets = [("train", data.train_zips), ("dev", data.dev_zips)]
+        if data.frames_train_zips is not None:
+            sets.append(("train-extra", data.frames_train_zips))
         frames = {name: alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
                                                    cpu=search_cpu, device=device),
                               f"{prefix}/am/ctc/encoder_frames/{name}").out_frames
-                  for name, zips in (("train", data.train_zips), ("dev", data.dev_zips))}
+                  for name, zips in sets}
+        if "train-extra" in frames:
+            frames["train"] = [frames["train"], frames.pop("train-extra")]
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,
                              options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,

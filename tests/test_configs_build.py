@@ -87,9 +87,13 @@ def test_toy_config_builds_the_whole_graph():
     assert len({j.scales.lm_scale.creator for j in labelwise}) == 1 and same_llm == {labelwise[0].scales.lm_scale.creator}
     # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
     trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
-    assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 2
+    # (train, dev and the extra utterances that only the decoders train on)
+    assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 3
     frames = {p.get_path() for j in trainings for p in j.train_data if p.get_path().endswith(".hdf")}
-    assert len(frames) == 1
+    assert len(frames) == 2
+    extra = next(j for j in jobs if type(j).__name__ == "MakeToyExtraTrainJob")
+    encoder = next(j for j in trainings if not any(p.get_path().endswith(".hdf") for p in j.train_data))
+    assert extra not in {p.creator.corpus.creator for p in encoder.train_data}  # the encoder never hears them
     sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
     assert {p.get_path() for j in sllm for p in j.train_data} == frames
     # every finding the toy is meant to show is checked in the report
@@ -128,7 +132,7 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     assert len(sllm) == 7  # base, frozen, full, xattn, prompt, k=1, LLM tokenizer
     ctc = next(j for j in by_kind["ReturnnTrainingJob"] if type(j.model_config).__name__ == "CtcModelConfig")
     frames = {p.creator for p in (*sllm[0].train_data, *sllm[0].dev_data)}
-    assert {type(c).__name__ for c in frames} == {"DumpEncoderFramesJob"} and len(frames) == 2
+    assert {type(c).__name__ for c in frames} == {"DumpEncoderFramesJob"} and len(frames) == 3  # + extra utterances
     for j in sllm:
         cfg = j.setup.config
         assert (cfg.lora_rank, cfg.lora_alpha, cfg.use_rslora) == (toy.SPEECH_LLM_LORA.rank, 8.0, False)

@@ -7,8 +7,9 @@ import pytest
 import soundfile as sf
 
 from llmasr.data.corpus import read_corpus
-from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, common_words, make_speakers, plan_corpus,
-                             read_verses, split_clauses)
+from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, MakeToyExtraTrainJob, ToySpeaker,
+                             common_words, make_speakers, plan_corpus, plan_extra_utterances, read_speakers, read_verses,
+                             split_clauses)
 from llmasr.text.normalize import normalize_for_training
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -115,6 +116,50 @@ def test_make_toy_corpus_job(run_job):
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7) is job
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7, cpu=1) is job  # cpu is not hashed
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=8) is not job
+
+
+def test_extra_train_utterances_are_new_sentences_by_training_voices(run_job):
+    """The decoders' extra training data: sentences of the LM text that the corpus did not train on, spoken only by
+    the corpus's training speakers (so test voices stay unseen), with ids that do not clash with the corpus."""
+    corpus = MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7)
+    run_job(corpus)
+    speakers = read_speakers(corpus.out_speakers.get_path())
+    assert speakers and set(speakers) <= set(make_speakers(7)["train"])  # those that speak a training utterance
+    extra = run_job(MakeToyExtraTrainJob(corpus.out_lm_text, corpus.out_corpora["train"], corpus.out_speakers,
+                                         num_utterances=6, seed=3))
+    entries = read_corpus(extra.out_corpus.get_path())
+    train = read_corpus(corpus.out_corpora["train"].get_path())
+    held_out = {e.text for s in ("dev", "test") for e in read_corpus(corpus.out_corpora[s].get_path())}
+    with gzip.open(corpus.out_lm_text.get_path(), "rt") as f:
+        lm = set(f.read().splitlines())
+    assert len(entries) == len({e.text for e in entries}) == 6
+    assert all(e.text in lm for e in entries)
+    assert not {e.text for e in entries} & ({e.text for e in train} | held_out)
+    assert {e.speaker for e in entries} <= {str(s.id) for s in speakers}
+    assert not {e.id for e in entries} & {e.id for s in corpus.out_corpora.values() for e in read_corpus(s.get_path())}
+    for e in entries:
+        assert sf.info(e.audio).samplerate == 16000 and e.duration > 0.3
+
+
+def test_extra_train_plan_and_speaker_file_errors(tmp_path):
+    spk = [ToySpeaker(100, "en-us", "m1", 150, 50), ToySpeaker(101, "en-gb", "", 170, 40)]
+    utts = plan_extra_utterances(["A B C", "D E F", "G H I", "A B C", ""], ["D E F"], spk, num_utterances=2, seed=1,
+                                 chapter=1000)
+    assert sorted(u.text for u in utts) == ["A B C", "G H I"] and {u.chapter for u in utts} == {1000}
+    assert all(abs(u.speed - u.speaker.speed) <= 8 and abs(u.pitch - u.speaker.pitch) <= 4 for u in utts)
+    assert utts == plan_extra_utterances(["A B C", "D E F", "G H I"], ["D E F"], spk, num_utterances=2, seed=1,
+                                         chapter=1000)
+    with pytest.raises(ValueError, match="3 extra sentences wanted, only 2"):
+        plan_extra_utterances(["A B C", "D E F", "G H I"], ["D E F"], spk, num_utterances=3, seed=1, chapter=1000)
+    bad = tmp_path / "speakers.txt"
+    bad.write_text("train 100 en-us+m1 speed=150 pitch=50\ntrain 101 en-gb speed=fast pitch=40\n")
+    with pytest.raises(ValueError, match="speakers.txt:2: not a speaker line"):
+        read_speakers(str(bad))
+    bad.write_text("test 100 en-us+m7 speed=120 pitch=20\n")
+    with pytest.raises(ValueError, match="no train speakers"):
+        read_speakers(str(bad))
+    with pytest.raises(ValueError, match="num_utterances must be positive"):
+        MakeToyExtraTrainJob(None, None, None, num_utterances=0)
 
 
 def test_verses_file_errors(tmp_path, run_job):

@@ -176,6 +176,14 @@ class ToyUtterance:
         return f"{self.speaker.id}-{self.chapter}-{self.index:04d}"
 
 
+def spoken_by(speaker: ToySpeaker, split: str, chapter: int, index: int, text: str,
+              rng: random.Random) -> ToyUtterance:
+    """``text`` as one utterance of ``speaker``, at the speaker's speed and pitch with a small random jitter."""
+    speed = max(80, speaker.speed + rng.randint(-8, 8))
+    pitch = min(99, max(0, speaker.pitch + rng.randint(-4, 4)))
+    return ToyUtterance(split, speaker, chapter, index, text, speed, pitch)
+
+
 def plan_corpus(
     verses: Sequence[Tuple[int, str]],
     *,
@@ -237,9 +245,7 @@ def plan_corpus(
             key = (spk.id, book)
             idx = counters.get(key, 0)
             counters[key] = idx + 1
-            speed = max(80, spk.speed + rng.randint(-8, 8))
-            pitch = min(99, max(0, spk.pitch + rng.randint(-4, 4)))
-            utts.append(ToyUtterance(split, spk, book, idx, text, speed, pitch))
+            utts.append(spoken_by(spk, split, book, idx, text, rng))
         plan[split] = utts
     return plan, lm_text
 
@@ -382,3 +388,95 @@ class MakeToyCorpusJob(ParallelCorpusJob):
         n_lm = write_lm_text(lm_text, self.out_lm_text.get_path())
         self.out_num_lm_sentences.set(n_lm)
         logging.info("toy corpus done in %.1f s; %d LM sentences", time.time() - start, n_lm)
+
+
+def read_speakers(path: str, split: str = "train") -> List[ToySpeaker]:
+    """The speakers of ``split`` from a :class:`MakeToyCorpusJob`'s ``speakers.txt``
+    (``<split> <id> <voice>[+<variant>] speed=<wpm> pitch=<p>`` per line)."""
+    speakers = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                name, spk_id, voice = fields[0], int(fields[1]), fields[2]
+                opts = dict(field.split("=", 1) for field in fields[3:])
+                speed, pitch = int(opts["speed"]), int(opts["pitch"])
+            except (IndexError, KeyError, ValueError) as e:
+                raise ValueError(f"{path}:{lineno}: not a speaker line ({e!r}): {line.strip()!r}") from None
+            if name == split:
+                base, _, variant = voice.partition("+")
+                speakers.append(ToySpeaker(spk_id, base, variant, speed, pitch))
+    if not speakers:
+        raise ValueError(f"{path}: no {split} speakers")
+    return speakers
+
+
+def plan_extra_utterances(sentences: Sequence[str], exclude: Iterable[str], speakers: Sequence[ToySpeaker], *,
+                          num_utterances: int, seed: int, chapter: int) -> List[ToyUtterance]:
+    """``num_utterances`` distinct sentences not in ``exclude``, each spoken by a random one of ``speakers`` with the
+    same per-utterance speed and pitch jitter as the corpus; all in ``chapter`` (unique ids beside the corpus)."""
+    excluded = set(exclude)
+    pool = sorted({s for s in sentences if s and s not in excluded})
+    if len(pool) < num_utterances:
+        raise ValueError(f"toy corpus: {num_utterances} extra sentences wanted, only {len(pool)} available")
+    rng = random.Random(seed)
+    chosen = rng.sample(pool, num_utterances)
+    counters: Dict[int, int] = {}
+    utts = []
+    for text in chosen:
+        spk = rng.choice(speakers)
+        idx = counters.get(spk.id, 0)
+        counters[spk.id] = idx + 1
+        utts.append(spoken_by(spk, "train", chapter, idx, text, rng))
+    return utts
+
+
+class MakeToyExtraTrainJob(ParallelCorpusJob):
+    """More training utterances, spoken by the corpus's training voices, with sentences from its LM text that are not
+    in its training set (the LM text never holds dev/test verses).
+
+    They serve the models trained on a frozen encoder's stored outputs (the AED decoder, speech LLMs): on utterances
+    that the encoder never trained on, its outputs are as imperfect as on dev, so the decoders learn to cope with
+    that instead of trusting the near-perfect outputs on the encoder's own training data."""
+
+    def __init__(self, lm_text: tk.Path, train_corpus: tk.Path, speakers: tk.Path, *, num_utterances: int,
+                 seed: int = 1, chapter: int = 1000, cpu: int = 2):
+        """
+        :param lm_text: sentences to draw from (:attr:`MakeToyCorpusJob.out_lm_text`)
+        :param train_corpus: the training corpus whose sentences are left out
+        :param speakers: :attr:`MakeToyCorpusJob.out_speakers`; its train speakers speak the new utterances
+        :param num_utterances: how many
+        :param seed: seed of sentence, speaker, speed and pitch choices
+        :param chapter: the chapter number of all new utterances (the corpus's chapters are its books, 1-66)
+        :param cpu: parallel synthesis processes (also the task's cpu requirement)
+        """
+        if num_utterances <= 0:
+            raise ValueError(f"MakeToyExtraTrainJob: num_utterances must be positive, got {num_utterances}")
+        self.lm_text = lm_text
+        self.train_corpus = train_corpus
+        self.speakers = speakers
+        self.num_utterances = num_utterances
+        self.seed = seed
+        self.chapter = chapter
+        self.cpu = cpu
+        self.out_audio_dir = self.output_path("LibriSpeech", directory=True)
+        self.out_corpus = self.output_path("train.corpus.jsonl.gz")
+        self.rqmt = {"cpu": cpu, "mem": 2, "time": 2}
+
+    def run(self):
+        from llmasr.data.corpus import iter_corpus
+
+        start = time.time()
+        with gzip.open(self.lm_text.get_path(), "rt", encoding="utf-8") as f:
+            sentences = [line.strip() for line in f]
+        train_text = (e.text for e in iter_corpus(self.train_corpus.get_path()))
+        utts = plan_extra_utterances(sentences, train_text, read_speakers(self.speakers.get_path()),
+                                     num_utterances=self.num_utterances, seed=self.seed, chapter=self.chapter)
+        root = os.path.join(self.out_audio_dir.get_path(), "train-extra")
+        os.makedirs(root, exist_ok=True)
+        entries = synthesize_corpus(utts, root, workers=max(1, min(self.run_threads(), os.cpu_count() or 1)))
+        write_corpus(entries, self.out_corpus.get_path())
+        logging.info("toy extra train: %d utterances, %.1f s audio, in %.1f s", len(entries),
+                     sum(e.duration for e in entries), time.time() - start)
