@@ -116,8 +116,9 @@ def test_toy_config_builds_the_whole_graph():
 
 def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     """The toy's speech LLMs come from config.paper / config.ablations with the toy's sizes: the AED's frozen encoder
-    and its stored outputs, LoRA r=8 without aux CTC, joint recognition with the CTC model's log-probs (its scale chosen
-    on dev by the label-sync search), one-thread CPU jobs, the ablation tables and attention plots."""
+    and its stored outputs, LoRA r=32 on every linear layer without aux CTC, joint recognition with the CTC model's
+    log-probs (its scale chosen on dev by the label-sync search), one-thread CPU jobs, the ablation tables and
+    attention plots."""
     from config import toy
     from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
     from llmasr.search.speech_llm_recog import SpeechLLMSearchMode
@@ -135,7 +136,8 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     assert {type(c).__name__ for c in frames} == {"DumpEncoderFramesJob"} and len(frames) == 3  # + extra utterances
     for j in sllm:
         cfg = j.setup.config
-        assert (cfg.lora_rank, cfg.lora_alpha, cfg.use_rslora) == (toy.SPEECH_LLM_LORA.rank, 8.0, False)
+        assert (cfg.lora_rank, cfg.lora_alpha, cfg.use_rslora) == (32, 32.0, False)
+        assert set(cfg.lora_targets) == {f"{m}_proj" for m in ("q", "k", "v", "o", "gate", "up", "down")}
         assert cfg.freeze_encoder and cfg.aux_ctc_layers == () and cfg.aux_ctc_scale == 0.0
         # the AED's frozen encoder is the CTC model's: loaded from the CTC checkpoint, the frames' own encoder
         assert j.setup.aed_model_config == ctc.out_model_config and j.setup.encoder is None

@@ -8,8 +8,8 @@ import soundfile as sf
 
 from llmasr.data.corpus import read_corpus
 from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, MakeToyExtraTrainJob, ToySpeaker,
-                             common_words, make_speakers, plan_corpus, plan_extra_utterances, read_speakers, read_verses,
-                             split_clauses)
+                             common_words, make_speakers, plan_corpus, plan_extra_utterances, read_speakers,
+                             read_verses, split_clauses)
 from llmasr.text.normalize import normalize_for_training
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
