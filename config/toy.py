@@ -57,7 +57,8 @@ AED_MODEL = AedModelConfig(encoder=AM_ENCODER, decoder=TransformerDecoderConfig(
                            aux_ctc_layers=(6,), aux_ctc_scales=(0.3,))
 # 20 s batches per process; 3e-3 stalls in CTC's plateau. Dev CTC loss after 12 / 20 epochs (each schedule to its
 # end): 1.81 / 1.47, CTC-beam dev WER 37.9 / 34.3; after 27 / 30: 1.28 / 1.21, 30.2 / 27.9. With 27 the whole toy
-# took 44.5 and 52.7 min in two runs (the machine's speed varies by about a quarter), so it stays inside its hour
+# took 44.5 and 52.7 min in two runs (the machine's speed varies by about a quarter), 58.1 min with the decoders' extra
+# utterances and LoRA on every layer: no room for more epochs inside the hour
 AM_TRAINING = TrainingOptions(num_epochs=27, batch_size_seconds=20, learning_rate=1e-3)
 CTC_PROCESSES = 2
 LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer than the AM's, as with Qwen2)
