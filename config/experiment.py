@@ -206,6 +206,9 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     if (aed_encoder_from_ctc or freeze_aed_encoder) and aed_config.encoder != ctc_config.encoder:
         raise ValueError("aed_encoder_from_ctc / freeze_aed_encoder need the same encoder config in ctc_config and "
                          "aed_config")
+    if data.frames_train_zips is not None and not freeze_aed_encoder:
+        raise ValueError("ExperimentData.frames_train_zips trains only models on a frozen encoder's stored outputs: "
+                         "it needs freeze_aed_encoder=True")
     frames = None
     if freeze_aed_encoder:
         sets = [("train", data.train_zips), ("dev", data.dev_zips)]

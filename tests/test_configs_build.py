@@ -228,3 +228,23 @@ def test_paper_scale_job_ids_are_stable():
     check_resources_out_of_the_hash(graph.jobs())
     check_llms_are_downloaded(graph.jobs())
     check_paper_scale_job_ids(j.job_id() for j in graph.jobs())
+
+
+def test_extra_decoder_data_needs_a_frozen_encoder():
+    """Extra training data of the decoders on stored encoder outputs is refused where no encoder output is stored (the
+    AED would otherwise train without it, silently)."""
+    import dataclasses
+
+    from config import toy
+    from config.experiment import ExperimentData, Results, acoustic_models
+    from sisyphus import tk
+
+    data = ExperimentData(corpora={"dev": tk.Path("dev.jsonl.gz")}, zips={"dev": tk.Path("dev.zip")},
+                          train_zips=tk.Path("train.zip"), dev_zips=tk.Path("dev.zip"), spm_model=tk.Path("spm.model"),
+                          tune_set="dev", eval_sets=("dev",), frames_train_zips=tk.Path("extra.zip"))
+    models = dict(ctc_config=toy.CTC_MODEL, aed_config=toy.AED_MODEL, options=toy.AM_TRAINING)
+    with pytest.raises(ValueError, match="frames_train_zips .* needs freeze_aed_encoder=True"):
+        acoustic_models("x", data, Results("x", hallucination_set="dev"), **models)
+    am = acoustic_models("x", dataclasses.replace(data, frames_train_zips=None), Results("x", hallucination_set="dev"),
+                         **models)
+    assert am.encoder_frames is None
