@@ -211,15 +211,13 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
                          "it needs freeze_aed_encoder=True")
     frames = None
     if freeze_aed_encoder:
-        sets = [("train", data.train_zips), ("dev", data.dev_zips)]
+        def dump(name: str, zips: Zips) -> tk.Path:
+            return alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model, cpu=search_cpu,
+                                              device=device), f"{prefix}/am/ctc/encoder_frames/{name}").out_frames
+
+        frames = {"train": dump("train", data.train_zips), "dev": dump("dev", data.dev_zips)}
         if data.frames_train_zips is not None:
-            sets.append(("train-extra", data.frames_train_zips))
-        frames = {name: alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model,
-                                                   cpu=search_cpu, device=device),
-                              f"{prefix}/am/ctc/encoder_frames/{name}").out_frames
-                  for name, zips in sets}
-        if "train-extra" in frames:
-            frames["train"] = [frames["train"], frames.pop("train-extra")]
+            frames["train"] = [frames["train"], dump("train-extra", data.frames_train_zips)]
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,
                              options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,

@@ -467,10 +467,10 @@ class MakeToyExtraTrainJob(ParallelCorpusJob):
 
     def run(self):
         from llmasr.data.corpus import iter_corpus
+        from llmasr.text.sentencepiece import iter_text_lines
 
         start = time.time()
-        with gzip.open(self.lm_text.get_path(), "rt", encoding="utf-8") as f:
-            sentences = [line.strip() for line in f]
+        sentences = list(iter_text_lines(self.lm_text.get_path()))
         train_text = (e.text for e in iter_corpus(self.train_corpus.get_path()))
         utts = plan_extra_utterances(sentences, train_text, read_speakers(self.speakers.get_path()),
                                      num_utterances=self.num_utterances, seed=self.seed, chapter=self.chapter)
