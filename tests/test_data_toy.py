@@ -9,7 +9,7 @@ import soundfile as sf
 from llmasr.data.corpus import read_corpus
 from llmasr.data.toy import (TRAIN_VARIANTS, TRAIN_VOICES, MakeToyCorpusJob, MakeToyExtraTrainJob, ToySpeaker,
                              common_words, make_speakers, plan_corpus, plan_extra_utterances, read_speakers,
-                             read_verses, split_clauses)
+                             read_verses, split_clauses, synthesize)
 from llmasr.text.normalize import normalize_for_training
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -116,6 +116,16 @@ def test_make_toy_corpus_job(run_job):
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7) is job
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7, cpu=1) is job  # cpu is not hashed
     assert MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=8) is not job
+
+
+def test_synthesis_is_bit_reproducible(tmp_path):
+    """No dither in the 16-bit conversion: the same sentence and voice give the same samples every time, so a toy run
+    from an empty work/ hears exactly the audio of the last one."""
+    paths = [str(tmp_path / f"{i}.flac") for i in range(2)]
+    for path in paths:
+        synthesize("the quiet river runs", path, voice="en-us", speed=170, pitch=50)
+    a, b = (sf.read(p, dtype="int16")[0] for p in paths)
+    assert len(a) > 8000 and (a == b).all()
 
 
 def test_extra_train_utterances_are_new_sentences_by_training_voices(run_job):

@@ -3,9 +3,10 @@ the paper-scale models, counted on the meta device (no memory, no weights)."""
 import pytest
 import torch
 
-from llmasr.models.conformer import (AedModelConfig, DecoderNorm, DecoderPositions, FeedForwardActivation, FrontendType,
-                                     TransformerDecoderConfig, model_config_from_dict, model_config_to_dict,
-                                     paper_aed_config, paper_ctc_config, tiny_encoder_config)
+from llmasr.models.conformer import (AedModelConfig, DecoderEmbeddingInit, DecoderNorm, DecoderPositions,
+                                     FeedForwardActivation, FrontendType, TransformerDecoderConfig,
+                                     model_config_from_dict, model_config_to_dict, paper_aed_config, paper_ctc_config,
+                                     tiny_encoder_config)
 from llmasr.models.conformer_modules import build_model, relu_squared
 from llmasr.search.aed_scorer import AedDecoderScorer
 
@@ -65,13 +66,31 @@ def test_new_options_round_trip_and_keep_old_hashes():
     d = model_config_to_dict(cfg)
     assert d["encoder"]["ff_activation"] == "relu_squared" and d["decoder"]["positions"] == "rope"
     assert model_config_from_dict(d) == cfg
+    assert d["decoder"]["embedding_init"] == "scaled"
     # a config at the old defaults hashes as before the options existed
-    old = TransformerDecoderConfig(num_layers=2)
+    old = TransformerDecoderConfig(num_layers=2, embedding_init=DecoderEmbeddingInit.UNIT)
     state = dict(old.__dict__)
-    for name in ("norm", "gated_ff", "positions"):
+    for name in ("norm", "gated_ff", "positions", "embedding_init"):
         del state[name]
     assert sis_hash_helper(old) != sis_hash_helper(cfg.decoder)
     assert old.__sis_state__() == state
+    # the scaled embedding init is a new model, so it gets a new hash
+    assert "embedding_init" in TransformerDecoderConfig(num_layers=2).__sis_state__()
+
+
+@pytest.mark.parametrize("init,rms", [(DecoderEmbeddingInit.SCALED, 1.0), (DecoderEmbeddingInit.UNIT, 16.0)])
+def test_decoder_embedding_init_keeps_positions_visible(init, rms):
+    """Scaled by sqrt(dim) = 16, N(0, 1/dim) embeddings are as large as the sinusoidal positions (RMS 0.71); torch's
+    N(0, 1) would be 16 times larger and drown them."""
+    from llmasr.models.conformer_modules import TransformerDecoder, sinusoidal_positions
+
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(TransformerDecoderConfig(num_layers=1, dim=256, num_heads=4, ff_dim=64,
+                                                          embedding_init=init), enc_dim=8, vocab_size=500)
+    scaled = decoder.embedding.weight * 256 ** 0.5
+    assert float(scaled.pow(2).mean().sqrt()) == pytest.approx(rms, rel=0.05)
+    positions = sinusoidal_positions(torch.arange(100), 256)
+    assert float(positions.pow(2).mean().sqrt()) == pytest.approx(0.5 ** 0.5, rel=0.05)
 
 
 # one Conformer block of 1024: two FF modules (LN + 1024 x 4096 x 1024), MHSA (LN + in/out projections), conv module

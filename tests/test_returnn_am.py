@@ -37,7 +37,7 @@ def _speak(out_dir, sentences, voice):
     entries = []
     for i, text in enumerate(sentences):
         path = os.path.join(out_dir, f"utt{i}.flac")
-        subprocess.run(f"espeak-ng -v {voice} -s 170 --stdout '{text}' | sox -G -t wav - -r 16000 -c 1 -b 16 {path}",
+        subprocess.run(f"espeak-ng -v {voice} -s 170 --stdout '{text}' | sox -D -G -t wav - -r 16000 -c 1 -b 16 {path}",
                        shell=True, check=True)
         entries.append(CorpusEntry(id=f"{voice}/{i}", audio=path, duration=sf.info(path).duration, speaker=voice,
                                    text=text))

@@ -38,7 +38,7 @@ def corpus(tmp_path_factory):
     wavs = []
     for i, text in enumerate(SENTENCES):
         path = str(root / f"utt{i}.wav")
-        subprocess.run(f"espeak-ng -v en-us -s 175 --stdout '{text}' | sox -G -t wav - -r 16000 -c 1 -b 16 {path}",
+        subprocess.run(f"espeak-ng -v en-us -s 175 --stdout '{text}' | sox -D -G -t wav - -r 16000 -c 1 -b 16 {path}",
                        shell=True, check=True)
         audio, rate = sf.read(path, dtype="float32")
         assert rate == 16000

@@ -258,7 +258,7 @@ def synthesize(text: str, out_path: str, *, voice: str, speed: int, pitch: int) 
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     sox = subprocess.run(
-        ["sox", "-G", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", tmp],
+        ["sox", "-D", "-G", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", tmp],
         stdin=espeak.stdout, capture_output=True, check=False,
     )
     espeak.stdout.close()

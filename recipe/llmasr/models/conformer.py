@@ -116,13 +116,21 @@ class DecoderPositions(enum.Enum):
     ROPE = "rope"  # rotary embeddings on the self-attention queries and keys
 
 
+class DecoderEmbeddingInit(enum.Enum):
+    """Initial label embeddings of the AED decoder (they are multiplied by sqrt(dim) before the positions are added)."""
+
+    SCALED = "scaled"  # N(0, 1/dim), as fairseq: after the sqrt(dim) scale as large as the sinusoidal positions
+    UNIT = "unit"  # torch's N(0, 1): after the scale sqrt(dim) times the positions, which the decoder then hardly sees
+
+
 @dataclass
 class TransformerDecoderConfig(HashDefaults):
     """Pre-norm Transformer decoder with self-attention, cross-attention over the encoder, and a feed-forward block
     (the paper's: RMSNorm, gated feed-forward, RoPE; the defaults are the classic LayerNorm / ReLU / sinusoidal)."""
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"norm": DecoderNorm.LAYER_NORM, "gated_ff": False,
-                                                "positions": DecoderPositions.SINUSOIDAL}
+                                                "positions": DecoderPositions.SINUSOIDAL,
+                                                "embedding_init": DecoderEmbeddingInit.UNIT}
 
     num_layers: int = 6
     dim: int = 512
@@ -133,10 +141,12 @@ class TransformerDecoderConfig(HashDefaults):
     norm: DecoderNorm = DecoderNorm.LAYER_NORM
     gated_ff: bool = False  # SiLU-gated feed-forward (SwiGLU) instead of Linear -> ReLU -> Linear
     positions: DecoderPositions = DecoderPositions.SINUSOIDAL
+    embedding_init: DecoderEmbeddingInit = DecoderEmbeddingInit.SCALED
 
     def __post_init__(self):
         self.norm = DecoderNorm(self.norm)
         self.positions = DecoderPositions(self.positions)
+        self.embedding_init = DecoderEmbeddingInit(self.embedding_init)
 
 
 @dataclass

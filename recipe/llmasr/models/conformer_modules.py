@@ -33,9 +33,9 @@ from i6_models.primitives.specaugment import specaugment_v1_by_length
 
 from llmasr.models.augment import speed_perturb
 from llmasr.models.checkpoint import read_state_dict
-from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, DecoderNorm,
-                                     DecoderPositions, FeedForwardActivation, FrontendType, LogMelConfig, ModelConfig,
-                                     TransformerDecoderConfig, model_config_from_dict)
+from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, DecoderEmbeddingInit,
+                                     DecoderNorm, DecoderPositions, FeedForwardActivation, FrontendType, LogMelConfig,
+                                     ModelConfig, TransformerDecoderConfig, model_config_from_dict)
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:
@@ -430,6 +430,8 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.dim)
+        if cfg.embedding_init == DecoderEmbeddingInit.SCALED:
+            nn.init.normal_(self.embedding.weight, std=cfg.dim ** -0.5)
         self.layers = nn.ModuleList([_DecoderLayer(cfg, enc_dim) for _ in range(cfg.num_layers)])
         self.final_ln = decoder_norm(cfg)
         self.output = nn.Linear(cfg.dim, vocab_size)
