@@ -88,7 +88,8 @@ def bare_loop(model_dict, train_zip, spm_model, opts, epochs: int, threads: int)
     torch.set_num_threads(threads)
     torch.manual_seed(opts.random_seed)
     model = build_model(model_config_from_dict(model_dict)).train()
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, eps=1e-8, weight_decay=opts.weight_decay)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, eps=1e-8, weight_decay=opts.weight_decay,
+                              fused=True)
     sp = spm.SentencePieceProcessor(model_file=spm_model)
     name = os.path.splitext(os.path.basename(train_zip))[0]
     zf = zipfile.ZipFile(train_zip)

@@ -164,6 +164,9 @@ class SpeechLLMRecipe:
     :param joint_ctc_scales: the CTC scales tried on the tuning set (one scale: used as it is, nothing tuned)
     :param attention_plots: plot the attention weights of the first and last LLM layer for two utterances of the
         last evaluation set (``<prefix>/speech_llm/<name>/attention``)
+    :param cross_attention_gate_init: the start value of the cross-attention interface's gates (0: Flamingo's)
+    :param cross_attention_options: the trainings of the cross-attention interface, if not ``options`` (the new
+        attention layers may need another learning rate than a prefix)
     """
 
     data: ExperimentData
@@ -186,6 +189,8 @@ class SpeechLLMRecipe:
         default_factory=lambda: {"ctc": SpeechLLMSearchMode.JOINT_TIME_SYNC})
     joint_ctc_scales: Tuple[float, ...] = JOINT_CTC_SCALES
     attention_plots: bool = False
+    cross_attention_gate_init: float = 0.0
+    cross_attention_options: Optional[TrainingOptions] = None
 
     def __post_init__(self):
         if not self.joint_modes or not self.joint_ctc_scales:
@@ -207,6 +212,8 @@ class SpeechLLMRecipe:
         encoder)."""
         ctc = dict(aux_ctc_scale=1.0, aux_ctc_layers=self.aux_ctc_layers) if self.aux_ctc_layers is not None else {}
         fields = {"adapter_k": self.adapter_k, "freeze_encoder": self.freeze_encoder, **changes}
+        if fields.get("interface") == SpeechInterface.CROSS_ATTENTION:
+            fields.setdefault("cross_attention_gate_init", self.cross_attention_gate_init)
         return SpeechLLMConfig(**fields, **ctc, **self.lora.speech_llm_fields())
 
 
@@ -250,7 +257,10 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
     on_frames = cfg.freeze_encoder and encoder is None and recipe.encoder_frames is not None
     train_data, dev_data = ((recipe.encoder_frames["train"], recipe.encoder_frames["dev"]) if on_frames
                             else (data.train_zips, data.dev_zips))
-    train = SpeechLLMTrainingJob(setup, train_data, dev_data, units, options=recipe.options, **recipe.rqmt)
+    options = recipe.options
+    if interface == SpeechInterface.CROSS_ATTENTION and recipe.cross_attention_options is not None:
+        options = recipe.cross_attention_options
+    train = SpeechLLMTrainingJob(setup, train_data, dev_data, units, options=options, **recipe.rqmt)
     alias(train, f"{prefix}/speech_llm/{name}/train")
     ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)
     out = PaperSpeechLLM(train, {"alone": f"speech-llm-{name}"})

@@ -145,6 +145,12 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
         assert {p.creator for p in (*j.train_data, *j.dev_data)} == frames
         assert (j.rqmt["cpu"], j.rqmt["mem"], j.rqmt["gpu"]) == (1, 6, 0)
     assert {j.setup.config.adapter_k for j in sllm} == {1, 2}
+    # the cross-attention system: its gates open from the start and its own (lower) learning rate; the others share one
+    xattn = [j for j in sllm if j.setup.config.interface.value == "cross_attention"]
+    assert len(xattn) == 1 and xattn[0].setup.config.cross_attention_gate_init == toy.SPEECH_LLM_XATTN_GATE_INIT > 0
+    assert xattn[0].options == toy.SPEECH_LLM_XATTN_TRAINING != toy.SPEECH_LLM_TRAINING
+    assert all(j.options == toy.SPEECH_LLM_TRAINING and j.setup.config.cross_attention_gate_init == 0.0
+               for j in sllm if j not in xattn)
     assert sum(1 for j in sllm if j.setup.am_spm_model is None) == 1  # the LLM's own tokenizer
     recog = by_kind["SpeechLLMRecogJob"]
     assert all(j.rqmt["cpu"] == 1 and j.device == "cpu" for j in recog)

@@ -188,6 +188,25 @@ def test_cross_attention_starts_as_the_bare_llm():
         model.llm(input_ids=torch.tensor([[1, 2]]))
 
 
+def test_cross_attention_gate_init():
+    """A non-zero gate start value: the attention's output layer gets a gradient from the first step (with Flamingo's
+    0 it gets none until the gate has moved); the option stays out of the hash at 0."""
+    torch.set_num_threads(1)
+    audio, lens = _audio()
+    grads = {}
+    for gate_init in (0.0, 0.5):
+        model = _model(LLMTraining.LORA, interface=XATTN, cross_attention_gate_init=gate_init).train()
+        assert [float(g) for g in _gates(model)] == pytest.approx([gate_init] * len(model.cross_attention_layers))
+        loss, n = model(audio, lens, [[3, 4, 9], [8, 2]])
+        loss.backward()
+        grads[gate_init] = [float(p.grad.abs().sum()) for name, p in model.named_parameters()
+                            if name.endswith(".cross_attn.to_out.weight")]
+    assert grads[0.0] and all(g == 0.0 for g in grads[0.0]) and all(g > 0.0 for g in grads[0.5])
+    assert "cross_attention_gate_init" not in SpeechLLMConfig(interface=XATTN).__sis_state__()
+    assert SpeechLLMConfig(interface=XATTN, cross_attention_gate_init=0.5).__sis_state__()[
+        "cross_attention_gate_init"] == 0.5
+
+
 @pytest.mark.parametrize("training", [LLMTraining.FROZEN, LLMTraining.LORA])
 def test_cross_attention_model_trains(training):
     """The gated cross-attention layers and the adapter learn; the frozen / LoRA-adapted LLM weights stay."""

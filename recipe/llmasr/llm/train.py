@@ -194,7 +194,7 @@ def _optimizer(params, cfg: TrainConfig, *, total_steps: int):
     learning rate at ``total_steps``: (optimiser, scheduler stepped once per batch)."""
     import torch
 
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
 
     def lr_factor(step: int) -> float:
         if step < cfg.warmup_steps:

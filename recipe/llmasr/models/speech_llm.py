@@ -46,6 +46,8 @@ class SpeechLLMConfig(HashDefaults):
     :param freeze_embedding: keep the LLM input embedding fixed (unless its vocabulary was swapped)
     :param cross_attention_every: CROSS_ATTENTION: a cross-attention layer before decoder blocks 0, k, 2k, ...
     :param cross_attention_heads: heads of the cross-attention layers (0 = the LLM's number of attention heads)
+    :param cross_attention_gate_init: the gates' start value g (the layer adds tanh(g) * attention); 0 (Flamingo)
+        starts with the LLM unchanged, but then the attention's output layer gets no gradient until the gate moves
     :param ctc_vocab_size: aux CTC output size including the blank, which is the last index (0 = no aux CTC; a
         training with ``aux_ctc_scale`` > 0 sets it to the AM's units + blank)
     :param aux_ctc_scale: scale of the aux CTC loss in :meth:`SpeechLLM.compute_losses`
@@ -69,11 +71,12 @@ class SpeechLLMConfig(HashDefaults):
     lora_targets: Tuple[str, ...] = ("q_proj", "v_proj")
     use_rslora: bool = False
     aux_ctc_layers: Tuple[int, ...] = ()
+    cross_attention_gate_init: float = 0.0
 
     # options added later stay out of the job hashes at their defaults
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"lora_alpha": 8.0, "lora_dropout": 0.0,
                                                 "lora_targets": ("q_proj", "v_proj"), "use_rslora": False,
-                                                "aux_ctc_layers": ()}
+                                                "aux_ctc_layers": (), "cross_attention_gate_init": 0.0}
     # the derived fields, once part of this config, are hashed at the values every config gave them, so that job
     # ids stay as they were
     _HASHED_DERIVED: ClassVar[Dict[str, Any]] = {"encoder_dim": 0, "prompt_pre": (), "prompt_post": (), "bos_id": 0,

@@ -83,9 +83,9 @@ class _MemorySlot:
 
 class GatedCrossAttention(nn.Module):
     """Pre-norm multi-head attention from the LLM hidden states to the speech memory, added as
-    ``x + tanh(gate) * attn(norm(x), memory)``; the gate starts at 0, so the LLM starts unchanged."""
+    ``x + tanh(gate) * attn(norm(x), memory)``; with ``gate_init`` 0 (Flamingo) the LLM starts unchanged."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, gate_init: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"cross-attention: hidden size {dim} is not divisible by {num_heads} heads")
@@ -94,7 +94,7 @@ class GatedCrossAttention(nn.Module):
         self.to_q = nn.Linear(dim, dim)
         self.to_kv = nn.Linear(dim, 2 * dim)
         self.to_out = nn.Linear(dim, dim)
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.full((), float(gate_init)))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [N, L, D] -> [N, heads, L, D/heads]
         n, length, d = x.shape
@@ -246,7 +246,8 @@ class SpeechLLM(nn.Module):
         layers = find_decoder_layers(self.llm)
         heads = self.cfg.cross_attention_heads or int(hf_model(self.llm).config.num_attention_heads)
         for i in range(0, len(layers), self.cfg.cross_attention_every):
-            xattn = GatedCrossAttention(hidden, heads).to(device=device, dtype=dtype)
+            xattn = GatedCrossAttention(hidden, heads, self.cfg.cross_attention_gate_init).to(device=device,
+                                                                                               dtype=dtype)
             layers[i] = CrossAttentionDecoderLayer(layers[i], xattn, self._memory_slot, key=i)
             self.cross_attention_layers.append(i)
 

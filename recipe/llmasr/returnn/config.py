@@ -197,7 +197,8 @@ def training_params(model_config: Dict[str, Any], train_zips: List[str], dev_zip
         "max_seqs": opts.max_seqs,
         "max_seq_length": {"data": int(opts.max_audio_seconds * 16000)},
         "accum_grad_multiple_step": opts.accum_grad,
-        "optimizer": {"class": "adamw", "epsilon": 1e-8, "weight_decay": opts.weight_decay},
+        # fused: one kernel for all parameters (CPU and GPU), about 3x faster than torch's per-tensor loop on CPU
+        "optimizer": {"class": "adamw", "epsilon": 1e-8, "weight_decay": opts.weight_decay, "fused": True},
         "gradient_clip_global_norm": opts.grad_clip_norm,
         "num_epochs": opts.num_epochs,
         "model": model_prefix,
