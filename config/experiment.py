@@ -26,7 +26,7 @@ from llmasr.search.aed_fusion import AedFusionSearchJob
 from llmasr.search.delayed_fusion import CTCFusionSearchJob, FusionMode
 from llmasr.search.options import CtcBeam, FusionScales
 from llmasr.search.rescoring import RescoreNBestJob
-from llmasr.tuning.scales import TuneScalesJob
+from llmasr.tuning.scales import SelectBestScaleJob, TuneScalesJob
 
 Zips = Union[tk.Path, List[tk.Path]]
 
@@ -189,15 +189,17 @@ class AcousticModels:
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
-                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None
-                    ) -> AcousticModels:
+                    cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None,
+                    aed_ctc_scales: Sequence[float] = (0.3,)) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
     the CTC model (same encoder config needed), so that it can train for fewer epochs; ``freeze_aed_encoder`` also
     keeps it fixed: its outputs are then stored once (``encoder_frames``) and the AED's decoder and aux CTC layer
     train on them, at a small share of the cost of an encoder training. ``cpu``, ``gpu``, ``mem``: each training's
-    resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one."""
+    resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one.
+    ``aed_ctc_scales``: the CTC weight of AED+CTC recognition; with several, each is tried on the tuning set and the
+    one with the lowest WER is used on every set (searched under ``<prefix>/am/aed/tuning/ctc_scale=<scale>/``)."""
     device = gpu_device(gpu if search_gpu is None else search_gpu)
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
@@ -232,11 +234,28 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
         "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
         "aed-ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
     }
+    if not aed_ctc_scales:
+        raise ValueError("acoustic_models: aed_ctc_scales needs at least one scale")
+    aed_ctc_scale = aed_ctc_scales[0]
+    if len(aed_ctc_scales) > 1:
+        dev_wers = {}
+        for scale in aed_ctc_scales:
+            where = f"{prefix}/am/aed/tuning/ctc_scale={scale}/{data.tune_set}"
+            rec = alias(ReturnnForwardJob(aed_ckpt, aed.out_model_config, data.zips[data.tune_set], data.spm_model,
+                                          mode=RecogMode.AED_CTC, ctc_scale=scale, cpu=search_cpu, device=device),
+                        f"{where}/search")
+            wer = alias(ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set]), f"{where}/score")
+            output(f"{where}/wer.json", wer.out_report)
+            dev_wers[scale] = wer.out_wer
+        aed_ctc_scale = alias(SelectBestScaleJob(dev_wers), f"{prefix}/am/aed/tuning/ctc_scale").out_scale
+        output(f"{prefix}/am/aed/tuning/ctc_scale", aed_ctc_scale)
+        results.info["aed-ctc"] = {"ctc_scale": aed_ctc_scale}
     nbest = {}
     for name, (ckpt, model_config, mode) in systems.items():
+        extra = dict(ctc_scale=aed_ctc_scale) if mode == RecogMode.AED_CTC else {}
         for eval_set in data.eval_sets:
             rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode,
-                                    cpu=search_cpu, device=device)
+                                    cpu=search_cpu, device=device, **extra)
             nbest[name, eval_set] = rec.out_nbest
             results.add_search(name, eval_set, data, rec)
     kwargs = dict(cpu=search_cpu, device=device)

@@ -73,6 +73,7 @@ TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=
 # 2.09); the speech LLMs warm up to 3e-3, plateau and decay over 4 epochs: dev CE of the base after 3 / 4 epochs 0.82
 # / 0.69 (3 epochs at peak 1.5e-3: 1.00, 1e-3: 1.23; 5e-3 and rsLoRA's larger LoRA scale diverge)
 AED_TRAINING = dataclasses.replace(AM_TRAINING, num_epochs=3)
+AED_CTC_SCALES = (0.1, 0.3, 0.5, 0.7)  # the CTC weight of AED+CTC recognition, tried on dev (about 15 s per search)
 SPEECH_LLM_TRAINING = TrainingOptions(num_epochs=4, batch_size_seconds=20,
                                       schedule=LearningRateSchedule.PIECEWISE_LINEAR,
                                       lr_points=((0.0, 1e-4), (0.1, 3e-3), (0.6, 3e-3), (1.0, 1e-5)))
@@ -146,7 +147,8 @@ def py():
                           frames_train_zips=extra_zip)
     results = Results(PREFIX, hallucination_set="test")
     am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING,
-                         aed_options=AED_TRAINING, freeze_aed_encoder=True, cpu=1, search_cpu=1)
+                         aed_options=AED_TRAINING, freeze_aed_encoder=True, cpu=1, search_cpu=1,
+                         aed_ctc_scales=AED_CTC_SCALES)
     am.ctc.update_rqmt("run", {"cpu": CTC_PROCESSES, "processes": CTC_PROCESSES})
 
     # 5. combination: the LLM joined at search time, scales tuned on dev

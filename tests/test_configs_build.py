@@ -163,8 +163,17 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     tried = [j for j in joint if isinstance(j.ctc_scale, float)]
     assert sorted(j.ctc_scale for j in tried) == sorted(toy.SPEECH_LLM_CTC_SCALES) and len(toy.SPEECH_LLM_CTC_SCALES) > 1
     assert all(j.mode == SpeechLLMSearchMode.JOINT_LABEL_SYNC and "dev" in j.corpus.get_path() for j in tried)
-    chosen = by_kind["SelectBestScaleJob"]
+    chosen = [j for j in by_kind["SelectBestScaleJob"] if j.out_scale in {r.ctc_scale for r in joint}]
     assert len(chosen) == 1 and all(j.ctc_scale == chosen[0].out_scale for j in joint if j not in tried)
+    # AED+CTC: its CTC weight tried on dev, the best one searched on dev and test
+    aed_ctc = [j for j in by_kind["ReturnnForwardJob"] if j.mode.value == "aed_ctc"]
+    tried_aed = [j for j in aed_ctc if isinstance(j.ctc_scale, float)]
+    assert sorted(j.ctc_scale for j in tried_aed) == sorted(toy.AED_CTC_SCALES)
+    assert all("dev" in str(j.data) for j in tried_aed)
+    best = [j for j in by_kind["SelectBestScaleJob"] if j not in chosen]
+    assert len(best) == 1 and set(best[0].wers) == set(toy.AED_CTC_SCALES)
+    assert len(aed_ctc) == len(toy.AED_CTC_SCALES) + 2 and all(j.ctc_scale == best[0].out_scale
+                                                                 for j in aed_ctc if j not in tried_aed)
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
     assert sorted(j.beam.length_norm_exponent for j in alone) == [0.0] * 2 + [1.0] * 14
     assert len(by_kind["TrainSentencePieceJob"]) == 1

@@ -118,7 +118,7 @@ class ReturnnForwardJob(_ForwardJobBase):
         nbest: int = 8,
         label_topk: int = 8,
         length_norm_exponent: float = 1.0,
-        ctc_scale: float = 0.3,
+        ctc_scale: Union[float, tk.Variable] = 0.3,
         max_len_ratio: float = 1.0,
         batch_seconds: float = 200.0,
         max_seqs: int = 32,
@@ -135,7 +135,8 @@ class ReturnnForwardJob(_ForwardJobBase):
         :param nbest: hypotheses written per utterance
         :param label_topk: CTC beam: labels tried per frame
         :param length_norm_exponent: AED: final score / length^exponent
-        :param ctc_scale: AED_CTC: weight of the CTC prefix score (the decoder gets 1 - ctc_scale)
+        :param ctc_scale: AED_CTC: weight of the CTC prefix score (the decoder gets 1 - ctc_scale); a variable, e.g.
+            the scale chosen on dev by ``SelectBestScaleJob``, is read when the job runs
         :param max_len_ratio: AED: maximum output labels per encoder frame
         :param batch_seconds: audio per forward batch; :param max_seqs: utterances per batch
         :param cpu: threads; :param device: "cpu" or "cuda"
@@ -157,8 +158,9 @@ class ReturnnForwardJob(_ForwardJobBase):
         self.out_search_stats = self.output_path("search_stats.json")
 
     def run(self):
+        ctc_scale = self.ctc_scale.get() if isinstance(self.ctc_scale, tk.Variable) else self.ctc_scale
         opts = {"beam_size": self.beam_size, "nbest": self.nbest, "label_topk": self.label_topk,
-                "length_norm_exponent": self.length_norm_exponent, "ctc_scale": self.ctc_scale,
+                "length_norm_exponent": self.length_norm_exponent, "ctc_scale": float(ctc_scale),
                 "max_len_ratio": self.max_len_ratio}
         self._write_and_run(self.mode.value, opts, {"nbest_file": self.out_nbest.get_path(),
                                                     "stats_file": self.out_search_stats.get_path()})
