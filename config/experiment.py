@@ -8,7 +8,7 @@ hold the numbers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from sisyphus import Job, tk
 
@@ -186,6 +186,23 @@ class AcousticModels:
     encoder_frames: Optional[Dict[str, Union[tk.Path, List[tk.Path]]]] = None
 
 
+def select_scale_on_tune_set(where: str, data: ExperimentData, scales: Sequence[float],
+                             search: Callable[[float], Job]) -> tk.Variable:
+    """Runs ``search(scale)`` (a job with ``out_nbest`` and ``out_search_stats``) on the tuning set for each scale,
+    scored under ``<where>=<scale>/<tune set>/``, and returns the scale with the lowest WER (output ``<where>``):
+    for weights that change the search itself, which cannot be tuned on N-best lists."""
+    dev_wers = {}
+    for scale in scales:
+        here = f"{where}={scale}/{data.tune_set}"
+        rec = alias(search(scale), f"{here}/search")
+        wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
+        output(f"{here}/wer.json", alias(wer, f"{here}/score").out_report)
+        dev_wers[scale] = wer.out_wer
+    best = alias(SelectBestScaleJob(dev_wers), where)
+    output(where, best.out_scale)
+    return best.out_scale
+
+
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
@@ -238,17 +255,10 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
         raise ValueError("acoustic_models: aed_ctc_scales needs at least one scale")
     aed_ctc_scale = aed_ctc_scales[0]
     if len(aed_ctc_scales) > 1:
-        dev_wers = {}
-        for scale in aed_ctc_scales:
-            where = f"{prefix}/am/aed/tuning/ctc_scale={scale}/{data.tune_set}"
-            rec = alias(ReturnnForwardJob(aed_ckpt, aed.out_model_config, data.zips[data.tune_set], data.spm_model,
-                                          mode=RecogMode.AED_CTC, ctc_scale=scale, cpu=search_cpu, device=device),
-                        f"{where}/search")
-            wer = alias(ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set]), f"{where}/score")
-            output(f"{where}/wer.json", wer.out_report)
-            dev_wers[scale] = wer.out_wer
-        aed_ctc_scale = alias(SelectBestScaleJob(dev_wers), f"{prefix}/am/aed/tuning/ctc_scale").out_scale
-        output(f"{prefix}/am/aed/tuning/ctc_scale", aed_ctc_scale)
+        aed_ctc_scale = select_scale_on_tune_set(
+            f"{prefix}/am/aed/tuning/ctc_scale", data, aed_ctc_scales,
+            lambda scale: ReturnnForwardJob(aed_ckpt, aed.out_model_config, data.zips[data.tune_set], data.spm_model,
+                                            mode=RecogMode.AED_CTC, ctc_scale=scale, cpu=search_cpu, device=device))
         results.info["aed-ctc"] = {"ctc_scale": aed_ctc_scale}
     nbest = {}
     for name, (ckpt, model_config, mode) in systems.items():

@@ -13,7 +13,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sisyphus import tk
 
-from config.experiment import AcousticModels, ExperimentData, Results, TuningGrid, gpu_device, shallow_fusion
+from config.experiment import (AcousticModels, ExperimentData, Results, TuningGrid, gpu_device,
+                               select_scale_on_tune_set, shallow_fusion)
 from config.names import alias, output
 from llmasr.data.open_asr import OPEN_ASR_TEST_SETS
 from llmasr.llm.hub import DownloadHFModelJob
@@ -27,10 +28,8 @@ from llmasr.returnn.speech_llm import SpeechLLMSetup, SpeechLLMTrainingJob
 from llmasr.returnn.training import GetBestCheckpointJob, ReturnnTrainingJob
 from llmasr.scoring.attention_plot import PlotAttentionJob
 from llmasr.scoring.report import Finding
-from llmasr.scoring.wer import ScoreWERJob
 from llmasr.search.options import LabelSyncBeam, TimeSyncOptions
 from llmasr.search.speech_llm_recog import SpeechLLMRecogJob, SpeechLLMSearchMode
-from llmasr.tuning.scales import SelectBestScaleJob
 
 # --- models ------------------------------------------------------------------------------------------------------
 AM_VOCAB_SIZE = 10_000  # SentencePiece unigram 10k: the units of the AMs and of the speech LLMs over AM units
@@ -294,16 +293,8 @@ def tune_joint_ctc_scale(prefix: str, name: str, recipe: SpeechLLMRecipe, train:
     if len(recipe.joint_ctc_scales) == 1:
         return recipe.joint_ctc_scales[0]
     mode = next(iter(recipe.joint_modes.values()))
-    dev_wers = {}
-    for scale in recipe.joint_ctc_scales:
-        where = f"{prefix}/speech_llm/{name}/tuning/ctc_scale={scale}/{data.tune_set}"
-        rec = alias(joint_recog(recipe, train, data.tune_set, ctc_scale=scale, mode=mode), f"{where}/search")
-        wer = ScoreWERJob(rec.out_nbest, data.corpora[data.tune_set], search_stats=rec.out_search_stats)
-        output(f"{where}/wer.json", alias(wer, f"{where}/score").out_report)
-        dev_wers[scale] = wer.out_wer
-    best = alias(SelectBestScaleJob(dev_wers), f"{prefix}/speech_llm/{name}/tuning/ctc_scale")
-    output(f"{prefix}/speech_llm/{name}/tuning/ctc_scale", best.out_scale)
-    return best.out_scale
+    return select_scale_on_tune_set(f"{prefix}/speech_llm/{name}/tuning/ctc_scale", data, recipe.joint_ctc_scales,
+                                    lambda scale: joint_recog(recipe, train, data.tune_set, ctc_scale=scale, mode=mode))
 
 
 def joint_recog(recipe: SpeechLLMRecipe, train: SpeechLLMTrainingJob, eval_set: str, *, ctc_scale: object,
