@@ -207,7 +207,8 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
                     cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None,
-                    aed_ctc_scales: Sequence[float] = (0.3,)) -> AcousticModels:
+                    aed_ctc_scales: Sequence[float] = (0.3,), lexicon: Optional[tk.Path] = None,
+                    lexicon_ctc_beam: int = 8, lexicon_length_rewards: Sequence[float] = (0.0,)) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
@@ -216,7 +217,12 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     train on them, at a small share of the cost of an encoder training. ``cpu``, ``gpu``, ``mem``: each training's
     resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one.
     ``aed_ctc_scales``: the CTC weight of AED+CTC recognition; with several, each is tried on the tuning set and the
-    one with the lowest WER is used on every set (searched under ``<prefix>/am/aed/tuning/ctc_scale=<scale>/``)."""
+    one with the lowest WER is used on every set (searched under ``<prefix>/am/aed/tuning/ctc_scale=<scale>/``).
+    ``lexicon``: a word list (:class:`llmasr.text.lexicon.WordListJob` over training text); the three beam searches
+    then also run restricted to its words (``ctc-beam-lexicon``, ``aed-beam-lexicon``, ``aed-ctc-lexicon``), the CTC
+    search with beam and label top-k ``lexicon_ctc_beam`` (the lexicon ends hypotheses whose word cannot be
+    finished, so it may need a wider beam than the CTC search alone) and a reward per label, chosen on the tuning
+    set among ``lexicon_length_rewards`` (under ``<prefix>/am/ctc/tuning/lexicon_length_reward=<reward>/``)."""
     device = gpu_device(gpu if search_gpu is None else search_gpu)
     ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
                              cpu=cpu, gpu=gpu, mem=mem)
@@ -260,9 +266,23 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
             lambda scale: ReturnnForwardJob(aed_ckpt, aed.out_model_config, data.zips[data.tune_set], data.spm_model,
                                             mode=RecogMode.AED_CTC, ctc_scale=scale, cpu=search_cpu, device=device))
         results.info["aed-ctc"] = {"ctc_scale": aed_ctc_scale}
+    searches = {name: (system, {}) for name, system in systems.items()}
+    if lexicon is not None:
+        searches.update({f"{name}-lexicon": (systems[name], dict(lexicon=lexicon)) for name in ("aed-beam", "aed-ctc")})
+        ctc_lexicon = dict(lexicon=lexicon, beam_size=lexicon_ctc_beam, label_topk=lexicon_ctc_beam)
+        reward = lexicon_length_rewards[0] if lexicon_length_rewards else 0.0
+        if len(lexicon_length_rewards) > 1:
+            reward = select_scale_on_tune_set(
+                f"{prefix}/am/ctc/tuning/lexicon_length_reward", data, lexicon_length_rewards,
+                lambda r: ReturnnForwardJob(ctc_ckpt, ctc.out_model_config, data.zips[data.tune_set], data.spm_model,
+                                            mode=RecogMode.CTC_BEAM, cpu=search_cpu, device=device, length_reward=r,
+                                            **ctc_lexicon))
+            results.info["ctc-beam-lexicon"] = {"length_reward": reward}
+        searches["ctc-beam-lexicon"] = (systems["ctc-beam"], dict(ctc_lexicon, length_reward=reward))
     nbest = {}
-    for name, (ckpt, model_config, mode) in systems.items():
-        extra = dict(ctc_scale=aed_ctc_scale) if mode == RecogMode.AED_CTC else {}
+    for name, ((ckpt, model_config, mode), extra) in searches.items():
+        if mode == RecogMode.AED_CTC:
+            extra = dict(extra, ctc_scale=aed_ctc_scale)
         for eval_set in data.eval_sets:
             rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode,
                                     cpu=search_cpu, device=device, **extra)
@@ -276,6 +296,10 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
                          f"{prefix}/am/ctc/{s}/logprobs").out_ctc_logprobs for s in data.eval_sets}
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
                                     (("aed-ctc", "<", "aed-beam"), ("aed-ctc", "<", "ctc-beam"))))
+    if lexicon is not None:
+        results.findings.append(Finding("A lexicon lowers the WER of every AM search",
+                                        tuple((f"{name}-lexicon", "<", name)
+                                              for name in ("ctc-beam", "aed-beam", "aed-ctc"))))
     return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
 
 

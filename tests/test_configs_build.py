@@ -170,10 +170,23 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     tried_aed = [j for j in aed_ctc if isinstance(j.ctc_scale, float)]
     assert sorted(j.ctc_scale for j in tried_aed) == sorted(toy.AED_CTC_SCALES)
     assert all("dev" in str(j.data) for j in tried_aed)
-    best = [j for j in by_kind["SelectBestScaleJob"] if j not in chosen]
-    assert len(best) == 1 and set(best[0].wers) == set(toy.AED_CTC_SCALES)
-    assert len(aed_ctc) == len(toy.AED_CTC_SCALES) + 2 and all(j.ctc_scale == best[0].out_scale
+    best = [j for j in by_kind["SelectBestScaleJob"] if j not in chosen and set(j.wers) == set(toy.AED_CTC_SCALES)]
+    assert len(best) == 1
+    assert len(aed_ctc) == len(toy.AED_CTC_SCALES) + 4 and all(j.ctc_scale == best[0].out_scale
                                                                  for j in aed_ctc if j not in tried_aed)
+    # the lexicon (the words of the training and LM text): the three beam searches again, restricted to its words;
+    # the CTC one with its own beam and a length reward tried on dev
+    lexicon, = [j.out_word_list for j in by_kind["WordListJob"]]
+    lex = [j for j in by_kind["ReturnnForwardJob"] if j.lexicon is not None]
+    assert all(j.lexicon == lexicon for j in lex)
+    assert sorted(j.mode.value for j in lex if j not in tried_aed) == ["aed_beam"] * 2 + ["aed_ctc"] * 2 + [
+        "ctc_beam"] * (2 + len(toy.LEXICON_LENGTH_REWARDS))
+    lex_ctc = [j for j in lex if j.mode.value == "ctc_beam"]
+    assert all(j.beam_size == j.label_topk == toy.LEXICON_CTC_BEAM for j in lex_ctc)
+    reward, = [j for j in by_kind["SelectBestScaleJob"] if set(j.wers) == set(toy.LEXICON_LENGTH_REWARDS)]
+    assert sorted(j.length_reward for j in lex_ctc if isinstance(j.length_reward, float)) == sorted(
+        toy.LEXICON_LENGTH_REWARDS)
+    assert [j.length_reward for j in lex_ctc if not isinstance(j.length_reward, float)] == [reward.out_scale] * 2
     alone = [j for j in recog if j.mode == SpeechLLMSearchMode.BEAM]
     assert sorted(j.beam.length_norm_exponent for j in alone) == [0.0] * 2 + [1.0] * 14
     assert len(by_kind["TrainSentencePieceJob"]) == 1

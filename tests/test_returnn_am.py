@@ -18,6 +18,7 @@ from llmasr.returnn.config import LearningRateSchedule, TrainingOptions, one_cyc
 from llmasr.returnn.forward import DumpCtcLogProbsJob, EstimateCtcPriorJob, RecogMode, ReturnnForwardJob
 from llmasr.returnn.training import (AverageCheckpointsJob, GetBestCheckpointJob, ReturnnTrainingJob,
                                      read_learning_rates, returnn_env)
+from llmasr.search.lexicon_scorer import FALLBACK_END_PENALTY
 
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she sells sea shells", "the sun is bright today",
              "we like green apples", "birds fly over the hill", "open the red door now", "my friend reads a book",
@@ -81,6 +82,26 @@ def _check_search(job, data, nbest):
     return out
 
 
+def _lexicon(data):
+    """A word list of the dev sentences' words but "sea" and "bright" (a word the searches must not output)."""
+    path = os.path.join(os.path.dirname(data["spm"].get_path()), "words.txt")
+    words = sorted({w for s in SENTENCES for w in s.split()} - {"sea", "bright"})
+    with open(path, "w") as f:
+        f.write("".join(w + "\n" for w in words))
+    return tk.Path(path)
+
+
+def _check_lexicon_words(out, lexicon):
+    """Every hypothesis that ends in a complete word (lexicon score 0, not the fallback end penalty) spells lexicon
+    words only."""
+    words = set(open(lexicon.get_path()).read().split())
+    assert all(h["scores"]["lexicon"] in (0.0, FALLBACK_END_PENALTY) for hyps in out.values() for h in hyps)
+    complete = [h for hyps in out.values() for h in hyps if h["scores"]["lexicon"] == 0.0]
+    assert complete
+    for h in complete:
+        assert set(h["text"].split()) <= words, h["text"]
+
+
 def test_ctc_training_killed_and_resumed_then_searches(data, run_job):
     cfg = CtcModelConfig(encoder=tiny_encoder_config(), aux_ctc_layers=(1,), aux_ctc_scales=(0.3,))
     opts = TrainingOptions(num_epochs=3, batch_size_seconds=8, learning_rate=2e-3, torch_threads=1)
@@ -139,6 +160,10 @@ def test_ctc_training_killed_and_resumed_then_searches(data, run_job):
     # the CTC beam's best sequence is at least as probable as the greedy best path's frame score
     for seq in g:
         assert b[seq][0]["scores"]["ctc"] >= g[seq][0]["scores"]["ctc"] - 1e-3
+    lexicon = _lexicon(data)
+    lex = run_job(ReturnnForwardJob(avg.out_checkpoint, job.out_model_config, data["dev"], data["spm"],
+                                    mode=RecogMode.CTC_BEAM, beam_size=4, nbest=3, lexicon=lexicon, length_reward=0.5))
+    _check_lexicon_words(_check_search(lex, data, 3), lexicon)
 
     prior = run_job(EstimateCtcPriorJob(best.out_checkpoint, job.out_model_config, data["dev"], data["spm"]))
     import numpy as np
@@ -180,6 +205,11 @@ def test_aed_training_and_searches(data, run_job):
                                       ctc_scale=0.5))
     out = _check_search(joint, data, 2)
     assert all({"am", "ctc"} <= set(h["scores"]) for hyps in out.values() for h in hyps)
+    lexicon = _lexicon(data)
+    joint_lex = run_job(ReturnnForwardJob(best.out_checkpoint, job.out_model_config, data["dev"], data["spm"],
+                                          mode=RecogMode.AED_CTC, beam_size=3, nbest=2, max_len_ratio=0.4,
+                                          ctc_scale=0.5, lexicon=lexicon))
+    _check_lexicon_words(_check_search(joint_lex, data, 2), lexicon)
 
 
 def test_bad_inputs_are_reported(data, tmp_path):
@@ -197,6 +227,10 @@ def test_bad_inputs_are_reported(data, tmp_path):
         job.create_files()
     with pytest.raises(ValueError, match="RecogMode"):
         ReturnnForwardJob(missing, missing, missing, data["spm"], mode="ctc_greedy")
+    with pytest.raises(ValueError, match="lexicon needs a beam search"):
+        ReturnnForwardJob(missing, missing, missing, data["spm"], mode=RecogMode.CTC_GREEDY, lexicon=missing)
+    with pytest.raises(ValueError, match="length_reward is an option of CTC_BEAM, not AED_BEAM"):
+        ReturnnForwardJob(missing, missing, missing, data["spm"], mode=RecogMode.AED_BEAM, length_reward=1.0)
 
 
 def test_multi_gpu_training_runs_returnn_through_torchrun(data):

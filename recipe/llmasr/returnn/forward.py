@@ -106,6 +106,8 @@ class _ForwardJobBase(ResourceJob):
 class ReturnnForwardJob(_ForwardJobBase):
     """Recognition with a trained AM: writes ``out_nbest`` (gzipped JSON) and ``out_search_stats``."""
 
+    __sis_hash_exclude__ = {"lexicon": None, "length_reward": 0.0}
+
     def __init__(
         self,
         checkpoint: tk.Path,
@@ -124,6 +126,8 @@ class ReturnnForwardJob(_ForwardJobBase):
         max_seqs: int = 32,
         cpu: int = 1,
         device: str = "cpu",
+        lexicon: Optional[tk.Path] = None,
+        length_reward: Union[float, tk.Variable] = 0.0,
     ):
         """
         :param checkpoint: RETURNN checkpoint (``ReturnnTrainingJob.out_checkpoints[e]``, best or averaged)
@@ -140,9 +144,18 @@ class ReturnnForwardJob(_ForwardJobBase):
         :param max_len_ratio: AED: maximum output labels per encoder frame
         :param batch_seconds: audio per forward batch; :param max_seqs: utterances per batch
         :param cpu: threads; :param device: "cpu" or "cuda"
+        :param lexicon: CTC_BEAM, AED_BEAM, AED_CTC: a word list (:class:`llmasr.text.lexicon.WordListJob`); the
+            search may then output only its words (None: any word the AM's units spell)
+        :param length_reward: CTC_BEAM: added per output label (against the deletions of a lexicon search); a
+            variable (chosen on dev) is read when the job runs
         """
         if not isinstance(mode, RecogMode):
             raise ValueError(f"mode must be a RecogMode, got {mode!r}")
+        if length_reward != 0.0 and mode != RecogMode.CTC_BEAM:
+            raise ValueError(f"ReturnnForwardJob: length_reward is an option of CTC_BEAM, not {mode.name}")
+        if lexicon is not None and mode == RecogMode.CTC_GREEDY:
+            raise ValueError("ReturnnForwardJob: a lexicon needs a beam search (CTC_BEAM, AED_BEAM, AED_CTC), "
+                             "not CTC_GREEDY")
         if beam_size < 1 or nbest < 1:
             raise ValueError(f"beam_size and nbest must be >= 1, got {beam_size}, {nbest}")
         super().__init__(checkpoint, model_config, data, spm_model, batch_seconds=batch_seconds, max_seqs=max_seqs,
@@ -154,6 +167,8 @@ class ReturnnForwardJob(_ForwardJobBase):
         self.length_norm_exponent = length_norm_exponent
         self.ctc_scale = ctc_scale
         self.max_len_ratio = max_len_ratio
+        self.lexicon = lexicon
+        self.length_reward = length_reward
         self.out_nbest = self.output_path("nbest.json.gz")
         self.out_search_stats = self.output_path("search_stats.json")
 
@@ -162,6 +177,11 @@ class ReturnnForwardJob(_ForwardJobBase):
         opts = {"beam_size": self.beam_size, "nbest": self.nbest, "label_topk": self.label_topk,
                 "length_norm_exponent": self.length_norm_exponent, "ctc_scale": float(ctc_scale),
                 "max_len_ratio": self.max_len_ratio}
+        if self.lexicon is not None:
+            opts["lexicon"] = self.lexicon.get_path()
+        length_reward = self.length_reward.get() if isinstance(self.length_reward, tk.Variable) else self.length_reward
+        if length_reward:
+            opts["length_reward"] = float(length_reward)
         self._write_and_run(self.mode.value, opts, {"nbest_file": self.out_nbest.get_path(),
                                                     "stats_file": self.out_search_stats.get_path()})
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -94,26 +94,46 @@ def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int) -> Hy
             for b, seq in enumerate(seqs)]
 
 
+def lexicon_scorers(num_labels: int, bos: Optional[int] = None, eos: Optional[int] = None) -> dict:
+    """``{"lexicon": (scorer, 1.0)}`` when the config's ``recog_opts`` name a word list, else ``{}``: the search may
+    then output only its words (:class:`llmasr.search.lexicon_scorer.LexiconScorer` over the AM's pieces; ``bos``,
+    ``eos``: the search's, default the SentencePiece model's)."""
+    path = (_config().typed_value("recog_opts") or {}).get("lexicon")
+    if not path:
+        return {}
+    from llmasr.search.lexicon_scorer import FALLBACK_END_PENALTY, sentencepiece_lexicon_scorer
+    from llmasr.text.lexicon import read_word_list
+
+    scorer = sentencepiece_lexicon_scorer(read_word_list(path), _config().typed_value("spm_model"), num_labels,
+                                          eos=eos, bos=bos, end_penalty=FALLBACK_END_PENALTY)
+    return {"lexicon": (scorer, 1.0)}
+
+
 def ctc_beam(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int, *, beam_size: int, label_topk: int,
-             nbest: int) -> Hyps:
-    """CTC prefix beam search with recombination (:func:`llmasr.search.ctc.ctc_beam_search`)."""
+             nbest: int, scorers: Optional[dict] = None, length_reward: float = 0.0) -> Hyps:
+    """CTC prefix beam search with recombination (:func:`llmasr.search.ctc.ctc_beam_search`), optionally with
+    ``{"lexicon": (LexiconScorer, 1.0)}`` (:func:`lexicon_scorers`) and a reward per label."""
     from llmasr.search.ctc import ctc_beam_search
 
+    lexicon = (scorers or {}).get("lexicon", (None,))[0]
     out = ctc_beam_search(log_probs.float().cpu(), lengths.cpu(), blank=blank, beam_size=beam_size,
-                          label_topk=label_topk, nbest=nbest)
-    return [[(h["labels"], h["score"], {"ctc": h["scores"]["ctc"]}) for h in hyps] for hyps in out]
+                          label_topk=label_topk, nbest=nbest, scorers=scorers or None, length_reward=length_reward,
+                          bos=lexicon.bos if lexicon is not None else None,
+                          eos=lexicon.eos if lexicon is not None else None)
+    return [[(h["labels"], h["score"], {n: h["scores"][n] for n in ("ctc", "lexicon") if n in h["scores"]})
+             for h in hyps] for hyps in out]
 
 
 def aed_search(model: ConformerAedModel, enc: torch.Tensor, enc_lengths: torch.Tensor, *, beam_size: int,
                max_len_ratio: float = 1.0, length_norm_exponent: float = 1.0, ctc_scale: float = 0.0,
-               ctc_log_probs: torch.Tensor = None, nbest: int = 0) -> Hyps:
+               ctc_log_probs: torch.Tensor = None, nbest: int = 0, extra_scorers: Optional[dict] = None) -> Hyps:
     """AED beam search (score/L^alpha), optionally joint with the aux CTC's prefix scores (decoder weight
-    1 - ctc_scale), through :func:`llmasr.search.joint_ctc.joint_label_sync_search`."""
+    1 - ctc_scale) and further scorers (a lexicon), through :func:`llmasr.search.joint_ctc.joint_label_sync_search`."""
     from llmasr.search.aed_scorer import AedDecoderScorer
     from llmasr.search.joint_ctc import joint_label_sync_search
 
     max_len = max(1, int(int(enc_lengths.max()) * max_len_ratio))
-    scorers = {"am": (AedDecoderScorer(model, enc, enc_lengths), 1.0 - ctc_scale)}
+    scorers = {"am": (AedDecoderScorer(model, enc, enc_lengths), 1.0 - ctc_scale), **(extra_scorers or {})}
     if ctc_scale and ctc_log_probs is None:
         raise ValueError("aed_search with ctc_scale > 0 needs ctc_log_probs")
     lp = ctc_log_probs if ctc_scale else torch.zeros(enc.shape[0], enc.shape[1], model.blank_idx + 1)
@@ -144,6 +164,13 @@ def _pack(results: List[List[Tuple[List[int], float, dict]]], comp_names: List[s
 
 SCORE_NAMES = {"ctc_greedy": ["ctc"], "ctc_beam": ["ctc"], "aed_beam": ["am", "length"],
                "aed_ctc": ["am", "ctc", "length"]}
+
+
+def score_names(mode: str) -> List[str]:
+    """The component scores that the searches of ``mode`` write per hypothesis; "lexicon" (0, or the end penalty of
+    a hypothesis that could not finish its last word) where the config's ``recog_opts`` name a word list."""
+    lexicon = bool((_config().typed_value("recog_opts") or {}).get("lexicon"))
+    return SCORE_NAMES[mode] + (["lexicon"] if lexicon and mode in ("ctc_beam", "aed_beam", "aed_ctc") else [])
 
 
 def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
@@ -181,7 +208,9 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
             res = ctc_greedy(log_probs, lengths, blank)
         else:
             res = ctc_beam(log_probs, lengths, blank, beam_size=int(opts.get("beam_size", 8)),
-                           label_topk=int(opts.get("label_topk", 8)), nbest=int(opts.get("nbest", 8)))
+                           label_topk=int(opts.get("label_topk", 8)), nbest=int(opts.get("nbest", 8)),
+                           scorers=lexicon_scorers(log_probs.shape[-1]),
+                           length_reward=float(opts.get("length_reward", 0.0)))
     elif mode in ("aed_beam", "aed_ctc"):
         if not isinstance(model, ConformerAedModel):
             raise ValueError(f"recog_mode {mode!r} needs an AED model, got {type(model).__name__}")
@@ -191,11 +220,12 @@ def forward_step(*, model: torch.nn.Module, extern_data, **_kwargs) -> None:
                          max_len_ratio=float(opts.get("max_len_ratio", 1.0)),
                          length_norm_exponent=float(opts.get("length_norm_exponent", 1.0)),
                          ctc_scale=float(opts.get("ctc_scale", 0.3)) if mode == "aed_ctc" else 0.0,
-                         ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)))
+                         ctc_log_probs=ctc_lp, nbest=int(opts.get("nbest", 0)),
+                         extra_scorers=lexicon_scorers(model.cfg.vocab_size, model.cfg.bos_idx, model.cfg.eos_idx))
     else:
         raise ValueError(f"RETURNN config: unknown recog_mode {mode!r} (expected ctc_greedy, ctc_beam, aed_beam, "
                          f"aed_ctc, ctc_prior, ctc_logprobs, encoder_frames)")
-    labels, scores = _pack(res, SCORE_NAMES[mode])
+    labels, scores = _pack(res, score_names(mode))
     ctx.mark_as_output(labels, "hyps")
     ctx.mark_as_output(scores, "scores")
     ctx.mark_as_output(torch.full((audio.shape[0],), time.perf_counter() - start, dtype=torch.float32), "time")
@@ -221,7 +251,7 @@ class SearchCallback:
 
         config = _config()
         self.mode = config.typed_value("recog_mode")
-        self.names = SCORE_NAMES[self.mode]
+        self.names = score_names(self.mode)
         self.sp = spm.SentencePieceProcessor(model_file=config.typed_value("spm_model"))
         self.sample_rate = int(config.typed_value("sample_rate") or 16000)
         self.start = time.perf_counter()
