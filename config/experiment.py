@@ -203,12 +203,24 @@ def select_scale_on_tune_set(where: str, data: ExperimentData, scales: Sequence[
     return best.out_scale
 
 
+@dataclasses.dataclass(frozen=True)
+class LexiconSearch:
+    """The AMs' beam searches restricted to the words of ``word_list`` (:class:`llmasr.text.lexicon.WordListJob` over
+    training text): the CTC search with beam and label top-k ``ctc_beam`` (the lexicon ends hypotheses whose word
+    cannot be finished, so it may need a wider beam than the CTC search alone) and a reward per label chosen on the
+    tuning set among ``ctc_length_rewards`` (a lexicon search deletes rather than spell a non-word)."""
+
+    word_list: tk.Path
+    ctc_beam: int = 8
+    ctc_length_rewards: Sequence[float] = (0.0,)
+
+
 def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_config: CtcModelConfig,
                     aed_config: AedModelConfig, options: TrainingOptions, aed_options: Optional[TrainingOptions] = None,
                     aed_average: int = 2, aed_encoder_from_ctc: bool = False, freeze_aed_encoder: bool = False,
                     cpu: int = 2, gpu: int = 0, mem: int = 8, search_cpu: int = 2, search_gpu: Optional[int] = None,
-                    aed_ctc_scales: Sequence[float] = (0.3,), lexicon: Optional[tk.Path] = None,
-                    lexicon_ctc_beam: int = 8, lexicon_length_rewards: Sequence[float] = (0.0,)) -> AcousticModels:
+                    aed_ctc_scales: Sequence[float] = (0.3,), lexicon: Optional[LexiconSearch] = None
+                    ) -> AcousticModels:
     """CTC (best checkpoint by dev CTC loss) and AED (average of the best by dev CE), trained through RETURNN;
     CTC greedy/beam, AED beam and AED+CTC recognition of every evaluation set; CTC prior and log-prob dumps.
     ``aed_options`` (default: ``options``) trains the AED; ``aed_encoder_from_ctc`` starts the AED's encoder from
@@ -218,22 +230,22 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     resources; ``search_cpu``, ``search_gpu`` (default: ``gpu``): each search's, which runs on the GPU if it gets one.
     ``aed_ctc_scales``: the CTC weight of AED+CTC recognition; with several, each is tried on the tuning set and the
     one with the lowest WER is used on every set (searched under ``<prefix>/am/aed/tuning/ctc_scale=<scale>/``).
-    ``lexicon``: a word list (:class:`llmasr.text.lexicon.WordListJob` over training text); the three beam searches
-    then also run restricted to its words (``ctc-beam-lexicon``, ``aed-beam-lexicon``, ``aed-ctc-lexicon``), the CTC
-    search with beam and label top-k ``lexicon_ctc_beam`` (the lexicon ends hypotheses whose word cannot be
-    finished, so it may need a wider beam than the CTC search alone) and a reward per label, chosen on the tuning
-    set among ``lexicon_length_rewards`` (under ``<prefix>/am/ctc/tuning/lexicon_length_reward=<reward>/``)."""
-    device = gpu_device(gpu if search_gpu is None else search_gpu)
-    ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
-                             cpu=cpu, gpu=gpu, mem=mem)
-    alias(ctc, f"{prefix}/am/ctc/train")
-    ctc_ckpt = alias(GetBestCheckpointJob(ctc, score_key="dev_loss_ctc"), f"{prefix}/am/ctc/best").out_checkpoint
+    ``lexicon``: the three beam searches also run restricted to its words (``ctc-beam-lexicon``, ``aed-beam-lexicon``,
+    ``aed-ctc-lexicon``; the length reward tried under ``<prefix>/am/ctc/tuning/lexicon_length_reward=<reward>/``)."""
     if (aed_encoder_from_ctc or freeze_aed_encoder) and aed_config.encoder != ctc_config.encoder:
         raise ValueError("aed_encoder_from_ctc / freeze_aed_encoder need the same encoder config in ctc_config and "
                          "aed_config")
     if data.frames_train_zips is not None and not freeze_aed_encoder:
         raise ValueError("ExperimentData.frames_train_zips trains only models on a frozen encoder's stored outputs: "
                          "it needs freeze_aed_encoder=True")
+    if not aed_ctc_scales:
+        raise ValueError("acoustic_models: aed_ctc_scales needs at least one scale")
+    device = gpu_device(gpu if search_gpu is None else search_gpu)
+    search = dict(cpu=search_cpu, device=device)
+    ctc = ReturnnTrainingJob(ctc_config, data.train_zips, data.dev_zips, data.spm_model, options=options,
+                             cpu=cpu, gpu=gpu, mem=mem)
+    alias(ctc, f"{prefix}/am/ctc/train")
+    ctc_ckpt = alias(GetBestCheckpointJob(ctc, score_key="dev_loss_ctc"), f"{prefix}/am/ctc/best").out_checkpoint
     frames = None
     if freeze_aed_encoder:
         def dump(name: str, zips: Zips) -> tk.Path:
@@ -252,55 +264,59 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
     aed_ckpt = alias(AverageCheckpointsJob(aed, num_best=aed_average, score_key="dev_loss_ce"),
                      f"{prefix}/am/aed/average").out_checkpoint
     systems = {
-        "ctc-greedy": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_GREEDY),
-        "ctc-beam": (ctc_ckpt, ctc.out_model_config, RecogMode.CTC_BEAM),
-        "aed-beam": (aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM),
-        "aed-ctc": (aed_ckpt, aed.out_model_config, RecogMode.AED_CTC),
+        "ctc-greedy": ((ctc_ckpt, ctc.out_model_config, RecogMode.CTC_GREEDY), {}),
+        "ctc-beam": ((ctc_ckpt, ctc.out_model_config, RecogMode.CTC_BEAM), {}),
+        "aed-beam": ((aed_ckpt, aed.out_model_config, RecogMode.AED_BEAM), {}),
+        "aed-ctc": ((aed_ckpt, aed.out_model_config, RecogMode.AED_CTC), {}),
     }
-    if not aed_ctc_scales:
-        raise ValueError("acoustic_models: aed_ctc_scales needs at least one scale")
     aed_ctc_scale = aed_ctc_scales[0]
     if len(aed_ctc_scales) > 1:
         aed_ctc_scale = select_scale_on_tune_set(
             f"{prefix}/am/aed/tuning/ctc_scale", data, aed_ctc_scales,
             lambda scale: ReturnnForwardJob(aed_ckpt, aed.out_model_config, data.zips[data.tune_set], data.spm_model,
-                                            mode=RecogMode.AED_CTC, ctc_scale=scale, cpu=search_cpu, device=device))
+                                            mode=RecogMode.AED_CTC, ctc_scale=scale, **search))
         results.info["aed-ctc"] = {"ctc_scale": aed_ctc_scale}
-    searches = {name: (system, {}) for name, system in systems.items()}
-    if lexicon is not None:
-        searches.update({f"{name}-lexicon": (systems[name], dict(lexicon=lexicon)) for name in ("aed-beam", "aed-ctc")})
-        ctc_lexicon = dict(lexicon=lexicon, beam_size=lexicon_ctc_beam, label_topk=lexicon_ctc_beam)
-        reward = lexicon_length_rewards[0] if lexicon_length_rewards else 0.0
-        if len(lexicon_length_rewards) > 1:
-            reward = select_scale_on_tune_set(
-                f"{prefix}/am/ctc/tuning/lexicon_length_reward", data, lexicon_length_rewards,
-                lambda r: ReturnnForwardJob(ctc_ckpt, ctc.out_model_config, data.zips[data.tune_set], data.spm_model,
-                                            mode=RecogMode.CTC_BEAM, cpu=search_cpu, device=device, length_reward=r,
-                                            **ctc_lexicon))
-            results.info["ctc-beam-lexicon"] = {"length_reward": reward}
-        searches["ctc-beam-lexicon"] = (systems["ctc-beam"], dict(ctc_lexicon, length_reward=reward))
-    nbest = {}
-    for name, ((ckpt, model_config, mode), extra) in searches.items():
-        if mode == RecogMode.AED_CTC:
-            extra = dict(extra, ctc_scale=aed_ctc_scale)
-        for eval_set in data.eval_sets:
-            rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode,
-                                    cpu=search_cpu, device=device, **extra)
-            nbest[name, eval_set] = rec.out_nbest
-            results.add_search(name, eval_set, data, rec)
-    kwargs = dict(cpu=search_cpu, device=device)
-    prior = alias(EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips,
-                                      data.spm_model, max_utterances=data.prior_utterances, **kwargs),
-                  f"{prefix}/am/ctc/prior")
-    logprobs = {s: alias(DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model, **kwargs),
-                         f"{prefix}/am/ctc/{s}/logprobs").out_ctc_logprobs for s in data.eval_sets}
+    systems["aed-ctc"] = (systems["aed-ctc"][0], dict(ctc_scale=aed_ctc_scale))
     results.findings.append(Finding("AED+CTC below both the AED and the CTC model",
                                     (("aed-ctc", "<", "aed-beam"), ("aed-ctc", "<", "ctc-beam"))))
     if lexicon is not None:
-        results.findings.append(Finding("A lexicon lowers the WER of every AM search",
-                                        tuple((f"{name}-lexicon", "<", name)
-                                              for name in ("ctc-beam", "aed-beam", "aed-ctc"))))
+        systems.update(lexicon_searches(prefix, data, results, systems, lexicon, search))
+    nbest = {}
+    for name, ((ckpt, model_config, mode), extra) in systems.items():
+        for eval_set in data.eval_sets:
+            rec = ReturnnForwardJob(ckpt, model_config, data.zips[eval_set], data.spm_model, mode=mode, **search,
+                                    **extra)
+            nbest[name, eval_set] = rec.out_nbest
+            results.add_search(name, eval_set, data, rec)
+    prior = alias(EstimateCtcPriorJob(ctc_ckpt, ctc.out_model_config, data.prior_zips or data.train_zips,
+                                      data.spm_model, max_utterances=data.prior_utterances, **search),
+                  f"{prefix}/am/ctc/prior")
+    logprobs = {s: alias(DumpCtcLogProbsJob(ctc_ckpt, ctc.out_model_config, data.zips[s], data.spm_model, **search),
+                         f"{prefix}/am/ctc/{s}/logprobs").out_ctc_logprobs for s in data.eval_sets}
     return AcousticModels(ctc, ctc_ckpt, aed, aed_ckpt, nbest, logprobs, prior, encoder_frames=frames)
+
+
+def lexicon_searches(prefix: str, data: ExperimentData, results: Results, systems: Dict[str, Tuple[tuple, dict]],
+                     lexicon: LexiconSearch, search: Dict[str, object]) -> Dict[str, Tuple[tuple, dict]]:
+    """``ctc-beam``, ``aed-beam`` and ``aed-ctc`` of ``systems`` (name -> ((checkpoint, model config, mode), search
+    options)) restricted to the lexicon's words, as systems ``<name>-lexicon``; the CTC search's length reward is
+    chosen on the tuning set, and the report's finding compares each with its search without the lexicon."""
+    out = {f"{name}-lexicon": (systems[name][0], dict(systems[name][1], lexicon=lexicon.word_list))
+           for name in ("aed-beam", "aed-ctc")}
+    (ctc_ckpt, ctc_model_config, _), _ = systems["ctc-beam"]
+    ctc = dict(lexicon=lexicon.word_list, beam_size=lexicon.ctc_beam, label_topk=lexicon.ctc_beam)
+    reward = lexicon.ctc_length_rewards[0] if lexicon.ctc_length_rewards else 0.0
+    if len(lexicon.ctc_length_rewards) > 1:
+        reward = select_scale_on_tune_set(
+            f"{prefix}/am/ctc/tuning/lexicon_length_reward", data, lexicon.ctc_length_rewards,
+            lambda r: ReturnnForwardJob(ctc_ckpt, ctc_model_config, data.zips[data.tune_set], data.spm_model,
+                                        mode=RecogMode.CTC_BEAM, length_reward=r, **search, **ctc))
+        results.info["ctc-beam-lexicon"] = {"length_reward": reward}
+    out["ctc-beam-lexicon"] = (systems["ctc-beam"][0], dict(ctc, length_reward=reward))
+    names = ("ctc-beam", "aed-beam", "aed-ctc")
+    results.findings.append(Finding("A lexicon lowers the WER of every AM search",
+                                    tuple((f"{name}-lexicon", "<", name) for name in names)))
+    return out
 
 
 def gpu_device(gpu: int) -> str:

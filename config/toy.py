@@ -8,8 +8,8 @@ the shared builders of :mod:`config.experiment`, and the speech LLMs the paper's
 import dataclasses
 
 from config import ablations
-from config.experiment import (AcousticModels, ExperimentData, Results, TuningGrid, acoustic_models, perplexities,
-                               shallow_fusion)
+from config.experiment import (AcousticModels, ExperimentData, LexiconSearch, Results, TuningGrid, acoustic_models,
+                               perplexities, shallow_fusion)
 from config.names import alias, output
 from config.paper import SPEECH_LLM_PROMPT, SpeechLLMRecipe, joint_findings, paper_speech_llm
 from llmasr.data.returnn_data import PackOggZipJob
@@ -159,8 +159,9 @@ def py():
     results = Results(PREFIX, hallucination_set="test")
     am = acoustic_models(PREFIX, data, results, ctc_config=CTC_MODEL, aed_config=AED_MODEL, options=AM_TRAINING,
                          aed_options=AED_TRAINING, freeze_aed_encoder=True, cpu=1, search_cpu=1,
-                         aed_ctc_scales=AED_CTC_SCALES, lexicon=lexicon, lexicon_ctc_beam=LEXICON_CTC_BEAM,
-                         lexicon_length_rewards=LEXICON_LENGTH_REWARDS)
+                         aed_ctc_scales=AED_CTC_SCALES,
+                         lexicon=LexiconSearch(lexicon, ctc_beam=LEXICON_CTC_BEAM,
+                                               ctc_length_rewards=LEXICON_LENGTH_REWARDS))
     am.ctc.update_rqmt("run", {"cpu": CTC_PROCESSES, "processes": CTC_PROCESSES})
 
     # 5. combination: the LLM joined at search time, scales tuned on dev
