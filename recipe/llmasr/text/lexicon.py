@@ -6,27 +6,19 @@ on (the same normalisation and case as the text given to :class:`llmasr.text.sen
 from __future__ import annotations
 
 import collections
-import os
 from typing import List, Optional, Sequence
 
 from sisyphus import Task, tk
 
 from llmasr.resources import ResourceJob
 from llmasr.text.sentencepiece import iter_text_lines
+from llmasr.text.vocab import read_lines, write_vocab
 
 
 def read_word_list(path: str) -> List[str]:
     """The words of a word list file (UTF-8, one word per line); an empty file, an empty line or a line with a blank
     raises naming the line."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {exc.start}") from exc
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path)
     for lineno, word in enumerate(lines, 1):
         if not word or len(word.split()) != 1 or word != word.strip():
             raise ValueError(f"{path}:{lineno}: not one word: {word!r}")
@@ -67,8 +59,5 @@ class WordListJob(ResourceJob):
         if not words:
             raise ValueError(f"WordListJob: no word seen {self.min_count} times in "
                              f"{', '.join(t.get_path() for t in self.texts)}")
-        tmp = self.out_word_list.get_path() + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(w + "\n" for w in words))
-        os.replace(tmp, self.out_word_list.get_path())
+        write_vocab(words, self.out_word_list.get_path())
         self.out_num_words.set(len(words))

@@ -17,17 +17,24 @@ from llmasr.text.sentencepiece import iter_text_lines
 WORD_BOUNDARY = "|"  # character vocabularies write the space between words as this symbol
 
 
-def read_vocab(path: str) -> List[str]:
-    """Symbols of a vocab file (one per line, id = line number); duplicates or empty lines raise naming the line."""
+def read_lines(path: str) -> List[str]:
+    """The lines of a UTF-8 file of one symbol per line (vocabularies, word lists), as written, without the newlines;
+    invalid UTF-8 raises naming the file and byte."""
     with open(path, "rb") as f:
         raw = f.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not valid UTF-8 at byte {exc.start}") from exc
-    symbols = text.split("\n")
-    if symbols and symbols[-1] == "":
-        symbols.pop()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_vocab(path: str) -> List[str]:
+    """Symbols of a vocab file (one per line, id = line number); duplicates or empty lines raise naming the line."""
+    symbols = read_lines(path)
     seen: Dict[str, int] = {}
     for i, s in enumerate(symbols):
         if s == "":
