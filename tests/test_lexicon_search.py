@@ -49,6 +49,12 @@ def test_lexicon_scorer_allows_only_prefixes_of_words_and_ends_after_complete_on
     _, state = scorer.score(state, torch.tensor([BOS, BOS]))
     _, state = scorer.score(state, torch.tensor([3, 6]))
     assert scorer.final_score(state).tolist() == [NEG, 0.0]
+    # with a finite end penalty an unfinished word may end at that cost; a dead row still may not
+    fallback = LexiconScorer(["AB", "ABC", "C", "AA"], PIECES + [None], eos=EOS, bos=BOS, end_penalty=-5.0)
+    _, after = fallback.score(state, torch.tensor([5, 3]))  # "A" + "C": no word starts "AC"; "C" + "▁A": "A"
+    assert fallback.final_score(torch.cat([state, after])).tolist() == [-5.0, 0.0, NEG, -5.0]
+    lp, _ = fallback.score(state, torch.tensor([4, 5]))  # "AB" complete; "C" + "C" dead
+    assert lp[:, EOS].tolist() == [0.0, NEG]
     assert scorer.select(state, torch.tensor([1, 1, 0])).tolist() == state[[1, 1, 0]].tolist()
     with pytest.raises(ValueError, match="not single words"):
         LexiconScorer(["A B"], PIECES)

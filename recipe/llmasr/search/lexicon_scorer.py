@@ -2,9 +2,9 @@
 
 Like the lexicon of a WFST or flashlight decoder without a language model: a subword label is allowed (log-prob 0)
 when the word it continues is still a prefix of a lexicon word, or, for a word-initial label ("▁..."), when the
-previous word is complete; every other label, and the end of the sentence inside a word, gets -inf. Added with
-scale 1 to any search (CTC prefix search, AED or AED+CTC beam search), it removes the non-words that an open
-subword vocabulary lets a model spell, and changes nothing else in the scores.
+previous word is complete; every other label gets -inf, and the end of the sentence inside a word -inf or a finite
+last-resort penalty. Added with scale 1 to any search (CTC prefix search, AED or AED+CTC beam search), it removes the
+non-words that an open subword vocabulary lets a model spell, and changes nothing else in the scores.
 """
 from __future__ import annotations
 
