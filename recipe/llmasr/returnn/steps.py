@@ -6,6 +6,7 @@ They read their settings from the RETURNN config: ``model_config`` (dict, see
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -101,12 +102,18 @@ def lexicon_scorers(num_labels: int, bos: Optional[int] = None, eos: Optional[in
     path = (_config().typed_value("recog_opts") or {}).get("lexicon")
     if not path:
         return {}
+    return {"lexicon": (_lexicon_scorer(path, _config().typed_value("spm_model"), num_labels, bos, eos), 1.0)}
+
+
+@functools.lru_cache(maxsize=4)
+def _lexicon_scorer(path: str, spm_model: str, num_labels: int, bos: Optional[int], eos: Optional[int]):
+    """One lexicon scorer per forward run (it is stateless apart from its cache of visited nodes), not one per
+    batch: the word list is read and the prefix tree built once."""
     from llmasr.search.lexicon_scorer import FALLBACK_END_PENALTY, sentencepiece_lexicon_scorer
     from llmasr.text.lexicon import read_word_list
 
-    scorer = sentencepiece_lexicon_scorer(read_word_list(path), _config().typed_value("spm_model"), num_labels,
-                                          eos=eos, bos=bos, end_penalty=FALLBACK_END_PENALTY)
-    return {"lexicon": (scorer, 1.0)}
+    return sentencepiece_lexicon_scorer(read_word_list(path), spm_model, num_labels, eos=eos, bos=bos,
+                                        end_penalty=FALLBACK_END_PENALTY)
 
 
 def ctc_beam(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int, *, beam_size: int, label_topk: int,
