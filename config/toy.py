@@ -12,6 +12,7 @@ from config.experiment import (AcousticModels, ExperimentData, LexiconSearch, Re
                                perplexities, shallow_fusion)
 from config.names import alias, output
 from config.paper import SPEECH_LLM_PROMPT, SpeechLLMRecipe, joint_findings, paper_speech_llm
+from llmasr.data import toy as toy_data
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import MakeToyCorpusJob, MakeToyExtraTrainJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
@@ -34,6 +35,10 @@ NUM_TRAIN, NUM_DEV, NUM_TEST = 3000, 200, 200
 # so that the toy's errors come from the unseen voices rather than from words never heard in training (CTC greedy
 # dev/test 39.8/44.8 instead of 43.2/50.2 with the open vocabulary, same recipe)
 VOCABULARY_SIZE = 1000
+# the training (and dev) speakers: each of the 4 training accents with 10 espeak-ng variants (the default 5 and m2, m4,
+# m5, m6, f1: other formant frequencies, heights and widths, echo), so that the encoder meets more timbres in its 3000
+# utterances; the test accents and variants (m7, f4, f5) stay unheard, and m8, a near copy of m7, stays out
+TRAIN_VARIANTS = toy_data.TRAIN_VARIANTS + ("m2", "m4", "m5", "m6", "f1")
 # more training utterances (training voices, sentences of the LM text) for the decoders on the frozen encoder's stored
 # outputs only: the encoder fits its own 3000 training utterances almost perfectly, so decoders trained on those alone
 # learn to trust outputs that dev and test never give them
@@ -112,7 +117,8 @@ ENCODER_FRAME_MS = 10 * 4 * 2  # 10 ms features, AM_ENCODER's downsampling
 
 def py():
     # 1. data
-    corpus = MakeToyCorpusJob(num_train=NUM_TRAIN, num_dev=NUM_DEV, num_test=NUM_TEST, vocabulary_size=VOCABULARY_SIZE)
+    corpus = MakeToyCorpusJob(num_train=NUM_TRAIN, num_dev=NUM_DEV, num_test=NUM_TEST, vocabulary_size=VOCABULARY_SIZE,
+                              train_variants=TRAIN_VARIANTS)
     alias(corpus, f"{PREFIX}/data/corpus")
     zips = {split: alias(PackOggZipJob(path, name=split), f"{PREFIX}/data/{split}/ogg_zip").out_ogg_zip
             for split, path in corpus.out_corpora.items()}

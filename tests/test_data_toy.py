@@ -79,6 +79,14 @@ def test_train_variants_widen_the_train_speakers_and_keep_test_unseen():
     assert {s.variant for s in wide["train"]} == {"", "m1", "m2", "f1"}
     assert len(wide["train"]) == 4 * len(TRAIN_VOICES)
     assert {(s.voice, s.variant) for s in wide["test"]} == {(s.voice, s.variant) for s in make_speakers(5)["test"]}
+    # added variants leave the settings of the default ones and of the test speakers as they were
+    default = make_speakers(5)
+    settings = {split: [(s.voice, s.variant, s.speed, s.pitch) for s in spk] for split, spk in default.items()}
+    wider = make_speakers(5, TRAIN_VARIANTS + ("m2", "f1"))
+    assert [(s.voice, s.variant, s.speed, s.pitch) for s in wider["test"]] == settings["test"]
+    assert [(s.voice, s.variant, s.speed, s.pitch) for s in wider["train"]][: len(default["train"])] == \
+        settings["train"]
+    assert len(wider["train"]) == len(default["train"]) + 2 * len(TRAIN_VOICES)
     with pytest.raises(ValueError, match="m7"):
         MakeToyCorpusJob(num_train=4, num_dev=1, num_test=1, train_variants=("m1", "m7"))
     # the default keeps the job id of corpora made before the parameter existed

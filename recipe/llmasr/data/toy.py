@@ -59,21 +59,25 @@ TEST_PITCHES = ((20, 32), (68, 80))
 
 def make_speakers(seed: int, train_variants: Sequence[str] = TRAIN_VARIANTS) -> Dict[str, List[ToySpeaker]]:
     """Speakers per split: train/dev share the train voice settings (each train voice with each of
-    ``train_variants``); test uses only unseen ones."""
+    ``train_variants``); test uses only unseen ones. The speakers of variants beyond :data:`TRAIN_VARIANTS` are drawn
+    after the test speakers, so that adding training variants leaves the other speakers' settings as they were."""
     shared = sorted(set(train_variants) & set(TEST_VARIANTS))
     if shared:
         raise ValueError(f"toy corpus: train_variants {shared} are test-only variants (test: {TEST_VARIANTS})")
     if not train_variants:
         raise ValueError("toy corpus: train_variants is empty")
     rng = random.Random(seed)
-    train = []
-    for voice in TRAIN_VOICES:
-        for variant in train_variants:
-            train.append((voice, variant, rng.randint(*TRAIN_SPEED), rng.randint(*TRAIN_PITCH)))
+
+    def train_settings(variants: Sequence[str]) -> List[Tuple[str, str, int, int]]:
+        return [(voice, variant, rng.randint(*TRAIN_SPEED), rng.randint(*TRAIN_PITCH))
+                for voice in TRAIN_VOICES for variant in variants]
+
+    train = train_settings([v for v in train_variants if v in TRAIN_VARIANTS])
     test = []
     for voice in TEST_VOICES:
         for variant in TEST_VARIANTS:
             test.append((voice, variant, rng.randint(*rng.choice(TEST_SPEEDS)), rng.randint(*rng.choice(TEST_PITCHES))))
+    train += train_settings([v for v in train_variants if v not in TRAIN_VARIANTS])
     speakers = {"train": [], "dev": [], "test": []}
     next_id = 100
     for split, settings in (("train", train), ("dev", train), ("test", test)):
