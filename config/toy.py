@@ -12,8 +12,8 @@ from config.experiment import (AcousticModels, ExperimentData, LexiconSearch, Re
                                perplexities, shallow_fusion)
 from config.names import alias, output
 from config.paper import SPEECH_LLM_PROMPT, SpeechLLMRecipe, joint_findings, paper_speech_llm
-from llmasr.data import toy as toy_data
 from llmasr.data.returnn_data import PackOggZipJob
+from llmasr.data.toy import TRAIN_VARIANTS as DEFAULT_TRAIN_VARIANTS
 from llmasr.data.toy import MakeToyCorpusJob, MakeToyExtraTrainJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
                               TrainConfig)
@@ -41,7 +41,7 @@ VOCABULARY_SIZE = 1000
 # before measuring; dev / test WER with the 5 default variants -> 10: CTC beam 33.4 / 41.7 -> 32.9 / 39.9, AED 22.2 /
 # 31.9 -> 25.6 / 34.3, base speech LLM 38.9 / 50.8 -> 39.9 / 44.8 (dev then has the new speakers too; the test
 # speakers keep their settings, their utterances' small speed and pitch jitter is drawn anew)
-TRAIN_VARIANTS = toy_data.TRAIN_VARIANTS + ("m2", "m4", "m5", "m6", "f1")
+TRAIN_VARIANTS = DEFAULT_TRAIN_VARIANTS + ("m2", "m4", "m5", "m6", "f1")
 # more training utterances (training voices, sentences of the LM text) for the decoders on the frozen encoder's stored
 # outputs only: the encoder fits its own 3000 training utterances almost perfectly, so decoders trained on those alone
 # learn to trust outputs that dev and test never give them
