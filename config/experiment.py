@@ -182,7 +182,7 @@ class AcousticModels:
     ctc_logprobs: Dict[str, tk.Path]  # eval set -> CTC log-probs
     prior: EstimateCtcPriorJob
     # stored outputs of the frozen encoder shared by the AED and the speech LLMs ("train", "dev"), if it is frozen;
-    # "train" lists one file per training set (``train_zips``, then ``frames_train_zips``)
+    # "train" lists one file per training OggZip (those of ``train_zips``, then ``frames_train_zips``) if several
     encoder_frames: Optional[Dict[str, Union[tk.Path, List[tk.Path]]]] = None
 
 
@@ -252,9 +252,12 @@ def acoustic_models(prefix: str, data: ExperimentData, results: Results, *, ctc_
             return alias(DumpEncoderFramesJob(ctc_ckpt, ctc.out_model_config, zips, data.spm_model, cpu=search_cpu,
                                               device=device), f"{prefix}/am/ctc/encoder_frames/{name}").out_frames
 
-        frames = {"train": dump("train", data.train_zips), "dev": dump("dev", data.dev_zips)}
+        # one dump per training OggZip, so that they run side by side
+        zips = list(data.train_zips) if isinstance(data.train_zips, (list, tuple)) else [data.train_zips]
+        train = [dump("train" if i == 0 else f"train-{i}", z) for i, z in enumerate(zips)]
         if data.frames_train_zips is not None:
-            frames["train"] = [frames["train"], dump("train-extra", data.frames_train_zips)]
+            train.append(dump("train-extra", data.frames_train_zips))
+        frames = {"train": train if len(train) > 1 else train[0], "dev": dump("dev", data.dev_zips)}
     aed = ReturnnTrainingJob(aed_config, frames["train"] if frames else data.train_zips,
                              frames["dev"] if frames else data.dev_zips, data.spm_model,
                              options=aed_options or options, cpu=cpu, gpu=gpu, mem=mem,

@@ -87,13 +87,20 @@ def test_toy_config_builds_the_whole_graph():
     assert len({j.scales.lm_scale.creator for j in labelwise}) == 1 and same_llm == {labelwise[0].scales.lm_scale.creator}
     # one encoder training: the AED's decoder and the speech LLMs train on the CTC encoder's stored outputs
     trainings = [j for j in jobs if "ReturnnTrainingJob" in j.job_id()]
-    # (train, dev and the extra utterances that only the decoders train on)
+    # (train, dev and the extra utterances, one dump per training OggZip)
     assert len(trainings) == 2 and sum(1 for j in jobs if "DumpEncoderFramesJob" in j.job_id()) == 3
     frames = {p.get_path() for j in trainings for p in j.train_data if p.get_path().endswith(".hdf")}
     assert len(frames) == 2
     extra = next(j for j in jobs if type(j).__name__ == "MakeToyExtraTrainJob")
     encoder = next(j for j in trainings if not any(p.get_path().endswith(".hdf") for p in j.train_data))
-    assert extra not in {p.creator.corpus.creator for p in encoder.train_data}  # the encoder never hears them
+    decoder = next(j for j in trainings if j is not encoder)
+    # the encoder trains on the corpus's and the extra utterances, in sub-epochs of the corpus's size; the decoder on
+    # the encoder's outputs for the same utterances, in whole epochs
+    assert {type(p.creator.corpus.creator).__name__ for p in encoder.train_data} == {"MakeToyCorpusJob",
+                                                                                       "MakeToyExtraTrainJob"}
+    assert extra in {p.creator.corpus.creator for p in encoder.train_data}
+    assert {p.creator.data[0] for p in decoder.train_data} == set(encoder.train_data)
+    assert (encoder.options.partition_epoch, decoder.options.partition_epoch) == (4, 1)
     sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
     assert {p.get_path() for j in sllm for p in j.train_data} == frames
     # every finding the toy is meant to show is checked in the report
