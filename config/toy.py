@@ -80,6 +80,10 @@ LLM_VOCAB_SIZE = 1000  # byte-level BPE of the toy LLM (a different tokenizer th
 LLM_TEXT_SENTENCES = 60000  # toy analogue of the LibriSpeech LM corpus
 LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2)
+# the LLM in the AM's units (label-wise fusion) relearns its swapped input and output matrices on the LM text, as the
+# paper-scale configs do: dev word perplexity 155 when adapted on the 3000 training transcriptions (2 epochs), 38.6 /
+# 33.7 after 1 / 2 epochs of the LM text (3.5 min on one core), against 33.4 of the LLM in its own units
+AM_UNITS_LLM_TRAINING = TrainConfig(epochs=2, batch_size=32, learning_rate=2e-3)
 DELAYS = (1, 5, 10, 20, None)  # delayed fusion: frames between LLM calls (None: only at the end)
 TUNING = TuningGrid(lm_scales=tuple(x / 10 for x in range(0, 11)), prior_scales=(0.0, 0.1, 0.2, 0.3),
                     length_rewards=(0.0, 0.5, 1.0, 1.5))
@@ -147,7 +151,8 @@ def py():
     alias(spm, f"{PREFIX}/labels/spm_unigram_{AM_VOCAB_SIZE}")
     output(f"{PREFIX}/labels/spm.vocab", spm.out_vocab)
 
-    # 3. LLM: a tiny Qwen2-architecture model pre-trained on the toy LM text, then fine-tuned on transcriptions
+    # 3. LLM: a tiny Qwen2-architecture model pre-trained on the toy LM text, then fine-tuned on transcriptions (own
+    # units) and on the LM text in the AM's units
     llm_text = alias(ConcatenateTextJob([corpus.out_lm_text], max_lines=LLM_TEXT_SENTENCES),
                      f"{PREFIX}/llm/text").out_text
     llm_tokenizer = alias(TrainLlmTokenizerJob(llm_text, vocab_size=LLM_VOCAB_SIZE),
@@ -159,8 +164,8 @@ def py():
     fine_tuned = {
         "ft-own": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.LLM,
                                  method=FineTuneMethod.FULL, cpu=1),
-        "ft-am-units": FineTuneLLMJob(llm.out_model, corpus.out_corpora["train"], units=FineTuneUnits.AM,
-                                      am_spm_model=spm.out_model, method=FineTuneMethod.FULL, cpu=1),
+        "ft-am-units": FineTuneLLMJob(llm.out_model, llm_text, units=FineTuneUnits.AM, am_spm_model=spm.out_model,
+                                      method=FineTuneMethod.FULL, train_config=AM_UNITS_LLM_TRAINING, cpu=1),
     }
     llms = {"pretrained": llm.out_model}
     llms.update({name: alias(job, f"{PREFIX}/llm/{name}/train").out_model for name, job in fine_tuned.items()})
