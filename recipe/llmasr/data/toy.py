@@ -441,9 +441,9 @@ class MakeToyExtraTrainJob(ParallelCorpusJob):
     """More training utterances, spoken by the corpus's training voices, with sentences from its LM text that are not
     in its training set (the LM text never holds dev/test verses).
 
-    They serve the models trained on a frozen encoder's stored outputs (the AED decoder, speech LLMs): on utterances
-    that the encoder never trained on, its outputs are as imperfect as on dev, so the decoders learn to cope with
-    that instead of trusting the near-perfect outputs on the encoder's own training data."""
+    More sentences for the encoder at the same number of steps (the toy trains it on them), or data for the models
+    trained on a frozen encoder's stored outputs only (``ExperimentData.frames_train_zips``): on utterances the encoder
+    never trained on, its outputs are as imperfect as on dev, so the decoders learn to cope with that."""
 
     def __init__(self, lm_text: tk.Path, train_corpus: tk.Path, speakers: tk.Path, *, num_utterances: int,
                  seed: int = 1, chapter: int = 1000, cpu: int = 2):
