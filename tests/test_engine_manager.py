@@ -352,10 +352,13 @@ def test_manager_runs_the_job_with_most_waiting_jobs_first(sis_setup_dir):
     though the graph lists it after them."""
     record = sis_setup_dir / "record"
     record.mkdir()
-    for variant in range(100):  # a name with which the graph lists the head last: without priorities it starts last
+    # Names with which the graph lists the head last (without priorities it would then start last). Every name
+    # carries the variant: job ids depend on the record folder's path, and with fixed side names one side could
+    # sort after nearly every head.
+    for variant in range(100):
         reset_graph()
         start = WriteTextJob("start")
-        sides = [SleepJob(f"side{i}", 0.0, str(record), after=start.out_file) for i in range(3)]
+        sides = [SleepJob(f"side{i}-{variant}", 0.0, str(record), after=start.out_file) for i in range(3)]
         head = SleepJob(f"head{variant}", 0.0, str(record), after=start.out_file)
         tail = SleepJob(f"tail{variant}", 0.0, str(record),
                         after=SleepJob(f"middle{variant}", 0.0, str(record), after=head.out_done).out_done)
