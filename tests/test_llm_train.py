@@ -201,3 +201,32 @@ def test_tokenized_text_streams_and_matches_encode_texts(tmp_path):
     expected = encode_texts(tok, sentences[:30], 6)
     assert len(seqs) == 30 and [seqs[i] for i in range(30)] == expected
     assert isinstance(seqs.offsets, __import__("numpy").memmap)  # read from disk, not held
+
+
+def test_tokenized_text_repeats_a_share_of_the_sentences(tmp_path):
+    """With repeat_fraction, about that share of the sequences is BOS s EOS s EOS (same draw for the same seed),
+    the others stay BOS s EOS; 0 keeps every sentence single."""
+    from llmasr.llm.train import TokenizedText, encode_texts, iter_texts
+
+    text = tmp_path / "t.txt"
+    sentences = _sentences(400, 4)
+    text.write_text("\n".join(sentences) + "\n")
+    tok = LLMTokenizer(spm_model=_spm(str(tmp_path / "bpe"), str(text), 40, "bpe"))
+    single = encode_texts(tok, sentences, 1000)
+
+    def build(name, fraction, seed=1):
+        seqs = TokenizedText.build(iter_texts(str(text)), tok, 1000, str(tmp_path / name), repeat_fraction=fraction,
+                                   seed=seed)
+        return [seqs[i] for i in range(len(seqs))]
+
+    repeated = build("a", 0.3)
+    doubled = 0
+    for seq, one in zip(repeated, single):
+        if seq != one:
+            assert seq == one + one[1:], (seq, one)  # the copy follows the first EOS, without a second BOS
+            doubled += 1
+    assert 80 <= doubled <= 160  # 120 expected
+    assert build("b", 0.3) == repeated and build("c", 0.3, seed=2) != repeated
+    assert build("d", 0.0) == single
+    with pytest.raises(ValueError, match="repeat_fraction"):
+        TokenizedText.build(iter_texts(str(text)), tok, 1000, str(tmp_path / "e"), repeat_fraction=1.5)

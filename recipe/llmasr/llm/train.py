@@ -104,17 +104,27 @@ class TokenizedText:
 
     @staticmethod
     def build(texts: Iterator[str], tokenizer, max_length: int, prefix: str, max_sentences: Optional[int] = None,
-              ) -> "TokenizedText":
+              *, repeat_fraction: float = 0.0, seed: int = 0) -> "TokenizedText":
         """Tokenises streamed sentences (BOS + tokens + EOS, truncated) into ``<prefix>.{ids,offsets}.npy``; a
-        complete earlier build is reused (the text and tokenizer are inputs of the job, so it cannot be stale)."""
+        complete earlier build is reused (the text and tokenizer are inputs of the job, so it cannot be stale).
+
+        :param repeat_fraction: this share of the sentences (drawn with ``seed``) is followed by a second copy of
+            itself (BOS + tokens + EOS + tokens + EOS): the in-context copying that a large LLM learns from the
+            repetitions of long documents, which a small one pre-trained on single sentences never sees
+        """
         import numpy as np
 
+        if not 0.0 <= repeat_fraction <= 1.0:
+            raise ValueError(f"repeat_fraction must be in [0, 1], got {repeat_fraction}")
         if not (os.path.isfile(prefix + ".ids.npy") and os.path.isfile(prefix + ".offsets.npy")):
             ids, offsets, n = array("i"), array("q", [0]), 0
+            rng = random.Random(seed)
             for text in texts:
                 if max_sentences is not None and n >= max_sentences:
                     break
-                ids.extend(([tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id])[:max_length])
+                tokens = tokenizer.encode(text)
+                repeat = tokens + [tokenizer.eos_id] if repeat_fraction and rng.random() < repeat_fraction else []
+                ids.extend(([tokenizer.bos_id] + tokens + [tokenizer.eos_id] + repeat)[:max_length])
                 offsets.append(len(ids))
                 n += 1
             if n == 0:
@@ -352,17 +362,20 @@ class PretrainLLMJob(ResourceJob):
     """Pre-trains (or continues training) a causal LLM on a text corpus with its own tokenizer."""
 
     resource_args = RESOURCE_ARGS | {"checkpoint_every"}  # how often to save does not change the weights
+    __sis_hash_exclude__ = {"repeat_fraction": 0.0}
 
     def __init__(self, llm: Union[tk.Path, str], text: tk.Path, *, dev_text: Optional[tk.Path] = None,
                  train_config: TrainConfig = TrainConfig(epochs=2, learning_rate=2e-3),
-                 max_sentences: Optional[int] = None, cpu: int = 2, device: str = "cpu",
-                 checkpoint_every: int = 1000):
+                 max_sentences: Optional[int] = None, repeat_fraction: float = 0.0, cpu: int = 2,
+                 device: str = "cpu", checkpoint_every: int = 1000):
         """
         :param llm: model dir (e.g. ``CreateTinyLLMJob.out_model``) or hub name
         :param text: training text, one sentence per line (plain/gz) or a corpus manifest
         :param dev_text: optional held-out text for a per-epoch dev loss
         :param train_config: optimisation settings
         :param max_sentences: use only the first N sentences
+        :param repeat_fraction: share of the sentences trained as BOS s EOS s EOS (see :meth:`TokenizedText.build`);
+            the dev loss stays on single sentences
         :param cpu: threads; :param device: "cpu" or "cuda"
         :param checkpoint_every: steps between checkpoints (a killed run resumes from the last one; not hashed)
         """
@@ -371,6 +384,7 @@ class PretrainLLMJob(ResourceJob):
         self.dev_text = dev_text
         self.train_config = train_config
         self.max_sentences = max_sentences
+        self.repeat_fraction = repeat_fraction
         self.cpu = cpu
         self.device = device
         self.checkpoint_every = checkpoint_every
@@ -411,7 +425,8 @@ class PretrainLLMJob(ResourceJob):
         model, tok = self._prepare()
         work = self._sis_work()
         seqs = TokenizedText.build(iter_texts(self.text.get_path()), tok, self.train_config.max_length,
-                                   os.path.join(work, TOKENS), self.max_sentences)
+                                   os.path.join(work, TOKENS), self.max_sentences,
+                                   repeat_fraction=getattr(self, "repeat_fraction", 0.0), seed=self.train_config.seed)
         dev = None
         if self.dev_text is not None:
             dev = encode_texts(tok, read_texts(self.dev_text.get_path()), self.train_config.max_length)
