@@ -85,7 +85,7 @@ LLM_SIZE = TinyLLMConfig(hidden_size=128, intermediate_size=384, num_hidden_laye
 # single sentences, the tiny LLM had none (the copy of a sentence cost 4.52 nats per token against 3.46 for the
 # sentence itself; with 0.25 / 0.5 / 0.75: 1.99 / 0.33 / 0.04). Dev, same encoder: base speech LLM WER 36.5 -> 35.1 /
 # 23.2 / 20.2, frozen LLM 69.6 -> 65.9 / 53.7 / 51.7, LLM-tokenizer units 48.9 -> 33.4 (0.5); the LLM's dev loss on
-# single sentences 2.775 -> 2.841 / 2.839 / 2.835 nats per token; pre-training 3.2 -> 5.0 min on one core
+# single sentences 2.775 -> 2.841 / 2.839 / 2.835 nats per token; pre-training 3.2 -> 5.2 min on one core
 LLM_REPEAT_FRACTION = 0.75
 # the LLM in the AM's units (label-wise fusion) relearns its swapped input and output matrices on the LM text, as the
 # paper-scale configs do: dev word perplexity 155 when adapted on the 3000 training transcriptions (2 epochs), 38.6 /
