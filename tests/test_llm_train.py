@@ -230,3 +230,7 @@ def test_tokenized_text_repeats_a_share_of_the_sentences(tmp_path):
     assert build("d", 0.0) == single
     with pytest.raises(ValueError, match="repeat_fraction"):
         TokenizedText.build(iter_texts(str(text)), tok, 1000, str(tmp_path / "e"), repeat_fraction=1.5)
+    from llmasr.llm.train import PretrainLLMJob
+
+    with pytest.raises(ValueError, match="PretrainLLMJob: repeat_fraction"):  # a config typo fails at graph build
+        PretrainLLMJob("llm", tk.Path(str(text)), repeat_fraction=75)

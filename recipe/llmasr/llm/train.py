@@ -384,6 +384,8 @@ class PretrainLLMJob(ResourceJob):
         self.dev_text = dev_text
         self.train_config = train_config
         self.max_sentences = max_sentences
+        if not 0.0 <= repeat_fraction <= 1.0:
+            raise ValueError(f"PretrainLLMJob: repeat_fraction must be in [0, 1], got {repeat_fraction}")
         self.repeat_fraction = repeat_fraction
         self.cpu = cpu
         self.device = device
