@@ -86,6 +86,13 @@ def iter_texts(path: str) -> Iterator[str]:
     return iter_text_lines(path)
 
 
+def check_repeat_fraction(value: float, where: str) -> float:
+    """``value`` if it is a share in [0, 1]; else a ValueError naming ``where`` and the field."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: repeat_fraction must be in [0, 1], got {value}")
+    return value
+
+
 class TokenizedText:
     """Tokenised sentences in two flat numpy files (int32 ids, int64 offsets), memory-mapped: ``seqs[i]`` is the
     i-th sentence's ids, so training over 40 M sentences holds 320 MB of offsets, not 40 M Python lists."""
@@ -114,8 +121,7 @@ class TokenizedText:
         """
         import numpy as np
 
-        if not 0.0 <= repeat_fraction <= 1.0:
-            raise ValueError(f"repeat_fraction must be in [0, 1], got {repeat_fraction}")
+        check_repeat_fraction(repeat_fraction, "TokenizedText.build")
         if not (os.path.isfile(prefix + ".ids.npy") and os.path.isfile(prefix + ".offsets.npy")):
             ids, offsets, n = array("i"), array("q", [0]), 0
             rng = random.Random(seed)
@@ -384,9 +390,7 @@ class PretrainLLMJob(ResourceJob):
         self.dev_text = dev_text
         self.train_config = train_config
         self.max_sentences = max_sentences
-        if not 0.0 <= repeat_fraction <= 1.0:
-            raise ValueError(f"PretrainLLMJob: repeat_fraction must be in [0, 1], got {repeat_fraction}")
-        self.repeat_fraction = repeat_fraction
+        self.repeat_fraction = check_repeat_fraction(repeat_fraction, "PretrainLLMJob")
         self.cpu = cpu
         self.device = device
         self.checkpoint_every = checkpoint_every
@@ -428,7 +432,8 @@ class PretrainLLMJob(ResourceJob):
         work = self._sis_work()
         seqs = TokenizedText.build(iter_texts(self.text.get_path()), tok, self.train_config.max_length,
                                    os.path.join(work, TOKENS), self.max_sentences,
-                                   repeat_fraction=getattr(self, "repeat_fraction", 0.0), seed=self.train_config.seed)
+                                   repeat_fraction=getattr(self, "repeat_fraction", 0.0),  # jobs saved before it
+                                   seed=self.train_config.seed)
         dev = None
         if self.dev_text is not None:
             dev = encode_texts(tok, read_texts(self.dev_text.get_path()), self.train_config.max_length)
