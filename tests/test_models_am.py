@@ -10,7 +10,7 @@ from llmasr.models.conformer import (AedModelConfig, CtcModelConfig, Transformer
                                      model_config_to_dict, paper_aed_config, SpecAugmentConfig, tiny_encoder_config)
 from llmasr.models.conformer_modules import ConformerAedModel, build_model, load_model_checkpoint
 from llmasr.search.aed_scorer import AedDecoderScorer
-from llmasr.models.augment import speed_perturb
+from llmasr.models.augment import speed_perturb, vtlp_warp
 from llmasr.returnn.config import (LearningRateSchedule, TrainingOptions, one_cycle_lr, piecewise_linear_lr,
                                    training_progress)
 from sisyphus.hash import sis_hash_helper
@@ -272,6 +272,8 @@ def test_piecewise_linear_lr_and_its_checks():
     # the same for the encoder's speed perturbation: paper-scale AM jobs keep their ids
     assert "speed_perturbation" not in tiny_encoder_config().__sis_state__()
     assert sis_hash_helper(tiny_encoder_config()) != sis_hash_helper(tiny_encoder_config(speed_perturbation=(0.9,)))
+    assert "vtlp" not in tiny_encoder_config().__sis_state__()
+    assert sis_hash_helper(tiny_encoder_config()) != sis_hash_helper(tiny_encoder_config(vtlp=(0.9, 1.1)))
 
 
 def test_speed_perturbation_scales_length_and_pitch():
@@ -326,3 +328,42 @@ def test_preload_options_take_the_encoder_of_another_model(tmp_path):
     assert opts["var_name_mapping"] == mapping and "output.weight" not in opts["ignore_params"]
     with pytest.raises(ValueError, match="does not have"):
         preload_options(path, ("encoder.",), {"aux_outputs.2.weight": "nope.weight"})
+
+
+def test_vtlp_moves_low_frequencies_by_the_factor_and_keeps_nyquist():
+    sr, n_fft = 16000, 512
+    t = torch.arange(n_fft) / sr
+    tones = torch.sin(2 * math.pi * 1000 * t) + 0.5 * torch.sin(2 * math.pi * 7500 * t)
+    spec = (torch.fft.rfft(tones * torch.hann_window(n_fft)).abs() ** 2)[None, None].repeat(1, 3, 1)  # [1, T, K]
+    hz_per_bin = sr / n_fft
+    for a in (0.9, 1.1):
+        warped = vtlp_warp(spec, (a, a), sr)
+        assert warped.shape == spec.shape
+        low = warped[0, 0, : int(3000 / hz_per_bin)]
+        assert float(low.argmax()) * hz_per_bin == pytest.approx(1000 * a, abs=hz_per_bin)  # below the knee: a * f
+        assert torch.equal(warped[0, 0], warped[0, 2])  # one factor for all frames of an utterance
+        assert float(warped[0, 0, -1]) == pytest.approx(float(spec[0, 0, -1]), rel=1e-4)  # Nyquist stays
+        high = warped[0, 0, int(6000 / hz_per_bin):]
+        peak = 6000 + float(high.argmax()) * hz_per_bin  # above the knee the map is milder than a * f
+        assert abs(peak - 7500) < abs(7500 * a - 7500)
+    assert torch.allclose(vtlp_warp(spec, (1.0, 1.0), sr), spec)
+    # each utterance draws its own factor
+    batch = spec.repeat(8, 1, 1)
+    warped = vtlp_warp(batch, (0.8, 1.2), sr, generator=torch.Generator().manual_seed(0))
+    assert len({int(w[0, : int(3000 / hz_per_bin)].argmax()) for w in warped}) > 1
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        vtlp_warp(spec, (1.1, 0.9), sr)
+    with pytest.raises(ValueError, match="vtlp"):
+        tiny_encoder_config(vtlp=(0.9,))
+    # in the encoder: only while training
+    model = build_model(CtcModelConfig(encoder=tiny_encoder_config(vtlp=(0.8, 0.8)), vocab_size=V))
+    audio, lengths = _audio()
+    model.eval()
+    clean = model.encoder.features(audio, lengths)[0]
+    torch.manual_seed(0)
+    warped_feats = model.encoder.features(audio, lengths, model.encoder.cfg.vtlp)[0]
+    assert not torch.allclose(clean, warped_feats)
+    with torch.no_grad():
+        first, _, _ = model(audio, lengths)
+        second, _, _ = model(audio, lengths)
+    assert torch.equal(first, second)  # no warping at evaluation

@@ -47,3 +47,33 @@ def speed_perturb(audio: torch.Tensor, lengths: torch.Tensor, factors: Sequence[
     out = resample(x, padded * ratio.denominator // ratio.numerator)[:, : int(new_lengths.max())].to(audio.dtype)
     mask = torch.arange(out.shape[1], device=out.device)[None, :] < new_lengths.to(out.device)[:, None]
     return out * mask, new_lengths
+
+
+def vtlp_warp(power_spec: torch.Tensor, warp_range: Tuple[float, float], sample_rate: int,
+              boundary_hz: float = 4800.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton, 2013) of power spectra [B, T, K] (bins 0 .. Nyquist).
+
+    Each utterance draws a factor ``a`` uniformly from ``warp_range`` and its spectrum is stretched along frequency:
+    a component at ``f`` moves to ``a * f`` up to ``boundary_hz * min(a, 1)``, above that the map is linear up to
+    the Nyquist frequency, which stays where it is. Formants and harmonics move together, the tempo does not (speed
+    perturbation changes both); the warped spectrum is read off the original by linear interpolation between bins.
+    """
+    lo, hi = warp_range
+    if not 0 < lo <= hi:
+        raise ValueError(f"VTLP warp range must be 0 < low <= high, got {tuple(warp_range)}")
+    batch, num_bins = power_spec.shape[0], power_spec.shape[-1]
+    alpha = lo + (hi - lo) * torch.rand(batch, 1, generator=generator, dtype=torch.float64)
+    nyquist = sample_rate / 2
+    out_hz = torch.linspace(0.0, nyquist, num_bins, dtype=torch.float64)[None, :]  # [1, K]
+    knee_out = boundary_hz * torch.clamp(alpha, max=1.0)  # [B, 1]: output frequency where the linear part starts
+    knee_in = knee_out / alpha
+    upper = knee_in + (out_hz - knee_out) * (nyquist - knee_in) / (nyquist - knee_out)
+    src_hz = torch.where(out_hz <= knee_out, out_hz / alpha, upper)  # [B, K]: where each output bin reads from
+    pos = torch.clamp(src_hz / nyquist * (num_bins - 1), 0.0, num_bins - 1.0)
+    left = pos.floor().long().clamp(max=num_bins - 2)
+    frac = (pos - left).to(power_spec.dtype)[:, None, :]
+    index = left[:, None, :].expand(batch, power_spec.shape[1], num_bins).to(power_spec.device)
+    frac = frac.to(power_spec.device)
+    below = torch.gather(power_spec, 2, index)
+    above = torch.gather(power_spec, 2, index + 1)
+    return below * (1 - frac) + above * frac

@@ -63,7 +63,8 @@ class ConformerEncoderConfig(HashDefaults):
     :func:`paper_encoder_config`."""
 
     _HASH_DEFAULTS: ClassVar[Dict[str, Any]] = {"speed_perturbation": (), "ff_activation": FeedForwardActivation.SILU,
-                                                "frontend": FrontendType.VGG, "frontend_conv_channels": (32, 64, 64)}
+                                                "frontend": FrontendType.VGG, "frontend_conv_channels": (32, 64, 64),
+                                                "vtlp": ()}
 
     num_layers: int = 12
     dim: int = 512
@@ -82,10 +83,17 @@ class ConformerEncoderConfig(HashDefaults):
     ff_activation: FeedForwardActivation = FeedForwardActivation.SILU
     frontend: FrontendType = FrontendType.VGG  # CONV_SUBSAMPLE uses downsampling as its two time strides
     frontend_conv_channels: Tuple[int, int, int] = (32, 64, 64)  # CONV_SUBSAMPLE: channels of its three convs
+    # training only: vocal tract length perturbation, each utterance's spectrum stretched along frequency by a factor
+    # drawn from this (low, high) range (Jaitly and Hinton use (0.9, 1.1)); () leaves the features as they are
+    vtlp: Tuple[float, ...] = ()
 
     def __post_init__(self):
         self.ff_activation = FeedForwardActivation(self.ff_activation)  # plain values from a JSON model config
         self.frontend = FrontendType(self.frontend)
+        self.vtlp = tuple(self.vtlp)
+        if self.vtlp and (len(self.vtlp) != 2 or not 0 < self.vtlp[0] <= self.vtlp[1]):
+            raise ValueError(f"ConformerEncoderConfig.vtlp must be () or (low, high) with 0 < low <= high, "
+                             f"got {self.vtlp}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from i6_models.parts.frontend.generic_frontend import FrontendLayerType, Generic
 from i6_models.parts.frontend.vgg_act import VGG4LayerActFrontendV1, VGG4LayerActFrontendV1Config
 from i6_models.primitives.specaugment import specaugment_v1_by_length
 
-from llmasr.models.augment import speed_perturb
+from llmasr.models.augment import speed_perturb, vtlp_warp
 from llmasr.models.checkpoint import read_state_dict
 from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, DecoderEmbeddingInit,
                                      DecoderNorm, DecoderPositions, FeedForwardActivation, FrontendType, LogMelConfig,
@@ -69,17 +69,22 @@ class LogMelFeatures(nn.Module):
         self.win_length = int(round(cfg.win_size * cfg.sample_rate))
         self.hop_length = int(round(cfg.hop_size * cfg.sample_rate))
         self.n_fft = cfg.n_fft
+        self.sample_rate = cfg.sample_rate
         if self.n_fft < self.win_length:
             raise ValueError(f"LogMelConfig.n_fft={cfg.n_fft} is smaller than the window ({self.win_length} samples)")
         self.register_buffer("mel_basis", mel_filterbank(cfg.num_filters, cfg.n_fft, cfg.sample_rate, cfg.f_min,
                                                          cfg.f_max), persistent=False)
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, vtlp: Tuple[float, ...] = ()
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:param vtlp: (low, high): warp each utterance's spectrum by a factor from that range (training only)"""
         if audio.shape[1] < self.win_length:
             audio = F.pad(audio, (0, self.win_length - audio.shape[1]))
         frames = audio.unfold(1, self.win_length, self.hop_length) * self.window  # [B, T, win]
         spec = torch.fft.rfft(frames, n=self.n_fft).abs() ** 2  # [B, T, n_fft/2+1]
+        if vtlp:
+            spec = vtlp_warp(spec, vtlp, self.sample_rate)
         mel = spec @ self.mel_basis.T
         feats = torch.log10(torch.clamp(mel, min=1e-10))
         out_lengths = torch.clamp((lengths - self.win_length) // self.hop_length + 1, min=1)
@@ -153,7 +158,7 @@ class ConformerEncoder(nn.Module):
         with torch.no_grad():
             if self.training and self.cfg.speed_perturbation:
                 audio, audio_lengths = speed_perturb(audio, audio_lengths, self.cfg.speed_perturbation)
-            feats, feat_lens = self.features(audio, audio_lengths)
+            feats, feat_lens = self.features(audio, audio_lengths, self.cfg.vtlp if self.training else ())
             if self.training and self.cfg.specaug.enabled and (self.train_step or 0) >= self.cfg.specaug.start_step:
                 s = self.cfg.specaug
                 feats = specaugment_v1_by_length(
