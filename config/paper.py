@@ -166,6 +166,11 @@ class SpeechLLMRecipe:
     :param cross_attention_gate_init: the start value of the cross-attention interface's gates (0: Flamingo's)
     :param cross_attention_options: the trainings of the cross-attention interface, if not ``options`` (the new
         attention layers may need another learning rate than a prefix)
+    :param frozen_llm_options: the trainings of the systems with a frozen LLM, if not ``options`` (only the speech
+        side learns then, and may take a larger learning rate)
+    :param frozen_llm_adapter_hidden: the hidden size of a 2-layer MLP adapter for the systems with a frozen LLM
+        (None: the recipe's linear adapter); where the encoder is frozen too, the adapter is all the speech side
+        that can learn
     """
 
     data: ExperimentData
@@ -190,6 +195,8 @@ class SpeechLLMRecipe:
     attention_plots: bool = False
     cross_attention_gate_init: float = 0.0
     cross_attention_options: Optional[TrainingOptions] = None
+    frozen_llm_options: Optional[TrainingOptions] = None
+    frozen_llm_adapter_hidden: Optional[int] = None
 
     def __post_init__(self):
         if not self.joint_modes or not self.joint_ctc_scales:
@@ -213,6 +220,8 @@ class SpeechLLMRecipe:
         fields = {"adapter_k": self.adapter_k, "freeze_encoder": self.freeze_encoder, **changes}
         if fields.get("interface") == SpeechInterface.CROSS_ATTENTION:
             fields.setdefault("cross_attention_gate_init", self.cross_attention_gate_init)
+        if fields.get("llm_training") == LLMTraining.FROZEN and self.frozen_llm_adapter_hidden is not None:
+            fields.setdefault("adapter_hidden", self.frozen_llm_adapter_hidden)
         return SpeechLLMConfig(**fields, **ctc, **self.lora.speech_llm_fields())
 
 
@@ -259,6 +268,8 @@ def paper_speech_llm(prefix: str, name: str, recipe: SpeechLLMRecipe, llm: objec
     options = recipe.options
     if interface == SpeechInterface.CROSS_ATTENTION and recipe.cross_attention_options is not None:
         options = recipe.cross_attention_options
+    if llm_training == LLMTraining.FROZEN and recipe.frozen_llm_options is not None:
+        options = recipe.frozen_llm_options
     train = SpeechLLMTrainingJob(setup, train_data, dev_data, units, options=options, **recipe.rqmt)
     alias(train, f"{prefix}/speech_llm/{name}/train")
     ckpt, sets = train.out_last_checkpoint, tuple(eval_sets or data.eval_sets)

@@ -156,8 +156,12 @@ def test_toy_speech_llms_are_the_papers_recipe_at_toy_size():
     xattn = [j for j in sllm if j.setup.config.interface.value == "cross_attention"]
     assert len(xattn) == 1 and xattn[0].setup.config.cross_attention_gate_init == toy.SPEECH_LLM_XATTN_GATE_INIT > 0
     assert xattn[0].options == toy.SPEECH_LLM_XATTN_TRAINING != toy.SPEECH_LLM_TRAINING
+    # the frozen-LLM system: an MLP adapter (all its speech side that learns) and its own (higher) learning rate
+    frozen = [j for j in sllm if j.setup.config.llm_training.value == "frozen"]
+    assert len(frozen) == 1 and frozen[0].setup.config.adapter_hidden == toy.SPEECH_LLM_FROZEN_ADAPTER_HIDDEN > 0
+    assert frozen[0].options == toy.SPEECH_LLM_FROZEN_TRAINING != toy.SPEECH_LLM_TRAINING
     assert all(j.options == toy.SPEECH_LLM_TRAINING and j.setup.config.cross_attention_gate_init == 0.0
-               for j in sllm if j not in xattn)
+               and j.setup.config.adapter_hidden == 0 for j in sllm if j not in xattn + frozen)
     assert sum(1 for j in sllm if j.setup.am_spm_model is None) == 1  # the LLM's own tokenizer
     recog = by_kind["SpeechLLMRecogJob"]
     assert all(j.rqmt["cpu"] == 1 and j.device == "cpu" for j in recog)
