@@ -59,8 +59,8 @@ AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs u
 # No dropout, 8 frontend channels and 8x downsampling: together 1.9x faster per step on 2 CPU cores than dropout 0.1,
 # 16 channels, 6x. Per-utterance feature normalisation and 6x downsampling were tried: dev CTC loss after 5 epochs
 # 3.54 and (after 3) 4.41 against 3.14 and 4.37, and 6x costs 15 % more per epoch. VTLP (vtlp=(0.9, 1.1)) on top was
-# tried for the unseen voices and not taken: dev CTC loss 1.264 -> 1.282, dev WER CTC beam 28.9 -> 30.2, AED 19.1 ->
-# 20.8, base speech LLM 20.2 -> 22.2 (whole run).
+# tried for the unseen voices and not taken (whole runs on one machine): dev CTC loss 1.264 -> 1.282, dev WER CTC beam
+# 29.1 -> 30.2, AED 20.1 -> 20.8, base speech LLM 20.8 -> 22.2.
 AM_ENCODER = ConformerEncoderConfig(num_layers=6, dim=144, num_heads=4, ff_dim=576, conv_kernel_size=15,
                                     frontend_channels=8, downsampling=(4, 2), dropout=0.0, att_dropout=0.0,
                                     specaug=SpecAugmentConfig(start_step=1000), speed_perturbation=(0.9, 1.0, 1.1))

@@ -71,9 +71,8 @@ def vtlp_warp(power_spec: torch.Tensor, warp_range: Tuple[float, float], sample_
     src_hz = torch.where(out_hz <= knee_out, out_hz / alpha, upper)  # [B, K]: where each output bin reads from
     pos = torch.clamp(src_hz / nyquist * (num_bins - 1), 0.0, num_bins - 1.0)
     left = pos.floor().long().clamp(max=num_bins - 2)
-    frac = (pos - left).to(power_spec.dtype)[:, None, :]
+    frac = (pos - left).to(power_spec.device, power_spec.dtype)[:, None, :]
     index = left[:, None, :].expand(batch, power_spec.shape[1], num_bins).to(power_spec.device)
-    frac = frac.to(power_spec.device)
     below = torch.gather(power_spec, 2, index)
     above = torch.gather(power_spec, 2, index + 1)
     return below * (1 - frac) + above * frac
