@@ -62,8 +62,9 @@ AM_VOCAB_SIZE = 256  # SentencePiece unigram units of the AMs (the paper's AMs u
 # tried for the unseen voices and not taken (whole runs on one machine): dev CTC loss 1.264 -> 1.282, dev WER CTC beam
 # 29.1 -> 30.2, AED 20.1 -> 20.8, base speech LLM 20.8 -> 22.2. SpecAugment off altogether (the AMs alone, same machine): dev CTC loss 1.26 ->
 # 0.76, dev / test CTC beam 29.1 / 34.6 -> 20.1 / 34.1, AED 20.1 / 28.7 -> 19.0 / 32.5, AED+CTC 14.1 / 22.7 -> 11.9 /
-# 24.6: the encoder underfits its training voices, but test is limited by the unseen voices, and the AED decoder
-# generalises worse to them without the masking; not taken.
+# 24.6: the encoder underfits its training voices, but test is limited by the unseen voices. Dev alone would choose
+# it; not taken, as the speech LLMs and fusion on that encoder are not measured, and dev (training voices) does not
+# predict the unseen voices here.
 AM_ENCODER = ConformerEncoderConfig(num_layers=6, dim=144, num_heads=4, ff_dim=576, conv_kernel_size=15,
                                     frontend_channels=8, downsampling=(4, 2), dropout=0.0, att_dropout=0.0,
                                     specaug=SpecAugmentConfig(start_step=1000), speed_perturbation=(0.9, 1.0, 1.1))
