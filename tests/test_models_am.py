@@ -367,3 +367,8 @@ def test_vtlp_moves_low_frequencies_by_the_factor_and_keeps_nyquist():
         first, _, _ = model(audio, lengths)
         second, _, _ = model(audio, lengths)
     assert torch.equal(first, second)  # no warping at evaluation
+    plain = build_model(CtcModelConfig(encoder=tiny_encoder_config(), vocab_size=V))
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(audio, lengths)[0], first)  # the same as a model without VTLP

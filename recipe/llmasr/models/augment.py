@@ -1,4 +1,5 @@
-"""Waveform augmentation applied inside the AMs during training (SpecAugment, on features, is in the encoder)."""
+"""Augmentation inside the AMs during training: speed perturbation of the waveform, VTLP of the spectrum (SpecAugment,
+on the features, is in the encoder)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,8 @@ from fractions import Fraction
 from typing import Optional, Sequence, Tuple
 
 import torch
+
+from llmasr.models.conformer import check_vtlp_range
 
 
 def resample(x: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -58,9 +61,8 @@ def vtlp_warp(power_spec: torch.Tensor, warp_range: Tuple[float, float], sample_
     the Nyquist frequency, which stays where it is. Formants and harmonics move together, the tempo does not (speed
     perturbation changes both); the warped spectrum is read off the original by linear interpolation between bins.
     """
+    check_vtlp_range(warp_range, "VTLP warp range")
     lo, hi = warp_range
-    if not 0 < lo <= hi:
-        raise ValueError(f"VTLP warp range must be 0 < low <= high, got {tuple(warp_range)}")
     batch, num_bins = power_spec.shape[0], power_spec.shape[-1]
     alpha = lo + (hi - lo) * torch.rand(batch, 1, generator=generator, dtype=torch.float64)
     nyquist = sample_rate / 2

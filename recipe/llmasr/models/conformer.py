@@ -57,6 +57,12 @@ class FrontendType(enum.Enum):
     CONV_SUBSAMPLE = "conv_subsample"
 
 
+def check_vtlp_range(warp_range: Tuple[float, ...], where: str) -> None:
+    """A VTLP warp range is (low, high) with 0 < low <= high; anything else fails naming ``where``."""
+    if len(warp_range) != 2 or not 0 < warp_range[0] <= warp_range[1]:
+        raise ValueError(f"{where} must be (low, high) with 0 < low <= high, got {tuple(warp_range)}")
+
+
 @dataclass
 class ConformerEncoderConfig(HashDefaults):
     """Sizes of the Conformer encoder; the defaults are a 12 x 512 model, the paper's 16 x 1024 is
@@ -91,9 +97,8 @@ class ConformerEncoderConfig(HashDefaults):
         self.ff_activation = FeedForwardActivation(self.ff_activation)  # plain values from a JSON model config
         self.frontend = FrontendType(self.frontend)
         self.vtlp = tuple(self.vtlp)
-        if self.vtlp and (len(self.vtlp) != 2 or not 0 < self.vtlp[0] <= self.vtlp[1]):
-            raise ValueError(f"ConformerEncoderConfig.vtlp must be () or (low, high) with 0 < low <= high, "
-                             f"got {self.vtlp}")
+        if self.vtlp:
+            check_vtlp_range(self.vtlp, "ConformerEncoderConfig.vtlp")
 
 
 @dataclass
