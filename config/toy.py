@@ -14,7 +14,7 @@ from config.names import alias, output
 from config.paper import SPEECH_LLM_PROMPT, SpeechLLMRecipe, joint_findings, paper_speech_llm
 from llmasr.data.returnn_data import PackOggZipJob
 from llmasr.data.toy import TRAIN_VARIANTS as DEFAULT_TRAIN_VARIANTS
-from llmasr.data.toy import MakeToyCorpusJob, MakeToyExtraTrainJob
+from llmasr.data.toy import MakeToyCorpusJob, MakeToyExtraTrainJob, MakeToyUnseenVoicesJob
 from llmasr.llm.train import (CreateTinyLLMJob, FineTuneLLMJob, FineTuneMethod, FineTuneUnits, PretrainLLMJob,
                               TrainConfig)
 from llmasr.models.conformer import (AedModelConfig, ConformerEncoderConfig, CtcModelConfig, SpecAugmentConfig,
@@ -41,7 +41,13 @@ VOCABULARY_SIZE = 1000
 # before measuring; dev / test WER with the 5 default variants -> 10: CTC beam 33.4 / 41.7 -> 32.9 / 39.9, AED 22.2 /
 # 31.9 -> 25.6 / 34.3, base speech LLM 38.9 / 50.8 -> 39.9 / 44.8 (dev then has the new speakers too; the test
 # speakers keep their settings, their utterances' small speed and pitch jitter is drawn anew)
-TRAIN_VARIANTS = DEFAULT_TRAIN_VARIANTS + ("m2", "m4", "m5", "m6", "f1")
+# 20 more of espeak-ng's variants (other formants, voicing, breath, echo, pitch ranges, and the Klatt synthesiser):
+# 120 training voices. Left out: those of dev and test and their near copies (m8 of m7, aunty of f4, norbert and
+# grandpa of john, linda of belinda: the same formant table but for one to three lines), and the whispering, robotic
+# and effect voices.
+TRAIN_VARIANTS = DEFAULT_TRAIN_VARIANTS + ("m2", "m4", "m5", "m6", "f1") + (
+    "klatt", "klatt2", "klatt3", "Alex", "Denis", "Gene", "Jacky", "Lee", "Mike", "Michael", "boris", "edward", "iven",
+    "paul", "travis", "grandma", "shelby", "Alicia", "Andrea", "anika")
 # more training utterances (training voices, sentences of the LM text) for the encoder and the decoders on its stored
 # outputs. The encoder trains over the 12000 for as many steps as 22 epochs of the 3000 took (sub-epochs of a quarter):
 # CTC dev WER greedy / beam 33.6 / 32.9 -> 29.1 / 28.9, dev CTC loss 1.50 -> 1.24. Its greedy WER on utterances it
@@ -164,6 +170,14 @@ def py():
                                        num_utterances=NUM_EXTRA_TRAIN), f"{PREFIX}/data/train-extra/corpus")
     extra_zip = alias(PackOggZipJob(extra.out_corpus, name="train-extra"),
                       f"{PREFIX}/data/train-extra/ogg_zip").out_ogg_zip
+    # the dev set everything is chosen and tuned on: the corpus's dev sentences spoken by unseen voices, as test is;
+    # the corpus's dev set (training voices) stays the trainings' validation set
+    dev_unseen = alias(MakeToyUnseenVoicesJob(corpus.out_corpora["dev"], corpus.out_speakers),
+                       f"{PREFIX}/data/dev-unseen/corpus")
+    eval_corpora = {"dev": dev_unseen.out_corpus, "test": corpus.out_corpora["test"]}
+    eval_zips = {"dev": alias(PackOggZipJob(dev_unseen.out_corpus, name="dev-unseen"),
+                              f"{PREFIX}/data/dev-unseen/ogg_zip").out_ogg_zip, "test": zips["test"]}
+    output(f"{PREFIX}/data/dev-unseen.zip", eval_zips["dev"])
 
     # 2. label units
     train_text = alias(CorpusToTextJob([corpus.out_corpora["train"]]), f"{PREFIX}/labels/train_text").out_text
@@ -196,8 +210,7 @@ def py():
     # 4. acoustic models, recognised alone, and with a lexicon: the words of the training and LM text (like
     # LibriSpeech's lexicon of its LM corpus; the toy's closed vocabulary makes it cover dev and test)
     lexicon = alias(WordListJob([train_text, llm_text]), f"{PREFIX}/labels/lexicon").out_word_list
-    data = ExperimentData(corpora={s: corpus.out_corpora[s] for s in ("dev", "test")},
-                          zips={s: zips[s] for s in ("dev", "test")}, train_zips=[zips["train"], extra_zip],
+    data = ExperimentData(corpora=eval_corpora, zips=eval_zips, train_zips=[zips["train"], extra_zip],
                           dev_zips=zips["dev"], spm_model=spm.out_model, tune_set="dev", eval_sets=("dev", "test"),
                           prior_zips=zips["train"])
     results = Results(PREFIX, hallucination_set="test")

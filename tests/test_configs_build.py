@@ -103,6 +103,17 @@ def test_toy_config_builds_the_whole_graph():
     assert (encoder.options.partition_epoch, decoder.options.partition_epoch) == (4, 1)
     sllm = [j for j in jobs if "SpeechLLMTrainingJob" in j.job_id()]
     assert {p.get_path() for j in sllm for p in j.train_data} == frames
+    # dev (everything is chosen and tuned on it) is the dev sentences spoken by voices heard in neither train nor
+    # test; the corpus's dev set of training voices is only the trainings' validation set
+    from llmasr.data.toy import DEV_VARIANTS, DEV_VOICES, TEST_VARIANTS, TEST_VOICES, TRAIN_VOICES
+    assert not set(toy.TRAIN_VARIANTS) & set(DEV_VARIANTS + TEST_VARIANTS)
+    assert not set(DEV_VOICES) & set(TRAIN_VOICES + TEST_VOICES) and not set(DEV_VARIANTS) & set(TEST_VARIANTS)
+    def reference_jobs(split):
+        return {type(j.corpus.creator).__name__ for j in jobs if type(j).__name__ == "ScoreWERJob"
+                if any(a.endswith(f"/{split}/score") for a in j.get_aliases() or ())}
+
+    assert reference_jobs("dev") == {"MakeToyUnseenVoicesJob"} and reference_jobs("test") == {"MakeToyCorpusJob"}
+    assert [type(p.creator.corpus.creator).__name__ for p in encoder.dev_data] == ["MakeToyCorpusJob"]
     # every finding the toy is meant to show is checked in the report
     report = next(j for j in jobs if "toy/report/results" in (j.get_aliases() or ()))
     claims = " ".join(f.claim for f in report.findings)

@@ -55,6 +55,11 @@ TEST_VOICES = ("en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc")
 TEST_VARIANTS = ("m7", "f4", "f5")
 TEST_SPEEDS = ((120, 135), (185, 200))
 TEST_PITCHES = ((20, 32), (68, 80))
+# Voice settings of the dev set of unseen voices (:class:`MakeToyUnseenVoicesJob`): an accent and variants heard in
+# neither training nor test, at speeds and pitches outside the train range like test's, so that choices made on dev
+# carry over to the unseen test voices.
+DEV_VOICES = ("en-gb-x-gbcwmd",)
+DEV_VARIANTS = ("Andy", "john", "max", "belinda", "steph", "Annie")
 
 
 def make_speakers(seed: int, train_variants: Sequence[str] = TRAIN_VARIANTS) -> Dict[str, List[ToySpeaker]]:
@@ -84,6 +89,18 @@ def make_speakers(seed: int, train_variants: Sequence[str] = TRAIN_VARIANTS) -> 
         for voice, variant, speed, pitch in settings:
             speakers[split].append(ToySpeaker(next_id, voice, variant, speed, pitch))
             next_id += 1
+    return speakers
+
+
+def make_unseen_speakers(seed: int, voices: Sequence[str], variants: Sequence[str], first_id: int) -> List[ToySpeaker]:
+    """One speaker per voice and variant, each at a speed and pitch drawn from the test ranges (outside training's)."""
+    rng = random.Random(seed)
+    speakers = []
+    for voice in voices:
+        for variant in variants:
+            speed = rng.randint(*rng.choice(TEST_SPEEDS))
+            speakers.append(ToySpeaker(first_id + len(speakers), voice, variant, speed,
+                                       rng.randint(*rng.choice(TEST_PITCHES))))
     return speakers
 
 
@@ -483,4 +500,75 @@ class MakeToyExtraTrainJob(ParallelCorpusJob):
         entries = synthesize_corpus(utts, root, workers=max(1, min(self.run_threads(), os.cpu_count() or 1)))
         write_corpus(entries, self.out_corpus.get_path())
         logging.info("toy extra train: %d utterances, %.1f s audio, in %.1f s", len(entries),
+                     sum(e.duration for e in entries), time.time() - start)
+
+
+def check_unseen(speakers: Sequence[ToySpeaker], heard: Sequence[ToySpeaker], what: str) -> None:
+    """Refuses ``speakers`` that share an accent, a variant or an id with ``heard`` (the corpus's train and test)."""
+    accents = sorted({s.voice for s in speakers} & {h.voice for h in heard})
+    variants = sorted({s.variant for s in speakers} & {h.variant for h in heard})
+    ids = sorted({s.id for s in speakers} & {h.id for h in heard})
+    if accents or variants or ids:
+        raise ValueError(f"{what}: voices must be unheard in the corpus's train and test; shared accents {accents}, "
+                         f"variants {variants}, speaker ids {ids}")
+
+
+class MakeToyUnseenVoicesJob(ParallelCorpusJob):
+    """A corpus's sentences spoken again by voices heard in neither its training nor its test set.
+
+    The toy's dev set: its corpus dev set is spoken by the training voices, so choices made on it (augmentation,
+    training voices, fusion scales) need not carry over to the test set's unseen voices. Re-speaking the dev sentences
+    (already held out of training and LM text) with an unheard accent and unheard variants, at speeds and pitches
+    outside the training range, gives a dev set that is unseen in the same way as test, without touching test."""
+
+    def __init__(self, corpus: tk.Path, speakers: tk.Path, *, voices: Sequence[str] = DEV_VOICES,
+                 variants: Sequence[str] = DEV_VARIANTS, seed: int = 1, first_speaker_id: int = 900,
+                 chapter: int = 2000, cpu: int = 2):
+        """
+        :param corpus: the corpus whose sentences are spoken again (:attr:`MakeToyCorpusJob.out_corpora` ``["dev"]``)
+        :param speakers: :attr:`MakeToyCorpusJob.out_speakers`; an accent, variant or id of its train or test speakers
+            in ``voices`` / ``variants`` / the new ids is refused
+        :param voices: espeak-ng accents of the new speakers
+        :param variants: espeak-ng variants of the new speakers (each with every accent)
+        :param seed: seed of the speakers' speeds and pitches and of the per-utterance jitter
+        :param first_speaker_id: id of the first new speaker (the others follow)
+        :param chapter: the chapter number of all utterances
+        :param cpu: parallel synthesis processes (also the task's cpu requirement)
+        """
+        if not voices or not variants:
+            raise ValueError(f"MakeToyUnseenVoicesJob: voices {voices!r} and variants {variants!r} must not be empty")
+        self.corpus = corpus
+        self.speakers = speakers
+        self.voices = tuple(voices)
+        self.variants = tuple(variants)
+        self.seed = seed
+        self.first_speaker_id = first_speaker_id
+        self.chapter = chapter
+        self.cpu = cpu
+        self.out_audio_dir = self.output_path("LibriSpeech", directory=True)
+        self.out_corpus = self.output_path("corpus.jsonl.gz")
+        self.out_speakers = self.output_path("speakers.txt")
+        self.rqmt = {"cpu": cpu, "mem": 2, "time": 1}
+
+    def run(self):
+        from llmasr.data.corpus import iter_corpus
+
+        start = time.time()
+        new = make_unseen_speakers(self.seed, self.voices, self.variants, self.first_speaker_id)
+        path = self.speakers.get_path()
+        check_unseen(new, read_speakers(path, "train") + read_speakers(path, "test"), f"{type(self).__name__}")
+        rng = random.Random(self.seed)
+        utts = []
+        for i, entry in enumerate(iter_corpus(self.corpus.get_path())):
+            spk = new[i % len(new)]
+            utts.append(spoken_by(spk, "dev", self.chapter, i // len(new), entry.text, rng))
+        if not utts:
+            raise ValueError(f"{self.corpus.get_path()}: no utterances to speak again")
+        entries = synthesize_corpus(utts, os.path.join(self.out_audio_dir.get_path(), "dev-unseen"),
+                                    workers=max(1, min(self.run_threads(), os.cpu_count() or 1)))
+        write_corpus(entries, self.out_corpus.get_path())
+        with open(self.out_speakers.get_path(), "w") as f:
+            for spk in new:
+                f.write(f"dev {spk.id} {spk.espeak_voice} speed={spk.speed} pitch={spk.pitch}\n")
+        logging.info("toy dev of unseen voices: %d utterances, %.1f s audio, in %.1f s", len(entries),
                      sum(e.duration for e in entries), time.time() - start)
