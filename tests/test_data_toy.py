@@ -1,4 +1,4 @@
-"""The espeak-ng toy corpus: layout, counts, durations, disjoint splits, unseen test voices, LM text."""
+"""The espeak-ng toy corpus: layout, counts, durations, disjoint splits, unseen test and dev voices, LM text."""
 import gzip
 import os
 import re
