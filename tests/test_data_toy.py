@@ -183,41 +183,45 @@ def test_extra_train_plan_and_speaker_file_errors(tmp_path):
 
 
 def test_dev_of_unseen_voices_respeaks_the_dev_sentences_with_voices_unheard_in_train_and_test(run_job):
-    """The toy's dev set: the corpus's dev sentences, in order, each spoken by a voice whose accent and variant are in
-    neither the corpus's train nor its test speakers, at a speed and pitch outside the training range."""
+    """The toy's dev set: the corpus's dev sentences, in order, each spoken by a voice of test's kind (a test accent,
+    at a speed and pitch outside the training range) with a variant heard in neither train nor test."""
     corpus = MakeToyCorpusJob(num_train=12, num_dev=4, num_test=4, seed=7)
     run_job(corpus)
-    job = run_job(MakeToyUnseenVoicesJob(corpus.out_corpora["dev"], corpus.out_speakers, voices=("en-gb-x-gbcwmd",),
+    job = run_job(MakeToyUnseenVoicesJob(corpus.out_corpora["dev"], corpus.out_speakers, voices=("en-us-nyc",),
                                          variants=("john", "belinda", "Annie"), seed=2))
     dev = read_corpus(corpus.out_corpora["dev"].get_path())
     entries = read_corpus(job.out_corpus.get_path())
     assert [e.text for e in entries] == [e.text for e in dev]
     assert len({e.speaker for e in entries}) == 3
     new = read_speakers(job.out_speakers.get_path(), "dev")
-    assert {s.espeak_voice for s in new} == {"en-gb-x-gbcwmd+john", "en-gb-x-gbcwmd+belinda", "en-gb-x-gbcwmd+Annie"}
-    heard = read_speakers(corpus.out_speakers.get_path(), "train") + read_speakers(corpus.out_speakers.get_path(), "test")
-    assert not {(s.voice, s.variant) for s in new} & {(h.voice, h.variant) for h in heard}
+    assert {s.espeak_voice for s in new} == {"en-us-nyc+john", "en-us-nyc+belinda", "en-us-nyc+Annie"}
+    train = read_speakers(corpus.out_speakers.get_path(), "train")
+    test = read_speakers(corpus.out_speakers.get_path(), "test")
+    assert not {s.voice for s in new} & {t.voice for t in train}
+    assert not {s.variant for s in new} & {h.variant for h in train + test}
     for s in new:
         assert any(lo <= s.speed <= hi for lo, hi in TEST_SPEEDS) and any(lo <= s.pitch <= hi for lo, hi in TEST_PITCHES)
     for e, d in zip(entries, dev):
         assert e.id != d.id and sf.info(e.audio).samplerate == 16000 and e.duration > 0.3
-    assert make_unseen_speakers(2, ("en-gb-x-gbcwmd",), ("john", "belinda", "Annie"), 900) == new
+    assert make_unseen_speakers(2, ("en-us-nyc",), ("john", "belinda", "Annie"), 900) == new
 
-    with pytest.raises(ValueError, match=r"shared accents \['en-us'\], variants \['m1'\]"):
+    with pytest.raises(ValueError, match=r"training accents \['en-us'\], training or test variants \['m1'\]"):
         run_job(MakeToyUnseenVoicesJob(corpus.out_corpora["dev"], corpus.out_speakers, voices=("en-us",),
                                        variants=("m1",)))
     with pytest.raises(ValueError, match="must not be empty"):
         MakeToyUnseenVoicesJob(corpus.out_corpora["dev"], corpus.out_speakers, variants=())
 
 
-def test_check_unseen_refuses_a_heard_accent_variant_or_id():
-    heard = [ToySpeaker(100, "en-us", "m1", 150, 50), ToySpeaker(130, "en-gb-x-rp", "f4", 190, 70)]
-    check_unseen([ToySpeaker(900, "en-gb-x-gbcwmd", "john", 120, 20)], heard, "dev")
-    for bad, field in ((ToySpeaker(900, "en-gb-x-rp", "john", 120, 20), "accents ['en-gb-x-rp']"),
-                       (ToySpeaker(900, "en-gb-x-gbcwmd", "f4", 120, 20), "variants ['f4']"),
-                       (ToySpeaker(100, "en-gb-x-gbcwmd", "john", 120, 20), "speaker ids [100]")):
+def test_check_unseen_refuses_a_training_accent_a_heard_variant_or_an_id():
+    train = [ToySpeaker(100, "en-us", "m1", 150, 50)]
+    test = [ToySpeaker(130, "en-gb-x-rp", "f4", 190, 70)]
+    check_unseen([ToySpeaker(900, "en-gb-x-rp", "john", 120, 20)], train, test, "dev")  # a test accent is fine
+    for bad, field in ((ToySpeaker(900, "en-us", "john", 120, 20), "training accents ['en-us']"),
+                       (ToySpeaker(900, "en-gb-x-rp", "m1", 120, 20), "training or test variants ['m1']"),
+                       (ToySpeaker(900, "en-gb-x-gbcwmd", "f4", 120, 20), "training or test variants ['f4']"),
+                       (ToySpeaker(130, "en-gb-x-gbcwmd", "john", 120, 20), "speaker ids [130]")):
         with pytest.raises(ValueError, match=re.escape(field)):
-            check_unseen([bad], heard, "dev")
+            check_unseen([bad], train, test, "dev")
 
 
 def test_verses_file_errors(tmp_path, run_job):
